@@ -1,0 +1,28 @@
+"""The Gradio app: quick-settings bar and one module per tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from modules.ui import common, txt2img
+
+CSS = ".infotext { font-family: monospace; white-space: pre-wrap; font-size: 0.85em; }"
+CTRL_ENTER_JS = """
+() => {
+  document.addEventListener('keydown', (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
+      const tab = document.querySelector('#tab_txt2img');
+      const button = document.querySelector('#txt2img_generate');
+      if (button && tab && tab.offsetParent !== null) { e.preventDefault(); button.click(); }
+    }
+  });
+}
+"""
+
+
+def create_ui() -> gr.Blocks:
+    with gr.Blocks(title="Stable Diffusion") as demo:
+        common.create_quicksettings()
+        with gr.Tabs(elem_id="tabs"):
+            txt2img.create_tab()
+    return demo

@@ -1,0 +1,763 @@
+"""The one generation path: a typed job in, images (saved with A1111 names and infotext) out.
+
+UI, API, scripts and extensions all build a `Job` and call `process_images(job)`. This module knows nothing of
+Gradio or HTTP. Hooks for scripts are called at named points, never patched in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter, ImageOps
+from tqdm import tqdm
+
+from modules import conditioning, images, infotext, masking
+from modules.models.loader import SDModel
+from modules.sampling import rng as rng_mod
+from modules.sampling import samplers
+from modules.state import ProgressEvent, State
+
+log = logging.getLogger("webui")
+VERSION = "v0.1.0"
+LATENT_UPSCALE_MODES = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+IMAGE_UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+INPAINT_AREAS = ("Whole picture", "Only masked")
+
+
+class JobError(ValueError):
+    """The job cannot run as given; the message says which field and why."""
+
+
+@dataclass
+class Job:
+    """Everything one generation needs (A1111's StableDiffusionProcessing fields)."""
+
+    prompt: str | list[str] = ""
+    negative_prompt: str | list[str] = ""
+    styles: list[str] = field(default_factory=list)
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str = "DPM++ 2M"
+    scheduler: str | None = "Automatic"
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    eta: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    denoising_strength: float | None = None
+    # img2img / inpainting
+    init_images: list[Image.Image] = field(default_factory=list)
+    resize_mode: int = 0
+    image_mask: Image.Image | None = None
+    mask_blur: int = 4
+    inpainting_fill: int = 1
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    # hires fix (txt2img)
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    # behaviour
+    override_settings: dict[str, Any] = field(default_factory=dict)
+    override_settings_restore_afterwards: bool = True
+    extra_generation_params: dict[str, Any] = field(default_factory=dict)
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    outpath_samples: str | None = None
+    outpath_grids: str | None = None
+    # filled while processing
+    all_prompts: list[str] = field(default_factory=list)
+    all_negative_prompts: list[str] = field(default_factory=list)
+    all_seeds: list[int] = field(default_factory=list)
+    all_subseeds: list[int] = field(default_factory=list)
+    clip_skip: int = 1
+
+    @property
+    def is_img2img(self) -> bool:
+        return bool(self.init_images)
+
+    @property
+    def mode(self) -> str:
+        return "img2img" if self.is_img2img else "txt2img"
+
+
+@dataclass
+class Processed:
+    """What a job produced: images (grid first when one was made), their seeds and infotexts."""
+
+    images: list[Image.Image]
+    job: Job
+    seed: int
+    subseed: int
+    all_seeds: list[int]
+    all_subseeds: list[int]
+    all_prompts: list[str]
+    all_negative_prompts: list[str]
+    infotexts: list[str]
+    index_of_first_image: int = 0
+    saved_files: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    job_timestamp: str = ""
+    sd_model_name: str | None = None
+    sd_model_hash: str | None = None
+    sd_vae_name: str | None = None
+    sd_vae_hash: str | None = None
+
+    @property
+    def info(self) -> str:
+        return self.infotexts[0] if self.infotexts else ""
+
+    def js(self) -> dict[str, Any]:
+        """A1111's `Processed.js()` record (the API's `info`)."""
+        j = self.job
+        return {
+            "prompt": self.all_prompts[0] if self.all_prompts else "",
+            "all_prompts": self.all_prompts,
+            "negative_prompt": self.all_negative_prompts[0] if self.all_negative_prompts else "",
+            "all_negative_prompts": self.all_negative_prompts,
+            "seed": self.seed, "all_seeds": self.all_seeds,
+            "subseed": self.subseed, "all_subseeds": self.all_subseeds,
+            "subseed_strength": j.subseed_strength,
+            "width": j.width, "height": j.height,
+            "sampler_name": j.sampler_name, "cfg_scale": j.cfg_scale, "steps": j.steps,
+            "batch_size": j.batch_size, "restore_faces": False, "face_restoration_model": None,
+            "sd_model_name": self.sd_model_name, "sd_model_hash": self.sd_model_hash,
+            "sd_vae_name": self.sd_vae_name, "sd_vae_hash": self.sd_vae_hash,
+            "seed_resize_from_w": j.seed_resize_from_w, "seed_resize_from_h": j.seed_resize_from_h,
+            "denoising_strength": j.denoising_strength,
+            "extra_generation_params": j.extra_generation_params,
+            "index_of_first_image": self.index_of_first_image,
+            "infotexts": self.infotexts, "styles": j.styles, "job_timestamp": self.job_timestamp,
+            "clip_skip": j.clip_skip, "is_using_inpainting_conditioning": False, "version": VERSION,
+        }
+
+
+@dataclass
+class Context:
+    """What process_images needs from the running application (supplied by modules.shared)."""
+
+    model: SDModel
+    opts: Any
+    state: State
+    data_dir: str = "."
+    hooks: list[Any] = field(default_factory=list)   # objects with optional hook methods (scripts)
+    on_image_saved: Callable[[str], None] | None = None
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+def _as_list(value: str | list[str], n: int) -> list[str]:
+    if isinstance(value, list):
+        if len(value) < n:
+            raise JobError(f"got {len(value)} prompts for {n} images")
+        return value[:n]
+    return [value] * n
+
+
+def validate(job: Job) -> None:
+    for name in ("width", "height"):
+        value = getattr(job, name)
+        if not 8 <= value <= 8192:
+            raise JobError(f"{name} must be between 8 and 8192, got {value}")
+    if job.steps < 1 or job.steps > 1000:
+        raise JobError(f"steps must be between 1 and 1000, got {job.steps}")
+    if job.batch_size < 1 or job.n_iter < 1:
+        raise JobError("batch size and batch count must be at least 1")
+    if job.denoising_strength is not None and not 0 <= job.denoising_strength <= 1:
+        raise JobError(f"denoising strength must be between 0 and 1, got {job.denoising_strength}")
+    if job.resize_mode not in range(len(RESIZE_MODES)):
+        raise JobError(f"resize_mode must be 0..3, got {job.resize_mode}")
+    if job.inpainting_fill not in range(len(MASKED_CONTENT)):
+        raise JobError(f"inpainting_fill must be 0..3, got {job.inpainting_fill}")
+    if job.hr_upscaler and job.enable_hr and job.hr_upscaler not in LATENT_UPSCALE_MODES \
+            and job.hr_upscaler not in IMAGE_UPSCALERS:
+        valid = ", ".join([*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS])
+        raise JobError(f"Unknown hires upscaler {job.hr_upscaler!r}. Valid upscalers: {valid}")
+    samplers.resolve(job.sampler_name, job.scheduler)  # raises ValueError listing the valid names
+
+
+def _snap8(value: int) -> int:
+    return max(8, int(value) // 8 * 8)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def tensor_to_pil(sample: torch.Tensor) -> Image.Image:
+    array = ((sample.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+    """A1111's resize modes 0 (just resize), 1 (crop and resize), 2 (resize and fill); 3 resizes in latent space."""
+    lanczos = Image.Resampling.LANCZOS
+    if mode in (0, 3):
+        return image.resize((width, height), lanczos)
+    ratio, src_ratio = width / height, image.width / image.height
+    if mode == 1:
+        return ImageOps.fit(image, (width, height), lanczos)
+    # mode 2: fit inside, then fill the bars by stretching the image's edge rows/columns (as A1111)
+    fit_w = width if ratio < src_ratio else image.width * height // image.height
+    fit_h = height if ratio >= src_ratio else image.height * width // image.width
+    resized = image.resize((max(1, fit_w), max(1, fit_h)), lanczos)
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(resized, ((width - fit_w) // 2, (height - fit_h) // 2))
+    if ratio < src_ratio and fill_needed(height, fit_h):
+        pad = (height - fit_h) // 2
+        canvas.paste(resized.resize((width, pad), box=(0, 0, width, 0)), (0, 0))
+        canvas.paste(resized.resize((width, height - fit_h - pad), box=(0, fit_h, width, fit_h)), (0, pad + fit_h))
+    elif ratio > src_ratio and fill_needed(width, fit_w):
+        pad = (width - fit_w) // 2
+        canvas.paste(resized.resize((pad, height), box=(0, 0, 0, height)), (0, 0))
+        canvas.paste(resized.resize((width - fit_w - pad, height), box=(fit_w, 0, fit_w, height)), (pad + fit_w, 0))
+    return canvas
+
+
+def fill_needed(total: int, used: int) -> bool:
+    return total - used >= 2
+
+
+# --- the model calls -----------------------------------------------------------------------------------------
+
+class Sampling:
+    """One model's denoising machinery for a batch: conditioning, the CFG model call, the scheduler loop."""
+
+    def __init__(self, model: SDModel, ctx: Context) -> None:
+        self.model = model
+        self.ctx = ctx
+        self._cond_cache: dict[tuple[tuple[str, ...], int, int], conditioning.Conditioning] = {}
+
+    def encode(self, prompts: list[str], clip_skip: int, min_chunks: int = 1) -> conditioning.Conditioning:
+        key = (tuple(prompts), clip_skip, min_chunks)
+        if key not in self._cond_cache:
+            self._cond_cache[key] = conditioning.encode_prompts(self.model, prompts, clip_skip, min_chunks)
+        return self._cond_cache[key]
+
+    def encode_pair(self, prompts: list[str], negatives: list[str], clip_skip: int
+                    ) -> tuple[conditioning.Conditioning, conditioning.Conditioning]:
+        chunks = max(conditioning.count_chunks(self.model, p) for p in [*prompts, *negatives])
+        return self.encode(prompts, clip_skip, chunks), self.encode(negatives, clip_skip, chunks)
+
+    def added_cond(self, cond: conditioning.Conditioning, uncond: conditioning.Conditioning, width: int,
+                   height: int) -> dict[str, torch.Tensor] | None:
+        if not self.model.is_sdxl:
+            return None
+        opts = self.ctx.opts
+        crop = [opts.sdxl_crop_top, opts.sdxl_crop_left]
+        if self.model.family == "sdxl-refiner":
+            pos = [height, width, *crop, opts.sdxl_refiner_high_aesthetic_score]
+            neg = [height, width, *crop, opts.sdxl_refiner_low_aesthetic_score]
+        else:
+            pos = neg = [height, width, *crop, height, width]
+        n = cond.embeds.shape[0]
+        dtype, device = self.model.policy.dtype, self.model.policy.device
+        time_ids = torch.tensor([neg] * n + [pos] * n, dtype=dtype, device=device)
+        return {"text_embeds": torch.cat([uncond.pooled, cond.pooled]), "time_ids": time_ids}
+
+    @torch.no_grad()
+    def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        vae = self.model.vae
+        dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+        return (dist.mean * vae.config.scaling_factor).to(self.model.policy.dtype)
+
+    @torch.no_grad()
+    def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.model.vae
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        if self.model.policy.nan_check and vae.dtype != torch.float32 and not torch.isfinite(decoded).all():
+            log.warning("VAE produced NaN/inf in %s; decoding again in float32 (use --no-half-vae to avoid this)",
+                        str(vae.dtype).removeprefix("torch."))
+            vae.to(torch.float32)
+            try:
+                decoded = vae.decode(latents.float() / vae.config.scaling_factor).sample
+            finally:
+                vae.to(self.model.policy.vae_dtype)
+        return decoded.float()
+
+    @torch.no_grad()
+    def denoise(self, job: Job, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor,
+                cond: conditioning.Conditioning, uncond: conditioning.Conditioning, steps: int,
+                image_rng: rng_mod.ImageRNG, job_no: int, job_count: int,
+                strength: float | None = None, image_conditioning: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Run the scheduler loop. `strength` None: txt2img from pure noise; else img2img from `latents`.
+
+        `mask` (1 = repaint) keeps the unmasked latents on the original's noised trajectory.
+        Returns None when the job was interrupted or skipped.
+        """
+        state = self.ctx.state
+        model = self.model
+        device = model.policy.device
+        scheduler = sampler.scheduler
+        scheduler.set_timesteps(steps, device=device)
+        timesteps = scheduler.timesteps
+        init_latents = latents
+        if strength is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            keep = min(int(steps * strength), steps)
+            start = max(steps - keep, 0) * scheduler.order
+            timesteps = timesteps[start:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(start)
+            if len(timesteps) == 0:
+                return latents
+            latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
+        embeds = torch.cat([uncond.embeds, cond.embeds])
+        added = self.added_cond(cond, uncond, job.width, job.height)
+        total = len(timesteps)
+        bar = tqdm(total=total, desc=f"{job.mode} {job_no + 1}/{job_count}", leave=False, disable=None)
+        for i, t in enumerate(timesteps):
+            if state.interrupted or state.skipped:
+                bar.close()
+                return None
+            model_in = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+            if image_conditioning is not None:
+                model_in = torch.cat([model_in, torch.cat([image_conditioning] * 2)], dim=1)
+            out = model.unet(model_in.to(model.policy.dtype), t, encoder_hidden_states=embeds,
+                             added_cond_kwargs=added).sample
+            out_uncond, out_cond = out.chunk(2)
+            guided = out_uncond + job.cfg_scale * (out_cond - out_uncond)
+            latents = scheduler.step(guided.float(), t, latents.float(), generator=image_rng.generators,
+                                     **sampler.step_kwargs).prev_sample.to(latents.dtype)
+            if mask is not None and strength is not None:
+                if i + 1 < total:
+                    noised = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2].repeat(len(noise)))
+                else:
+                    noised = init_latents
+                latents = noised * (1 - mask) + latents * mask
+            bar.update(1)
+            state.on_progress(ProgressEvent(job_no, job_count, i + 1, total, latents))
+        bar.close()
+        return latents
+
+
+# --- inpainting helpers --------------------------------------------------------------------------------------
+
+@dataclass
+class InpaintSetup:
+    mask_for_overlay: Image.Image        # blurred, full size: 255 = generated pixels
+    crop_region: tuple[int, int, int, int] | None
+    latent_mask: Image.Image             # mask at processing size, used in latent space
+
+
+def prepare_mask(job: Job, image_size: tuple[int, int]) -> InpaintSetup:
+    mask = job.image_mask.convert("L")
+    if mask.size != image_size:
+        mask = mask.resize(image_size, Image.Resampling.LANCZOS)
+    if job.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    if job.mask_blur > 0:
+        mask = mask.filter(ImageFilter.GaussianBlur(job.mask_blur))
+    crop_region = None
+    if job.inpaint_full_res:
+        crop_region = masking.expand_crop_region(masking.get_crop_region(mask, job.inpaint_full_res_padding),
+                                                 job.width, job.height, mask.width, mask.height)
+        latent_mask = resize_image(2, mask.crop(crop_region).convert("RGB"), job.width, job.height).convert("L")
+    else:
+        latent_mask = resize_image(job.resize_mode if job.resize_mode != 3 else 0, mask.convert("RGB"),
+                                   job.width, job.height).convert("L")
+    return InpaintSetup(mask, crop_region, latent_mask)
+
+
+def _latent_mask_tensor(mask: Image.Image, latent_hw: tuple[int, int], device: torch.device,
+                        dtype: torch.dtype) -> torch.Tensor:
+    array = np.asarray(mask.resize((latent_hw[1], latent_hw[0]), Image.Resampling.LANCZOS), dtype=np.float32) / 255
+    return torch.from_numpy(np.around(array)).to(device, dtype)[None, None]
+
+
+# --- the job ---------------------------------------------------------------------------------------------------
+
+def _sampler_for(job: Job, ctx: Context, seeds: list[int], sampler_name: str | None = None,
+                 scheduler: str | None = None) -> samplers.Sampler:
+    opts = ctx.opts
+    return samplers.create_sampler(
+        sampler_name or job.sampler_name, scheduler if sampler_name else job.scheduler,
+        ctx.model.scheduler_config,
+        eta=job.eta, s_churn=job.s_churn if job.s_churn is not None else opts.s_churn,
+        s_tmin=job.s_tmin if job.s_tmin is not None else opts.s_tmin,
+        s_tmax=(job.s_tmax if job.s_tmax is not None else opts.s_tmax) or math.inf,
+        s_noise=job.s_noise if job.s_noise is not None else opts.s_noise, seeds=seeds)
+
+
+def _rng_source(ctx: Context) -> str:
+    source = ctx.opts.randn_source
+    return "CPU" if source == "GPU" and not ctx.model.policy.is_cuda else source
+
+
+def _image_rng(job: Job, ctx: Context, shape: tuple[int, ...], seeds: list[int], subseeds: list[int]
+               ) -> rng_mod.ImageRNG:
+    f = ctx.model.vae_scale_factor
+    return rng_mod.ImageRNG(
+        shape, seeds, subseeds=subseeds, subseed_strength=job.subseed_strength,
+        seed_resize_from_h=job.seed_resize_from_h // f if job.seed_resize_from_h > 0 else 0,
+        seed_resize_from_w=job.seed_resize_from_w // f if job.seed_resize_from_w > 0 else 0,
+        source=_rng_source(ctx), device=ctx.model.policy.device, ensd=int(ctx.opts.eta_noise_seed_delta or 0))
+
+
+def hires_target_size(job: Job) -> tuple[int, int]:
+    if job.hr_resize_x or job.hr_resize_y:
+        w, h = job.hr_resize_x, job.hr_resize_y
+        if not w:
+            w = job.width * h // job.height
+        elif not h:
+            h = job.height * w // job.width
+        return _snap8(w), _snap8(h)
+    return _snap8(job.width * job.hr_scale), _snap8(job.height * job.hr_scale)
+
+
+def create_infotext(job: Job, ctx: Context, index: int, sampler: samplers.Sampler,
+                    use_main_prompt: bool = False) -> str:
+    model, opts = ctx.model, ctx.opts
+    ckpt = model.checkpoint
+    params: dict[str, Any] = {
+        "Steps": job.steps,
+        "Sampler": sampler.info.name,
+        "Schedule type": sampler.infotext_schedule,
+        "CFG scale": job.cfg_scale,
+        "Seed": job.all_seeds[index],
+        "Size": f"{job.width}x{job.height}",
+        "Model hash": ckpt.shorthash if opts.add_model_hash_to_info else None,
+        "Model": ckpt.model_name if opts.add_model_name_to_info else None,
+        "VAE hash": model.vae_info.shorthash if model.vae_info and opts.add_vae_hash_to_info else None,
+        "VAE": model.vae_info.name if model.vae_info and opts.add_vae_name_to_info else None,
+        "Variation seed": job.all_subseeds[index] if job.subseed_strength else None,
+        "Variation seed strength": job.subseed_strength or None,
+        "Seed resize from": f"{job.seed_resize_from_w}x{job.seed_resize_from_h}"
+        if job.seed_resize_from_w > 0 and job.seed_resize_from_h > 0 else None,
+        "Denoising strength": job.denoising_strength if job.is_img2img or job.enable_hr else None,
+        "Clip skip": job.clip_skip if job.clip_skip > 1 else None,
+        "ENSD": opts.eta_noise_seed_delta or None,
+        "RNG": opts.randn_source if opts.randn_source != "GPU" else None,
+    }
+    prompt = job.all_prompts[0 if use_main_prompt else index]
+    negative = job.all_negative_prompts[0 if use_main_prompt else index]
+    return infotext.build_infotext(prompt, negative, params, job.extra_generation_params,
+                                   version=VERSION if opts.add_version_to_infotext else None)
+
+
+def process_images(job: Job, ctx: Context) -> Processed:
+    """Run a job to completion: per-image seeds, sampling, decoding, compositing, saving, infotexts."""
+    opts = ctx.opts
+    restore = {k: getattr(opts, k) for k in job.override_settings if k in opts.data_labels}
+    try:
+        for key, value in job.override_settings.items():
+            if key in opts.data_labels:
+                opts.set(key, value)
+        return _process(job, ctx)
+    finally:
+        if job.override_settings_restore_afterwards:
+            for key, value in restore.items():
+                opts.set(key, value)
+
+
+def _process(job: Job, ctx: Context) -> Processed:
+    validate(job)
+    opts, state, model = ctx.opts, ctx.state, ctx.model
+    if job.denoising_strength is None:
+        job.denoising_strength = 0.75 if job.is_img2img else (0.7 if job.enable_hr else None)
+    job.clip_skip = int(opts.CLIP_stop_at_last_layers)
+    n_images = job.batch_size * job.n_iter
+    job.all_prompts = _as_list(job.prompt, n_images)
+    job.all_negative_prompts = _as_list(job.negative_prompt, n_images)
+    job.all_seeds, job.all_subseeds = rng_mod.resolve_seeds(job.seed, n_images, job.subseed, job.subseed_strength)
+    _call_hooks(ctx, "process", job)
+    if job.is_img2img and job.image_mask is not None:
+        job.extra_generation_params.setdefault("Mask blur", job.mask_blur)
+        if job.inpaint_full_res:
+            job.extra_generation_params.setdefault("Inpaint area", "Only masked")
+            job.extra_generation_params.setdefault("Masked area padding", job.inpaint_full_res_padding)
+        job.extra_generation_params.setdefault("Masked content", MASKED_CONTENT[job.inpainting_fill])
+    if job.enable_hr and not job.is_img2img:
+        _hires_infotext_params(job)
+
+    sampling = Sampling(model, ctx)
+    outputs: list[Image.Image] = []
+    infotexts: list[str] = []
+    saved: list[str] = []
+    interrupted = False
+    state.job_count = job.n_iter
+    for batch_no in range(job.n_iter):
+        if state.interrupted:
+            interrupted = True
+            break
+        state.skipped = False
+        lo, hi = batch_no * job.batch_size, (batch_no + 1) * job.batch_size
+        seeds, subseeds = job.all_seeds[lo:hi], job.all_subseeds[lo:hi]
+        prompts, negatives = job.all_prompts[lo:hi], job.all_negative_prompts[lo:hi]
+        sampler = _sampler_for(job, ctx, seeds)
+        cond, uncond = sampling.encode_pair(prompts, negatives, job.clip_skip)
+        if job.is_img2img:
+            result = _img2img_batch(job, ctx, sampling, sampler, cond, uncond, seeds, subseeds, lo, batch_no)
+        else:
+            result = _txt2img_batch(job, ctx, sampling, sampler, cond, uncond, seeds, subseeds, batch_no)
+        if result is None:
+            if state.interrupted:
+                interrupted = True
+                break
+            continue  # skipped
+        for offset, image in enumerate(result):
+            index = lo + offset
+            text = create_infotext(job, ctx, index, sampler)
+            _call_hooks(ctx, "postprocess_image", job, image)
+            outputs.append(image)
+            infotexts.append(text)
+            if opts.samples_save and not job.do_not_save_samples:
+                path = _save(image, job, ctx, text, seed=job.all_seeds[index], prompt=job.all_prompts[index])
+                saved.append(path)
+    index_of_first = 0
+    if len(outputs) > 1 and not interrupted:
+        grid = images.image_grid(outputs, job.batch_size, rows=None if opts.n_rows <= 0 else opts.n_rows)
+        text = create_infotext(job, ctx, 0, _sampler_for(job, ctx, job.all_seeds[:1]), use_main_prompt=True)
+        if opts.return_grid:
+            outputs.insert(0, grid)
+            infotexts.insert(0, text)
+            index_of_first = 1
+        if opts.grid_save and not job.do_not_save_grid:
+            saved.append(_save(grid, job, ctx, text, seed=job.all_seeds[0], prompt=job.all_prompts[0], grid=True))
+    processed = Processed(
+        images=outputs, job=job, seed=job.all_seeds[0], subseed=job.all_subseeds[0], all_seeds=job.all_seeds,
+        all_subseeds=job.all_subseeds, all_prompts=job.all_prompts, all_negative_prompts=job.all_negative_prompts,
+        infotexts=infotexts, index_of_first_image=index_of_first, saved_files=saved, interrupted=interrupted,
+        job_timestamp=state.job_timestamp, sd_model_name=model.checkpoint.model_name,
+        sd_model_hash=model.checkpoint.shorthash, sd_vae_name=model.vae_info.name if model.vae_info else None,
+        sd_vae_hash=model.vae_info.shorthash if model.vae_info else None)
+    _call_hooks(ctx, "postprocess", job, processed)
+    return processed
+
+
+def _hires_infotext_params(job: Job) -> None:
+    extra = job.extra_generation_params
+    if job.hr_resize_x or job.hr_resize_y:
+        w, h = hires_target_size(job)
+        extra["Hires resize"] = f"{w}x{h}"
+    else:
+        extra["Hires upscale"] = job.hr_scale
+    if job.hr_second_pass_steps:
+        extra["Hires steps"] = job.hr_second_pass_steps
+    extra["Hires upscaler"] = job.hr_upscaler
+    if job.hr_sampler_name and job.hr_sampler_name != job.sampler_name:
+        extra["Hires sampler"] = job.hr_sampler_name
+    if job.hr_prompt and job.hr_prompt != job.prompt:
+        extra["Hires prompt"] = job.hr_prompt
+    if job.hr_negative_prompt and job.hr_negative_prompt != job.negative_prompt:
+        extra["Hires negative prompt"] = job.hr_negative_prompt
+
+
+def _call_hooks(ctx: Context, name: str, *args: Any) -> None:
+    for hook in ctx.hooks:
+        fn = getattr(hook, name, None)
+        if fn is not None:
+            fn(*args)
+
+
+def _save(image: Image.Image, job: Job, ctx: Context, text: str, seed: int, prompt: str, grid: bool = False,
+          suffix: str = "") -> str:
+    opts = ctx.opts
+    if grid:
+        folder = job.outpath_grids or opts.outdir_grids or getattr(opts, f"outdir_{job.mode}_grids")
+    else:
+        folder = job.outpath_samples or opts.outdir_samples or getattr(opts, f"outdir_{job.mode}_samples")
+    folder = os.path.join(ctx.data_dir, folder)  # relative settings are relative to the data dir
+    path, _ = images.save_image(
+        image, folder, seed=seed, prompt=prompt, extension=opts.grid_format if grid else opts.samples_format,
+        info=text if opts.enable_pnginfo else None, grid=grid, suffix=suffix,
+        save_to_dirs=opts.grid_save_to_dirs if grid else opts.save_to_dirs,
+        directories_filename_pattern=opts.directories_filename_pattern,
+        samples_filename_pattern=opts.samples_filename_pattern)
+    if ctx.on_image_saved:
+        ctx.on_image_saved(path)
+    return path
+
+
+def _decode_to_images(sampling: Sampling, latents: torch.Tensor) -> list[Image.Image]:
+    decoded = sampling.vae_decode(latents)
+    return [tensor_to_pil(sample) for sample in decoded]
+
+
+def _inpaint_model_conditioning(sampling: Sampling, batch: int, height: int, width: int,
+                                pixels: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """9-channel inpainting UNets take [mask, masked-image latents] besides the noisy latents."""
+    model = sampling.model
+    f = model.vae_scale_factor
+    device, dtype = model.policy.device, model.policy.dtype
+    if pixels is None:  # txt2img: everything is to be generated
+        pixels = torch.zeros(batch, 3, height, width)
+        mask = torch.ones(batch, 1, height // f, width // f)
+    masked_latents = sampling.vae_encode(pixels.to(device))
+    return torch.cat([mask.to(device, dtype), masked_latents.to(dtype)], dim=1)
+
+
+def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers.Sampler,
+                   cond: conditioning.Conditioning, uncond: conditioning.Conditioning, seeds: list[int],
+                   subseeds: list[int], batch_no: int) -> list[Image.Image] | None:
+    model = ctx.model
+    f = model.vae_scale_factor
+    shape = (model.latent_channels, job.height // f, job.width // f)
+    image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
+    noise = image_rng.first().to(model.policy.dtype)
+    image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width) if model.is_inpaint \
+        else None
+    latents = sampling.denoise(job, sampler, noise, noise, cond, uncond, job.steps, image_rng, batch_no,
+                               job.n_iter, image_conditioning=image_cond)
+    if latents is None:
+        return None
+    if not job.enable_hr:
+        return _decode_to_images(sampling, latents)
+    return _hires_pass(job, ctx, sampling, latents, seeds, subseeds, batch_no)
+
+
+def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tensor, seeds: list[int],
+                subseeds: list[int], batch_no: int) -> list[Image.Image] | None:
+    model = ctx.model
+    f = model.vae_scale_factor
+    target_w, target_h = hires_target_size(job)
+    upscaler = job.hr_upscaler or "Latent"
+    if ctx.opts.save_images_before_highres_fix and not job.do_not_save_samples:
+        for offset, image in enumerate(_decode_to_images(sampling, latents)):
+            index = batch_no * job.batch_size + offset
+            _save(image, job, ctx, create_infotext(job, ctx, index, _sampler_for(job, ctx, seeds)),
+                  seed=seeds[offset], prompt=job.all_prompts[index], suffix="-before-highres-fix")
+    if upscaler in LATENT_UPSCALE_MODES:
+        mode, antialias = LATENT_UPSCALE_MODES[upscaler]
+        kwargs = {"antialias": antialias} if mode in ("bilinear", "bicubic") else {}
+        hr_latents = F.interpolate(latents.float(), size=(target_h // f, target_w // f), mode=mode, **kwargs)
+    else:
+        resample = IMAGE_UPSCALERS[upscaler] or Image.Resampling.LANCZOS
+        first = _decode_to_images(sampling, latents)
+        pixels = torch.stack([pil_to_tensor(im.resize((target_w, target_h), resample)) for im in first])
+        hr_latents = sampling.vae_encode(pixels.to(model.policy.device))
+    hr_latents = hr_latents.to(model.policy.dtype)
+    shape = (model.latent_channels, target_h // f, target_w // f)
+    image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
+    noise = image_rng.first().to(model.policy.dtype)
+    hr_sampler = _sampler_for(job, ctx, seeds, job.hr_sampler_name or job.sampler_name,
+                              job.hr_scheduler or job.scheduler)
+    lo = batch_no * job.batch_size
+    hr_prompts = [job.hr_prompt or p for p in job.all_prompts[lo:lo + len(seeds)]]
+    hr_negatives = [job.hr_negative_prompt or p for p in job.all_negative_prompts[lo:lo + len(seeds)]]
+    cond, uncond = sampling.encode_pair(hr_prompts, hr_negatives, job.clip_skip)
+    steps = job.hr_second_pass_steps or job.steps
+    hr_job = Job(**{**job.__dict__, "width": target_w, "height": target_h})
+    image_cond = None
+    if model.is_inpaint:
+        image_cond = _inpaint_model_conditioning(sampling, len(seeds), target_h, target_w)
+    result = sampling.denoise(hr_job, hr_sampler, hr_latents, noise, cond, uncond, steps, image_rng, batch_no,
+                              job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond)
+    return None if result is None else _decode_to_images(sampling, result)
+
+
+def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers.Sampler,
+                   cond: conditioning.Conditioning, uncond: conditioning.Conditioning, seeds: list[int],
+                   subseeds: list[int], first_index: int, batch_no: int) -> list[Image.Image] | None:
+    model = ctx.model
+    f = model.vae_scale_factor
+    device, dtype = model.policy.device, model.policy.dtype
+    originals = [job.init_images[(first_index + i) % len(job.init_images)].convert("RGB") for i in range(len(seeds))]
+    setups: list[InpaintSetup | None] = []
+    processing_images = []
+    for original in originals:
+        setup = prepare_mask(job, original.size) if job.image_mask is not None else None
+        setups.append(setup)
+        if setup and setup.crop_region:
+            image = resize_image(2, original.crop(setup.crop_region), job.width, job.height)
+        elif job.resize_mode == 3:
+            image = original.resize((_snap8(original.width), _snap8(original.height)), Image.Resampling.LANCZOS)
+        else:
+            image = resize_image(job.resize_mode, original, job.width, job.height)
+        if setup and job.inpainting_fill == 0:
+            image = masking.fill(image, setup.latent_mask)
+        processing_images.append(image)
+
+    pixels = torch.stack([pil_to_tensor(im) for im in processing_images]).to(device)
+    init_latents = sampling.vae_encode(pixels)
+    if job.resize_mode == 3 and not any(setups):
+        init_latents = F.interpolate(init_latents.float(), size=(job.height // f, job.width // f),
+                                     mode="bilinear").to(dtype)
+    shape = (model.latent_channels, job.height // f, job.width // f)
+    image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
+    noise = image_rng.first().to(dtype)
+    multiplier = job.initial_noise_multiplier if job.initial_noise_multiplier is not None \
+        else ctx.opts.initial_noise_multiplier
+    if multiplier != 1.0:
+        job.extra_generation_params["Noise multiplier"] = multiplier
+        noise = noise * multiplier
+
+    mask = None
+    image_cond = None
+    if setups[0] is not None:
+        mask = torch.cat([_latent_mask_tensor(s.latent_mask, shape[1:], device, dtype) for s in setups])
+        if job.inpainting_fill == 2:
+            init_latents = init_latents * (1 - mask) + noise * mask
+        elif job.inpainting_fill == 3:
+            init_latents = init_latents * (1 - mask)
+        if model.is_inpaint:
+            pixel_mask = torch.cat([torch.from_numpy(np.asarray(s.latent_mask, dtype=np.float32) / 255)[None, None]
+                                    for s in setups]).round()
+            masked_pixels = pixels.cpu() * (1 - pixel_mask)
+            image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width, masked_pixels,
+                                                     mask)
+    elif model.is_inpaint:
+        image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width, pixels.cpu(),
+                                                 torch.ones(len(seeds), 1, *shape[1:]))
+    latents = sampling.denoise(job, sampler, init_latents, noise, cond, uncond, job.steps, image_rng, batch_no,
+                               job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond,
+                               mask=None if model.is_inpaint else mask)
+    if latents is None:
+        return None
+    if mask is not None and not model.is_inpaint:
+        latents = init_latents * (1 - mask) + latents * mask
+    generated = _decode_to_images(sampling, latents)
+    return [_composite(image, original, setup) for image, original, setup in zip(generated, originals, setups)]
+
+
+def _composite(image: Image.Image, original: Image.Image, setup: InpaintSetup | None) -> Image.Image:
+    """Paste the generated pixels back so that everything outside the (blurred) mask equals the original."""
+    if setup is None:
+        return image
+    if setup.crop_region:
+        x1, y1, x2, y2 = setup.crop_region
+        placed = original.copy()
+        placed.paste(resize_image(1, image, x2 - x1, y2 - y1), (x1, y1))
+        image = placed
+    elif image.size != original.size:
+        image = image.resize(original.size, Image.Resampling.LANCZOS)
+    return Image.composite(image, original, setup.mask_for_overlay)
+

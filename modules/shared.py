@@ -1,0 +1,70 @@
+"""The application's global state, in one place: flags, settings, progress state, the model manager, the lock.
+
+Extensions import `modules.shared` as in A1111 (`shared.opts`, `shared.state`, `shared.cmd_opts`); the core
+receives what it needs explicitly through `processing.Context`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+
+from modules import cmd_args, devices
+from modules.models.manager import ModelManager
+from modules.options import Options
+from modules.processing import Context, Job, Processed, process_images
+from modules.state import State
+
+log = logging.getLogger("webui")
+
+cmd_opts: argparse.Namespace | None = None
+opts: Options = Options()
+state: State = State()
+models: ModelManager | None = None
+queue_lock = threading.Lock()   # one generation at a time (A1111's queue_lock)
+config_path: str = ""
+cache_path: str = ""
+
+
+def initialize(args: argparse.Namespace | None = None) -> None:
+    """Set up settings, device policy and the model manager from parsed flags (does not load a model yet)."""
+    global cmd_opts, models, config_path, cache_path, opts, state
+    cmd_opts = args or cmd_args.parse_args([])
+    os.makedirs(cmd_opts.data_dir, exist_ok=True)
+    config_path = os.path.join(cmd_opts.data_dir, "config.json")
+    cache_path = os.path.join(cmd_opts.data_dir, "cache.json")
+    opts = Options()
+    opts.load(config_path)
+    state = State()
+    policy = devices.choose_policy(use_cpu=cmd_opts.use_cpu, device_id=cmd_opts.device_id,
+                                   no_half=cmd_opts.no_half, no_half_vae=cmd_opts.no_half_vae,
+                                   precision=cmd_opts.precision, bf16=cmd_opts.bf16,
+                                   disable_nan_check=cmd_opts.disable_nan_check)
+    for folder in (cmd_opts.ckpt_dir, cmd_opts.vae_dir, cmd_opts.lora_dir, cmd_opts.hypernetwork_dir,
+                   cmd_opts.embeddings_dir):
+        os.makedirs(folder, exist_ok=True)
+    models = ModelManager([cmd_opts.ckpt_dir], [cmd_opts.vae_dir], policy, opts, cache_path,
+                          hashing=not cmd_opts.no_hashing, extra_checkpoint=cmd_opts.ckpt)
+    opts.onchange("sd_vae", lambda *_: models.reload_vae() if models.current else None)
+    models.listeners.append(lambda _model: save_settings())  # the chosen checkpoint persists
+    models.refresh()
+
+
+def save_settings() -> None:
+    opts.save(config_path)
+
+
+def context() -> Context:
+    return Context(model=models.get(), opts=opts, state=state, data_dir=cmd_opts.data_dir)
+
+
+def run_job(job: Job, label: str = "") -> Processed:
+    """Run one job under the queue lock with progress state set up: what the UI, API and scripts call."""
+    with queue_lock:
+        state.begin(label or job.mode, job.n_iter)
+        try:
+            return process_images(job, context())
+        finally:
+            state.end()

@@ -1,0 +1,81 @@
+"""Progress of the running job, and the interrupt/skip flags the sampling loop honours between steps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ProgressEvent:
+    job_no: int          # index of the batch being sampled (0-based)
+    job_count: int
+    step: int            # steps done in the current pass
+    total_steps: int
+    latent: torch.Tensor | None
+
+
+class State:
+    """What A1111 calls `shared.state`: one running job's progress and control flags."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.job = ""
+        self.job_no = 0
+        self.job_count = 0
+        self.job_timestamp = "0"
+        self.sampling_step = 0
+        self.sampling_steps = 0
+        self.interrupted = False
+        self.skipped = False
+        self.stopping_generation = False
+        self.current_latent: torch.Tensor | None = None
+        self.textinfo = ""
+        self.time_start: float | None = None
+
+    def begin(self, job: str = "", job_count: int = 1) -> None:
+        with self.lock:
+            self.reset()
+            self.job = job
+            self.job_count = job_count
+            self.job_timestamp = time.strftime("%Y%m%d%H%M%S")
+            self.time_start = time.time()
+
+    def end(self) -> None:
+        with self.lock:
+            self.job = ""
+            self.job_count = 0
+            self.current_latent = None
+            self.time_start = None
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+    def skip(self) -> None:
+        self.skipped = True
+
+    def on_progress(self, event: ProgressEvent) -> None:
+        self.job_no = event.job_no
+        self.job_count = max(self.job_count, event.job_count)
+        self.sampling_step = event.step
+        self.sampling_steps = event.total_steps
+        self.current_latent = event.latent
+
+    @property
+    def busy(self) -> bool:
+        return self.time_start is not None
+
+    def progress(self) -> float:
+        """A1111's formula: 0.01 + job_no/job_count + (step/steps)/job_count, capped at 1; 0 when idle."""
+        if not self.busy or self.job_count == 0:
+            return 0.0
+        value = 0.01 + self.job_no / self.job_count
+        if self.sampling_steps:
+            value += self.sampling_step / self.sampling_steps / self.job_count
+        return min(value, 1.0)

@@ -1,0 +1,74 @@
+"""Pieces shared by the tabs: the quick-settings bar and turning results/errors into what Gradio shows."""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import gradio as gr
+
+from modules import shared
+from modules.models.demo import DEMO_FILENAME
+from modules.processing import JobError, Processed
+from modules.models.safe_load import CheckpointLoadError
+
+log = logging.getLogger("webui")
+
+
+def checkpoint_label(title: str) -> str:
+    return f"{title} (demo model)" if title.startswith(DEMO_FILENAME) else title
+
+
+def checkpoint_choices() -> list[tuple[str, str]]:
+    return [(checkpoint_label(t), t) for t in shared.models.registry.titles()]
+
+
+def current_checkpoint_title() -> str | None:
+    if shared.models.current is not None:
+        return shared.models.current.checkpoint.title
+    info = shared.models.registry.find(shared.opts.sd_model_checkpoint)
+    return info.title if info else (shared.models.registry.titles() or [None])[0]
+
+
+def change_checkpoint(title: str, progress: gr.Progress = gr.Progress()) -> None:
+    if not title:
+        return
+    progress(0, desc=f"Loading {title}")
+    try:
+        with shared.queue_lock:
+            shared.models.select(title)
+    except CheckpointLoadError as e:
+        raise gr.Error(str(e)) from e
+    progress(1)
+
+
+def refresh_checkpoints() -> gr.Dropdown:
+    shared.models.refresh()
+    return gr.Dropdown(choices=checkpoint_choices(), value=current_checkpoint_title())
+
+
+def create_quicksettings() -> gr.Dropdown:
+    with gr.Row(elem_id="quicksettings"):
+        checkpoint = gr.Dropdown(label="Stable Diffusion checkpoint", choices=checkpoint_choices(),
+                                 value=current_checkpoint_title(), elem_id="setting_sd_model_checkpoint",
+                                 scale=4)
+        refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
+    checkpoint.change(change_checkpoint, inputs=[checkpoint], outputs=[], show_progress="full")
+    refresh.click(refresh_checkpoints, inputs=[], outputs=[checkpoint])
+    return checkpoint
+
+
+def info_html(processed: Processed) -> str:
+    text = html.escape(processed.info).replace("\n", "<br>")
+    return f'<div class="infotext">{text}</div>'
+
+
+def run_safely(fn):
+    """Show bad input and load failures as a message in the page, never a stack trace only in the console."""
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (JobError, ValueError, CheckpointLoadError) as e:
+            raise gr.Error(str(e)) from e
+    wrapper.__name__ = fn.__name__
+    return wrapper

@@ -1,0 +1,62 @@
+"""The txt2img tab: layout and one call into processing; no generation logic here."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from modules import shared
+from modules.processing import Job
+from modules.sampling import samplers
+from modules.ui.common import info_html, run_safely
+
+
+@run_safely
+def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: str, steps: float,
+             cfg_scale: float, seed: float, width: float, height: float, batch_count: float, batch_size: float
+             ) -> tuple[list, str, str]:
+    job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
+              steps=int(steps), cfg_scale=float(cfg_scale), seed=int(seed), width=int(width), height=int(height),
+              n_iter=int(batch_count), batch_size=int(batch_size))
+    processed = shared.run_job(job, "txt2img")
+    return processed.images, processed.info, info_html(processed)
+
+
+def create_tab() -> None:
+    with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+        with gr.Row():
+            with gr.Column(scale=6):
+                prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt",
+                                    placeholder="Prompt (press Ctrl+Enter to generate)")
+                negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt")
+            with gr.Column(scale=1, min_width=160):
+                generate_button = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
+                interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
+                skip = gr.Button("Skip", elem_id="txt2img_skip")
+        with gr.Row():
+            with gr.Column():
+                with gr.Row():
+                    sampler = gr.Dropdown(label="Sampling method", choices=samplers.sampler_names(),
+                                          value="DPM++ 2M", elem_id="txt2img_sampling")
+                    scheduler = gr.Dropdown(label="Schedule type", choices=samplers.schedule_type_labels(),
+                                            value="Automatic", elem_id="txt2img_scheduler")
+                steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
+                with gr.Row():
+                    width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="txt2img_width")
+                    height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="txt2img_height")
+                with gr.Row():
+                    batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
+                                            elem_id="txt2img_batch_count")
+                    batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")
+                cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
+                seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="txt2img_seed")
+            with gr.Column():
+                gallery = gr.Gallery(label="Output", elem_id="txt2img_gallery", columns=4, format="png")
+                infotext = gr.Textbox(label="Generation parameters", interactive=False, lines=3,
+                                      elem_id="txt2img_infotext")
+                html_info = gr.HTML(elem_id="html_info_txt2img")
+        inputs = [prompt, negative, sampler, scheduler, steps, cfg, seed, width, height, batch_count, batch_size]
+        outputs = [gallery, infotext, html_info]
+        generate_button.click(generate, inputs=inputs, outputs=outputs, api_name="txt2img")
+        prompt.submit(generate, inputs=inputs, outputs=outputs)
+        interrupt.click(lambda: shared.state.interrupt(), inputs=[], outputs=[], queue=False)
+        skip.click(lambda: shared.state.skip(), inputs=[], outputs=[], queue=False)
