@@ -544,7 +544,7 @@ def _process(job: Job, ctx: Context) -> Processed:
                 saved.append(path)
     index_of_first = 0
     if len(outputs) > 1 and not interrupted:
-        grid = images.image_grid(outputs, job.batch_size, rows=None if opts.n_rows <= 0 else opts.n_rows)
+        grid = images.image_grid(outputs, job.batch_size, n_rows=opts.n_rows)
         text = create_infotext(job, ctx, 0, _sampler_for(job, ctx, job.all_seeds[:1]), use_main_prompt=True)
         if opts.return_grid:
             outputs.insert(0, grid)

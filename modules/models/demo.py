@@ -21,10 +21,9 @@ def ensure_demo_checkpoint(checkpoint_dir: str) -> Path:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name("." + path.name + ".tmp")
-        write_tiny_checkpoint("sd1", temp, seed=DEMO_SEED, metadata={
-            "modelspec.title": "Demo model (tiny SD1.x, random weights)",
-            "modelspec.architecture": "stable-diffusion-v1",
-            "created_by": "sd-webui demo model generator",
-        })
+        # One metadata key only: safetensors writes metadata in hash-map order, and the file (so its hash,
+        # shown in titles and infotexts) must be byte-identical on every machine.
+        write_tiny_checkpoint("sd1", temp, seed=DEMO_SEED,
+                              metadata={"modelspec.title": "Demo model (tiny SD1.x, random weights)"})
         temp.replace(path)
     return path

@@ -106,7 +106,9 @@ def resolve_vae(sd_vae: str, checkpoint_path: str, vae_folders: list[str]) -> Va
 
 
 def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    return module.to(device=device, dtype=dtype)
+    if any(p.dtype != dtype for p in module.parameters()):
+        module = module.to(dtype=dtype)
+    return module.to(device=device)
 
 
 def load_vae_file(vae: VaeInfo, family: str, policy: DevicePolicy, cache_path: str | None) -> AutoencoderKL:

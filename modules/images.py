@@ -1,0 +1,564 @@
+"""Saving generated images the way A1111 v1.10.1 does (folders, numbered names, metadata) and building grids.
+
+Names: `<path>/<YYYY-MM-DD>/00012-1234567890.png` for samples, `grid-0003.png` for grids, with the number one
+above the highest already in the folder. Unlike A1111, concurrent savers (threads or processes) can never pick the
+same name or overwrite each other, and a reader never sees a partly written file: the image is written to a hidden
+temporary file in the same folder, then published under its final name with a no-clobber hard link (or, where the
+filesystem has no hard links, an O_EXCL reservation followed by an atomic rename).
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import math
+import os
+import re
+import string
+import uuid
+import zoneinfo
+from collections.abc import Callable, Mapping
+
+from PIL import Image, ImageColor, PngImagePlugin
+
+from modules.infotext import EXIF_IFD_POINTER, EXIF_USER_COMMENT, encode_user_comment, read_info_from_image
+
+__all__ = [
+    "FilenameGenerator",
+    "get_next_sequence_number",
+    "image_grid",
+    "read_info_from_image",  # A1111 keeps it in images.py; extensions import it from here
+    "sanitize_filename_part",
+    "save_image",
+    "save_image_with_geninfo",
+]
+
+# --- grids -----------------------------------------------------------------------------------------------------------
+
+
+def grid_rows(image_count: int, batch_size: int = 1, n_rows: int = -1, prevent_empty_spots: bool = False) -> int:
+    """Row count of A1111's `image_grid` for the `n_rows` setting (-1 auto, 0 = batch size, >0 fixed)."""
+    if n_rows > 0:
+        rows = n_rows
+    elif n_rows == 0:
+        rows = batch_size
+    elif prevent_empty_spots:
+        rows = math.floor(math.sqrt(image_count))
+        while image_count % rows != 0:
+            rows -= 1
+    else:
+        rows = round(math.sqrt(image_count))
+    return max(1, min(rows, image_count))
+
+
+def image_grid(
+    imgs: list[Image.Image],
+    batch_size: int = 1,
+    rows: int | None = None,
+    *,
+    n_rows: int = -1,
+    prevent_empty_spots: bool = False,
+    background_color: str = "#ffffff",
+) -> Image.Image:
+    """Paste images into a grid, row by row, as A1111 does.
+
+    Without `rows`, the row count follows the `n_rows` setting (default -1: round(sqrt(n)), so 4 images give 2x2
+    and 3 give 2 rows of 2 with one empty cell). Cells are as large as the largest image; smaller images are
+    centred; empty cells keep the background colour.
+    """
+    if not imgs:
+        raise ValueError("image_grid needs at least one image")
+    if rows is None:
+        rows = grid_rows(len(imgs), batch_size, n_rows, prevent_empty_spots)
+    rows = min(rows, len(imgs))
+    cols = math.ceil(len(imgs) / rows)
+
+    cell_w = max(img.width for img in imgs)
+    cell_h = max(img.height for img in imgs)
+    grid = Image.new("RGB", size=(cols * cell_w, rows * cell_h), color=ImageColor.getcolor(background_color, "RGB"))
+    for i, img in enumerate(imgs):
+        x_offset = (cell_w - img.width) // 2
+        y_offset = (cell_h - img.height) // 2
+        grid.paste(img, box=(i % cols * cell_w + x_offset, i // cols * cell_h + y_offset))
+    return grid
+
+
+# --- file names ------------------------------------------------------------------------------------------------------
+
+INVALID_FILENAME_CHARS = '#<>:"/\\|?*\n\r\t'
+INVALID_FILENAME_PREFIX = " "
+INVALID_FILENAME_POSTFIX = " ."
+MAX_FILENAME_PART_LENGTH = 128  # A1111's --filenames-max-length default
+MAX_PROMPT_WORDS = 8  # A1111's directories_max_prompt_words default
+DEFAULT_DATETIME_FORMAT = "%Y%m%d%H%M%S"
+
+RE_NONLETTERS = re.compile(r"[\s" + re.escape(string.punctuation) + "]+")
+RE_PATTERN = re.compile(r"(.*?)(?:\[([^\[\]]+)\]|$)")
+RE_PATTERN_ARG = re.compile(r"(.*)<([^>]*)>$")
+
+# A pattern value meaning "write nothing, and drop the literal text before the pattern too" (A1111's
+# NOTHING_AND_SKIP_PREVIOUS_TEXT), e.g. [batch_number] for a batch of one.
+SKIP_PREVIOUS_TEXT = object()
+
+
+def sanitize_filename_part(text: str | None, replace_spaces: bool = True) -> str | None:
+    """Make text safe inside a file name: no path or shell-special characters, no leading space, 128 chars max."""
+    if text is None:
+        return None
+    if replace_spaces:
+        text = text.replace(" ", "_")
+    text = text.translate({ord(char): "_" for char in INVALID_FILENAME_CHARS})
+    text = text.lstrip(INVALID_FILENAME_PREFIX)[:MAX_FILENAME_PART_LENGTH]
+    return text.rstrip(INVALID_FILENAME_POSTFIX)
+
+
+def _attr(obj: object, name: str) -> object:
+    return getattr(obj, name, None) if obj is not None else None
+
+
+class FilenameGenerator:
+    """Expands A1111 file/directory name patterns such as `[seed]-[prompt_spaces]` or `[datetime<%Y%m%d><UTC>]`.
+
+    `p` is optional: any object with A1111 processing attribute names (steps, cfg_scale, sampler_name, scheduler,
+    styles, sd_model_hash, sd_model_name, job_timestamp, batch_size, batch_index, n_iter, iteration, all_seeds,
+    denoising_strength, clip_skip, user, negative_prompt). A pattern whose value is unknown is left as written,
+    like A1111 does.
+    """
+
+    def __init__(
+        self,
+        p: object | None,
+        seed: int | None,
+        prompt: str | None,
+        image: Image.Image | None,
+        zip: bool = False,  # A1111's parameter name: names for a zip archive skip batch numbers
+        basename: str = "",
+        now: datetime.datetime | None = None,
+    ) -> None:
+        self.p = p
+        self.seed = seed
+        self.prompt = prompt
+        self.image = image
+        self.zip = zip
+        self.basename = basename
+        self.now = now or datetime.datetime.now()
+
+    def _batch_size(self) -> int:
+        return int(_attr(self.p, "batch_size") or 1)
+
+    def _replacements(self) -> dict[str, Callable[..., object]]:
+        p = self.p
+        return {
+            "basename": lambda: self.basename or "img",
+            "seed": lambda: self.seed if self.seed is not None else "",
+            "seed_first": lambda: self.seed if self._batch_size() == 1 else _attr(p, "all_seeds")[0],
+            "seed_last": lambda: SKIP_PREVIOUS_TEXT if self._batch_size() == 1 else _attr(p, "all_seeds")[-1],
+            "steps": lambda: _attr(p, "steps"),
+            "cfg": lambda: _attr(p, "cfg_scale"),
+            "width": lambda: self.image.width if self.image is not None else None,
+            "height": lambda: self.image.height if self.image is not None else None,
+            "styles": lambda: None if p is None else sanitize_filename_part(
+                ", ".join(style for style in (_attr(p, "styles") or []) if style != "None") or "None",
+                replace_spaces=False),
+            "sampler": lambda: sanitize_filename_part(_attr(p, "sampler_name"), replace_spaces=False),
+            "scheduler": lambda: sanitize_filename_part(_attr(p, "scheduler"), replace_spaces=False),
+            "model_hash": lambda: _attr(p, "sd_model_hash"),
+            "model_name": lambda: sanitize_filename_part(_attr(p, "sd_model_name"), replace_spaces=False),
+            "date": lambda: self.now.strftime("%Y-%m-%d"),
+            "datetime": self._datetime,
+            "job_timestamp": lambda: _attr(p, "job_timestamp"),
+            "prompt_hash": lambda *args: self._string_hash(self.prompt, *args),
+            "negative_prompt_hash": lambda *args: self._string_hash(_attr(p, "negative_prompt"), *args),
+            "full_prompt_hash": lambda *args: self._string_hash(
+                f"{_attr(p, 'prompt')} {_attr(p, 'negative_prompt')}", *args),
+            "prompt": lambda: sanitize_filename_part(self.prompt),
+            "prompt_no_styles": lambda: sanitize_filename_part(self.prompt, replace_spaces=False),
+            "prompt_spaces": lambda: sanitize_filename_part(self.prompt, replace_spaces=False),
+            "prompt_words": self._prompt_words,
+            "batch_number": lambda: SKIP_PREVIOUS_TEXT if self._batch_size() == 1 or self.zip
+            else int(_attr(p, "batch_index") or 0) + 1,
+            "batch_size": lambda: self._batch_size(),
+            "generation_number": self._generation_number,
+            "hasprompt": self._hasprompt,
+            "clip_skip": lambda: _attr(p, "clip_skip"),
+            "denoising": lambda: _attr(p, "denoising_strength") or SKIP_PREVIOUS_TEXT,
+            "user": lambda: _attr(p, "user"),
+            "none": lambda: "",  # gives just the sequence number
+            "image_hash": self._image_hash,
+        }
+
+    def _generation_number(self) -> object:
+        if (int(_attr(self.p, "n_iter") or 1) == 1 and self._batch_size() == 1) or self.zip:
+            return SKIP_PREVIOUS_TEXT
+        iteration = int(_attr(self.p, "iteration") or 0)
+        return iteration * self._batch_size() + int(_attr(self.p, "batch_index") or 0) + 1
+
+    def _prompt_words(self) -> str | None:
+        words = [word for word in RE_NONLETTERS.split(self.prompt or "") if word] or ["empty"]
+        return sanitize_filename_part(" ".join(words[:MAX_PROMPT_WORDS]), replace_spaces=False)
+
+    def _hasprompt(self, *args: str) -> str | None:
+        if self.prompt is None:
+            return None
+        lower = self.prompt.lower()
+        result = ""
+        for arg in args:
+            if arg == "":
+                continue
+            expected, _, default = arg.partition("|")
+            if expected.lower() in lower:
+                result += expected.lower()
+            else:
+                result += default
+        return sanitize_filename_part(result)
+
+    def _datetime(self, *args: str) -> str | None:
+        time_format = args[0] if args and args[0] != "" else DEFAULT_DATETIME_FORMAT
+        time_zone = None
+        if len(args) > 1:
+            try:
+                time_zone = zoneinfo.ZoneInfo(args[1])
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                time_zone = None  # unknown zone: local time, as A1111
+        moment = self.now.astimezone(time_zone)
+        try:
+            formatted = moment.strftime(time_format)
+        except (ValueError, TypeError):
+            formatted = moment.strftime(DEFAULT_DATETIME_FORMAT)
+        return sanitize_filename_part(formatted, replace_spaces=False)
+
+    def _image_hash(self, *args: str) -> str | None:
+        if self.image is None:
+            return None
+        length = int(args[0]) if args and args[0] != "" else None
+        return hashlib.sha256(self.image.tobytes()).hexdigest()[:length]
+
+    @staticmethod
+    def _string_hash(text: str | None, *args: str) -> str | None:
+        if text is None:
+            return None
+        length = int(args[0]) if args and args[0] != "" else 8
+        return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+    def apply(self, pattern: str) -> str:
+        """Expand every `[name]` / `[name<arg>...]` in `pattern`; unknown or unavailable ones stay literal."""
+        replacements = self._replacements()
+        result = ""
+        for match in RE_PATTERN.finditer(pattern):
+            text, name = match.groups()
+            if name is None:
+                result += text
+                continue
+
+            args: list[str] = []
+            while (arg_match := RE_PATTERN_ARG.match(name)) is not None:
+                name, arg = arg_match.groups()
+                args.insert(0, arg)
+
+            replace = replacements.get(name.lower())
+            if replace is not None:
+                try:
+                    value = replace(*args)
+                except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+                    # a bad argument or a missing job field leaves the pattern as written, like A1111
+                    value = None
+                if value is SKIP_PREVIOUS_TEXT:
+                    continue
+                if value is not None:
+                    result += text + str(value)
+                    continue
+            result += f"{text}[{name}]"
+        return result
+
+
+def get_next_sequence_number(path: str, basename: str = "") -> int:
+    """1 + the highest number leading a file name in `path` (0 for an empty or missing folder), as A1111.
+
+    With a basename, only names starting with "<basename>-" count and the number follows that prefix.
+    """
+    if basename != "":
+        basename = f"{basename}-"
+    result = -1
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if name.startswith(basename):
+            parts = os.path.splitext(name[len(basename):])[0].split("-")
+            try:
+                result = max(int(parts[0]), result)
+            except ValueError:
+                pass
+    return result + 1
+
+
+# --- writing files ---------------------------------------------------------------------------------------------------
+
+# Pillow's save limits: past these sizes A1111 falls back to PNG.
+_MAX_JPEG_SIDE = 65535
+_MAX_WEBP_SIDE = 16383
+_MAX_NAME_ATTEMPTS = 100_000
+
+
+def _exif_with_user_comment(text: str) -> Image.Exif:
+    exif = Image.Exif()
+    exif[EXIF_IFD_POINTER] = {EXIF_USER_COMMENT: encode_user_comment(text)}
+    return exif
+
+
+def save_image_with_geninfo(
+    image: Image.Image,
+    geninfo: str | None,
+    filename: str,
+    extension: str | None = None,
+    existing_pnginfo: Mapping[str, object] | None = None,
+    pnginfo_section_name: str = "parameters",
+    jpeg_quality: int = 80,
+    webp_lossless: bool = False,
+) -> None:
+    """Write `image` to `filename` with the generation info embedded (A1111's function of that name).
+
+    PNG: a text chunk per item (tEXt, or iTXt when the text is not Latin-1, via Pillow's `add_text`). JPEG, WebP,
+    AVIF: EXIF UserComment in piexif's "UNICODE" encoding. GIF: the comment. `extension` (".png", ...) picks the
+    format when `filename` has another suffix (a temporary file).
+    """
+    extension = (extension or os.path.splitext(filename)[1]).lower()
+    image_format = Image.registered_extensions().get(extension)
+    if image_format is None:
+        raise ValueError(f"Unknown image file extension: {extension!r}")
+
+    if extension == ".png":
+        pnginfo_items = dict(existing_pnginfo or {})
+        if geninfo is not None:
+            pnginfo_items[pnginfo_section_name] = geninfo
+        pnginfo = PngImagePlugin.PngInfo()
+        for key, value in pnginfo_items.items():
+            pnginfo.add_text(key, str(value))
+        image.save(filename, format=image_format, pnginfo=pnginfo)
+    elif extension in (".jpg", ".jpeg", ".webp", ".avif"):
+        if image.mode == "I;16":
+            image = image.point(lambda v: v * 0.0038910505836576).convert("RGB" if extension == ".webp" else "L")
+        kept_modes = ("RGB", "L", "RGBA") if extension == ".avif" else ("RGB", "L")
+        if image.mode not in kept_modes:
+            # A1111 converts RGBA for JPEG/WebP; other modes (P, LA, CMYK...) would fail or lose colour, so too.
+            image = image.convert("RGB")
+        extra: dict[str, object] = {"quality": jpeg_quality}
+        if extension == ".webp":
+            extra["lossless"] = webp_lossless
+        if geninfo is not None:
+            extra["exif"] = _exif_with_user_comment(geninfo)
+        image.save(filename, format=image_format, **extra)
+    elif extension == ".gif":
+        image.save(filename, format=image_format, comment=geninfo or "")
+    else:
+        image.save(filename, format=image_format, quality=jpeg_quality)
+
+
+def _max_name_length(directory: str) -> int:
+    try:
+        return os.statvfs(directory).f_namemax
+    except (AttributeError, OSError):  # no statvfs on Windows
+        return 255
+
+
+def _fit_name(stem: str, extension: str, name_max: int) -> str:
+    """`stem.extension`, with the stem cut so the name fits the filesystem (as A1111 cuts long prompts)."""
+    return stem[: name_max - max(4, len(extension) + 1)] + "." + extension
+
+
+def _temporary_path(directory: str) -> str:
+    # Hidden and ending in .tmp: folder watchers skip it and it never parses as a sequence number.
+    return os.path.join(directory, f".tmp-{uuid.uuid4().hex}.tmp")
+
+
+def _write_temporary(directory: str, write: Callable[[str], None]) -> str:
+    path = _temporary_path(directory)
+    try:
+        write(path)
+    except BaseException:
+        _remove_quietly(path)
+        raise
+    return path
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _publish_by_link(temp_path: str, candidate: str) -> bool:
+    """Give the finished temp file the name `candidate` unless that name exists; False if it does."""
+    try:
+        os.link(temp_path, candidate)
+    except FileExistsError:
+        return False
+    os.unlink(temp_path)
+    return True
+
+
+def _publish_by_reservation(temp_path: str, candidate: str) -> bool:
+    """Fallback without hard links: claim the name with O_EXCL, then rename the finished file onto it."""
+    try:
+        fd = os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    try:
+        os.replace(temp_path, candidate)
+    except BaseException:
+        _remove_quietly(candidate)
+        raise
+    return True
+
+
+def publish_without_overwrite(
+    temp_path: str, name_for: Callable[[int], str], first_number: int, use_hard_links: bool = True
+) -> str:
+    """Move the finished `temp_path` to `name_for(n)` for the first n >= first_number whose name is free.
+
+    Atomic against other threads and processes doing the same: each name is claimed by an operation that fails if
+    it exists, so two savers never share a name and nothing is overwritten. A hard link publishes the complete file
+    in one step; without hard links (`use_hard_links` False, or a filesystem that refuses them) the name is claimed
+    as an empty file with O_EXCL and the finished file renamed onto it.
+    """
+    publish = _publish_by_link if use_hard_links else _publish_by_reservation
+    number = first_number
+    for _ in range(_MAX_NAME_ATTEMPTS):
+        candidate = name_for(number)
+        try:
+            if publish(temp_path, candidate):
+                return candidate
+        except OSError as error:
+            # Filesystems without hard links (FAT, some network shares) say so with these codes.
+            if publish is _publish_by_link and error.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                                               errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+                publish = _publish_by_reservation
+                continue
+            raise
+        number += 1
+    raise FileExistsError(f"No free file name found after {_MAX_NAME_ATTEMPTS} tries, last {name_for(number)!r}")
+
+
+def _write_text_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(path) or "."
+
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf8") as file:
+            file.write(text)
+
+    os.replace(_write_temporary(directory, write), path)
+
+
+def save_image(
+    image: Image.Image,
+    path: str,
+    basename: str = "",
+    seed: int | None = None,
+    prompt: str | None = None,
+    extension: str = "png",
+    info: str | None = None,
+    short_filename: bool | None = None,
+    no_prompt: bool = False,
+    grid: bool = False,
+    pnginfo_section_name: str = "parameters",
+    forced_filename: str | None = None,
+    suffix: str = "",
+    save_to_dirs: bool | None = True,
+    directories_filename_pattern: str = "[date]",
+    samples_filename_pattern: str = "",
+    now: datetime.datetime | None = None,
+    *,
+    save_txt: bool = False,
+    p: object | None = None,
+    existing_info: Mapping[str, object] | None = None,
+    add_number: bool = True,
+    replace_existing: bool = True,
+    jpeg_quality: int = 80,
+    webp_lossless: bool = False,
+) -> tuple[str, str | None]:
+    """Save an image as A1111's `images.save_image` does with default settings; returns (image path, txt path).
+
+    - Folder: `path/<directories_filename_pattern>` (default `[date]`, YYYY-MM-DD of `now`) when `save_to_dirs`;
+      None applies A1111's rule (grids and samples go to folders, except `no_prompt` samples).
+    - Name: `{n:05}-{pattern}{suffix}.{ext}` with pattern `samples_filename_pattern` or `[seed]` (`[seed]-
+      [prompt_spaces]` without folders); grids (`grid=True`, basename "grid" unless given) `grid-{n:04}{suffix}.
+      {ext}`; `short_filename` (default: True for grids) or no seed drops the pattern. n = `get_next_sequence_number`
+      or the next free number above it. `forced_filename` gives exactly `<forced_filename>.<ext>`, replacing an
+      existing file unless `replace_existing` is False (then "-1", "-2", ... is appended, A1111's other choice).
+    - Metadata: `info` in the `pnginfo_section_name` PNG chunk (plus `existing_info` items), or EXIF UserComment.
+      `save_txt` also writes `info` to `<same name>.txt`.
+    """
+    if grid and basename == "":
+        basename = "grid"
+    if short_filename is None:
+        short_filename = grid  # A1111's grid_extended_filename setting defaults to off
+    if save_to_dirs is None:
+        save_to_dirs = grid or not no_prompt
+    extension = extension.lstrip(".").lower()
+    now = now or datetime.datetime.now()
+    namegen = FilenameGenerator(p, seed, prompt, image, basename=basename, now=now)
+
+    # JPEG and WebP have maximum dimensions; A1111 saves such images as PNG instead.
+    too_big_for_jpeg = max(image.size) > _MAX_JPEG_SIDE and extension in ("jpg", "jpeg")
+    if too_big_for_jpeg or (max(image.size) > _MAX_WEBP_SIDE and extension == "webp"):
+        extension = "png"
+
+    if save_to_dirs:
+        dirname = namegen.apply(directories_filename_pattern or "[prompt_words]").lstrip(" ").rstrip("\\ /")
+        path = os.path.join(path, dirname)
+    os.makedirs(path, exist_ok=True)
+    name_max = _max_name_length(path)
+
+    def write_image(temp_path: str) -> None:
+        save_image_with_geninfo(image, info, temp_path, "." + extension, existing_info, pnginfo_section_name,
+                                jpeg_quality, webp_lossless)
+
+    if forced_filename is not None:
+        stem = forced_filename
+        numbered = False
+    else:
+        if short_filename or seed is None:
+            file_decoration = ""
+        else:
+            file_decoration = samples_filename_pattern or ("[seed]" if save_to_dirs else "[seed]-[prompt_spaces]")
+            file_decoration = namegen.apply(file_decoration)
+        file_decoration += suffix
+        numbered = add_number or file_decoration == ""
+        if numbered and file_decoration != "":
+            file_decoration = f"-{file_decoration}"
+        stem = file_decoration
+
+    def name_for(number: int) -> str:
+        if not numbered:
+            # A fixed name; numbers only serve as the "-1", "-2" suffix when it must not be replaced.
+            name = stem if number == 0 else f"{stem}-{number}"
+        elif basename == "":
+            name = f"{number:05}{stem}"
+        else:
+            name = f"{basename}-{number:04}{stem}"
+        return os.path.join(path, _fit_name(name, extension, name_max))
+
+    temp_path = _write_temporary(path, write_image)
+    try:
+        if not numbered and replace_existing:
+            fullfn = name_for(0)
+            os.replace(temp_path, fullfn)
+        else:
+            first = get_next_sequence_number(path, basename) if numbered else 0
+            fullfn = publish_without_overwrite(temp_path, name_for, first)
+    except BaseException:
+        _remove_quietly(temp_path)
+        raise
+
+    # A1111's UI reads this to avoid saving the same image twice.
+    image.already_saved_as = fullfn
+
+    txt_fullfn = None
+    if save_txt and info is not None:
+        txt_fullfn = f"{os.path.splitext(fullfn)[0]}.txt"
+        _write_text_atomically(txt_fullfn, f"{info}\n")
+    return fullfn, txt_fullfn
