@@ -9,6 +9,7 @@ filesystem has no hard links, an O_EXCL reservation followed by an atomic rename
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import hashlib
@@ -18,7 +19,7 @@ import re
 import string
 import uuid
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from PIL import Image, ImageColor, PngImagePlugin
 
@@ -415,30 +416,75 @@ def _publish_by_reservation(temp_path: str, candidate: str) -> bool:
     return True
 
 
+def _leading_number_taken(directory: str, basename: str, number: int) -> bool:
+    """True if a file in `directory` already carries sequence `number` (read as `get_next_sequence_number` reads it)."""
+    prefix = f"{basename}-" if basename else ""
+    for name in os.listdir(directory):
+        if name.startswith(".") or not name.startswith(prefix):
+            continue
+        leading = os.path.splitext(name[len(prefix):])[0].split("-")[0]
+        try:
+            if int(leading) == number:
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+@contextlib.contextmanager
+def _sequence_number_claim(directory: str, basename: str, number: int) -> Iterator[bool]:
+    """Hold `number` of `basename`'s sequence in `directory` while a file is published under it; yields False if
+    another saver holds it or a file already has it.
+
+    File names differ by seed, so a no-clobber publish alone lets two savers both take number n ("00000-1.png",
+    "00000-2.png"). The claim is a hidden marker created with O_EXCL and removed after publishing; re-checking the
+    folder once the marker is held sees every file published under n by an earlier holder, so n is used once.
+    """
+    marker = os.path.join(directory, f".reserve-{basename}-{number}")
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        yield False
+        return
+    try:
+        yield not _leading_number_taken(directory, basename, number)
+    finally:
+        _remove_quietly(marker)
+
+
 def publish_without_overwrite(
-    temp_path: str, name_for: Callable[[int], str], first_number: int, use_hard_links: bool = True
+    temp_path: str,
+    name_for: Callable[[int], str],
+    first_number: int,
+    use_hard_links: bool = True,
+    sequence: tuple[str, str] | None = None,
 ) -> str:
     """Move the finished `temp_path` to `name_for(n)` for the first n >= first_number whose name is free.
 
     Atomic against other threads and processes doing the same: each name is claimed by an operation that fails if
     it exists, so two savers never share a name and nothing is overwritten. A hard link publishes the complete file
     in one step; without hard links (`use_hard_links` False, or a filesystem that refuses them) the name is claimed
-    as an empty file with O_EXCL and the finished file renamed onto it.
+    as an empty file with O_EXCL and the finished file renamed onto it. With `sequence` = (directory, basename), n is
+    a sequence number that must be unique in that folder whatever the rest of the name, and it is claimed as well.
     """
     publish = _publish_by_link if use_hard_links else _publish_by_reservation
     number = first_number
     for _ in range(_MAX_NAME_ATTEMPTS):
         candidate = name_for(number)
-        try:
-            if publish(temp_path, candidate):
-                return candidate
-        except OSError as error:
-            # Filesystems without hard links (FAT, some network shares) say so with these codes.
-            if publish is _publish_by_link and error.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP,
-                                                               errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-                publish = _publish_by_reservation
-                continue
-            raise
+        claim = _sequence_number_claim(*sequence, number) if sequence else contextlib.nullcontext(True)
+        with claim as claimed:
+            while claimed:
+                try:
+                    if publish(temp_path, candidate):
+                        return candidate
+                    break
+                except OSError as error:
+                    # Filesystems without hard links (FAT, some network shares) say so with these codes.
+                    if publish is _publish_by_link and error.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                                                       errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+                        publish = _publish_by_reservation
+                        continue
+                    raise
         number += 1
     raise FileExistsError(f"No free file name found after {_MAX_NAME_ATTEMPTS} tries, last {name_for(number)!r}")
 
@@ -549,7 +595,8 @@ def save_image(
             os.replace(temp_path, fullfn)
         else:
             first = get_next_sequence_number(path, basename) if numbered else 0
-            fullfn = publish_without_overwrite(temp_path, name_for, first)
+            fullfn = publish_without_overwrite(temp_path, name_for, first,
+                                               sequence=(path, basename) if numbered else None)
     except BaseException:
         _remove_quietly(temp_path)
         raise

@@ -9,6 +9,7 @@ import os
 import threading
 import types
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from PIL import Image, features
@@ -269,3 +270,26 @@ def test_smaller_images_are_centred_in_their_cell():
     assert grid.size == (20, 10)
     assert grid.getpixel((15, 5)) == (0, 0, 255)
     assert grid.getpixel((11, 1)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("use_hard_links", [True, False])
+def test_sequence_numbers_stay_unique_when_the_rest_of_the_names_differ(tmp_path, use_hard_links):
+    # Each worker's names carry its own seed, so without the sequence claim all six would publish number 0.
+    (tmp_path / "00000-old.png").write_bytes(b"existing")
+    barrier = threading.Barrier(6)
+
+    def worker(index: int) -> str:
+        temp = tmp_path / f".tmp-{index}.tmp"
+        temp.write_bytes(bytes([index]) * 1000)
+        barrier.wait()
+        return publish_without_overwrite(str(temp), lambda n: str(tmp_path / f"{n:05}-{index}.png"), 0,
+                                         use_hard_links=use_hard_links, sequence=(str(tmp_path), ""))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        published = list(pool.map(worker, range(6)))
+    numbers = sorted(int(os.path.basename(p).split("-")[0]) for p in published)
+    assert numbers == [1, 2, 3, 4, 5, 6]
+    assert files_in(tmp_path) == sorted(["00000-old.png", *(os.path.basename(p) for p in published)])  # no markers
+    for path in published:
+        index = int(os.path.basename(path).split("-")[1].split(".")[0])
+        assert Path(path).read_bytes() == bytes([index]) * 1000

@@ -15,6 +15,7 @@ from modules.infotext import (
     decode_user_comment,
     encode_user_comment,
     parse_generation_parameters,
+    prompt_uses_emphasis,
     quote,
     read_info_from_image,
     sampler_from_infotext,
@@ -283,3 +284,34 @@ def test_read_info_converts_novelai_metadata():
     geninfo, _items = read_info_from_image(image)
     assert geninfo == ("1girl, solo\nNegative prompt: lowres\nSteps: 28, Sampler: Euler a, CFG scale: 11, "
                        "Seed: 99, Size: 32x48, Clip skip: 2, ENSD: 31337")
+
+
+def test_v1_10_defaults_for_hires_schedule_type_and_refiner_switch():
+    parsed = parse_generation_parameters("a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 8x8")
+    assert parsed["Hires schedule type"] == "Use same scheduler"
+    assert parsed["Refiner switch by sampling steps"] is False
+    old = parse_generation_parameters("a cat\nSteps: 20, Seed: 1, Size: 8x8, Refiner: x, Version: v1.7.0")
+    assert old["Refiner switch by sampling steps"] is True  # back-compat still overrides the default
+
+
+@pytest.mark.parametrize(
+    ("prompt", "negative", "uses_emphasis"),
+    [
+        ("a cat", "", False),
+        ("(cat:1.2)", "", True),
+        ("a cat", "[blurry]", True),
+        ("((cat", "", True),  # unclosed brackets run to the end
+        ("\\(cat\\)", "", False),  # escaped brackets are literal text
+        ("(cat:1.0)", "", False),
+        ("a BREAK b", "", False),
+    ],
+)
+def test_emphasis_default_when_prompt_uses_weights(prompt, negative, uses_emphasis):
+    text = build_infotext(prompt, negative, {"Steps": 1, "Seed": 1, "Size": "8x8"})
+    assert ("Emphasis" in parse_generation_parameters(text)) is uses_emphasis
+    assert (prompt_uses_emphasis(prompt) or prompt_uses_emphasis(negative)) is uses_emphasis
+
+
+def test_explicit_emphasis_is_kept():
+    parsed = parse_generation_parameters("(cat:1.3)\nSteps: 1, Seed: 1, Size: 8x8, Emphasis: No norm")
+    assert parsed["Emphasis"] == "No norm"
