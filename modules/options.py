@@ -1,0 +1,522 @@
+"""Typed settings (config.json) with A1111's key names and defaults.
+
+`Options` keeps the values that were set or loaded in `data`; every other registered key reads as its default, so a
+changed default reaches users who never touched the setting. Unknown keys (owned by extensions that are not loaded)
+are kept and written back. Extensions register settings with `opts.add_option(key, OptionInfo(...))`, exactly as in
+A1111 (`OptionInfo(default, label, component, component_args, ..., section=(id, title))`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger("webui")
+
+# Section id -> title shown in the settings UI (A1111 ids).
+SECTION_TITLES: dict[str, str] = {
+    "saving-images": "Saving images/grids",
+    "saving-paths": "Paths for saving",
+    "saving-to-dirs": "Saving to a directory",
+    "sd": "Stable Diffusion",
+    "sdxl": "Stable Diffusion XL",
+    "vae": "VAE",
+    "img2img": "img2img",
+    "compatibility": "Compatibility",
+    "sampler-params": "Sampler parameters",
+    "infotext": "Infotext",
+    "ui": "User interface",
+    "live-previews": "Live previews",
+    "hidden": "Hidden options",
+}
+
+_TRUE_STRINGS = {"true", "1", "yes", "on"}
+_FALSE_STRINGS = {"false", "0", "no", "off"}
+
+
+@dataclass
+class OptionInfo:
+    """Description of one setting.
+
+    The positional order follows A1111 so extensions' `OptionInfo(default, label, gr.Slider, {...})` keeps working;
+    a plain string in the third position is taken as the section id (`OptionInfo(True, "Save", "saving-images")`).
+    `choices` (a list, or a callable returning one for lists that change at runtime) restricts values; only a
+    static list is enforced by `Options.set`, since a callable's list may be stale (e.g. before a model refresh).
+    """
+
+    default: Any = None
+    label: str = ""
+    component: Any = None
+    component_args: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
+    onchange: Callable[[], Any] | None = None
+    section: str | tuple[str, ...] | None = None
+    refresh: Callable[[], Any] | None = None
+    comment_before: str = ""
+    comment_after: str = ""
+    infotext: str | None = None
+    restrict_api: bool = False
+    category_id: str | None = None
+    choices: list[Any] | Callable[[], list[Any]] | None = None
+    section_title: str | None = None
+    do_not_save: bool = False
+    help_text: str = ""
+    needs_reload: bool = False
+    needs_restart_flag: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.component, str) and self.section is None:
+            self.section, self.component = self.component, None
+        if isinstance(self.section, (tuple, list)):
+            # A1111 sections are (id, title) or (id, title, category).
+            section = tuple(self.section)
+            self.section = section[0]
+            self.section_title = self.section_title or (section[1] if len(section) > 1 else None)
+            if len(section) > 2 and self.category_id is None:
+                self.category_id = section[2]
+        if self.section is not None and self.section_title is None:
+            self.section_title = SECTION_TITLES.get(self.section, self.section)
+
+    # Chainable helpers that A1111 extensions call.
+    def info(self, text: str) -> OptionInfo:
+        self.help_text = text
+        self.comment_after += f"<span class='info'>({text})</span>"
+        return self
+
+    def html(self, text: str) -> OptionInfo:
+        self.comment_after += text
+        return self
+
+    def link(self, label: str, url: str) -> OptionInfo:
+        self.comment_before += f"[<a href='{url}' target='_blank'>{label}</a>]"
+        return self
+
+    def needs_reload_ui(self) -> OptionInfo:
+        self.needs_reload = True
+        self.comment_after += " <span class='info'>(requires Reload UI)</span>"
+        return self
+
+    def needs_restart(self) -> OptionInfo:
+        self.needs_restart_flag = True
+        self.comment_after += " <span class='info'>(requires restart)</span>"
+        return self
+
+    def static_choices(self) -> list[Any] | None:
+        return self.choices if isinstance(self.choices, list) else None
+
+    def current_choices(self) -> list[Any] | None:
+        """The choices to show now (calls a callable `choices`)."""
+        return self.choices() if callable(self.choices) else self.choices
+
+
+def options_section(section: tuple[str, str], options: dict[str, OptionInfo]) -> dict[str, OptionInfo]:
+    """Assign one section to a group of options (A1111's helper of the same name)."""
+    section_id, title = section
+    for info in options.values():
+        info.section = section_id
+        info.section_title = title
+    return options
+
+
+def _slider(minimum: float, maximum: float, step: float) -> dict[str, float]:
+    return {"minimum": minimum, "maximum": maximum, "step": step}
+
+
+def default_option_table() -> dict[str, OptionInfo]:
+    """All built-in settings. Fresh objects on each call so instances never share mutable state."""
+    table: dict[str, OptionInfo] = {}
+    table.update(options_section(("saving-images", "Saving images/grids"), {
+        "samples_save": OptionInfo(True, "Always save all generated images"),
+        "samples_format": OptionInfo("png", "File format for images"),
+        "samples_filename_pattern": OptionInfo("", "Images filename pattern"),
+        "save_images_add_number": OptionInfo(True, "Add number to filename when saving"),
+        "grid_save": OptionInfo(True, "Always save all generated image grids"),
+        "grid_format": OptionInfo("png", "File format for grids"),
+        "grid_extended_filename": OptionInfo(False, "Add extended info (seed, prompt) to filename when saving grid"),
+        "n_rows": OptionInfo(-1, "Grid row count; use -1 for autodetect and 0 for it to be same as batch size",
+                             component_args=_slider(-1, 16, 1)),
+        "enable_pnginfo": OptionInfo(True, "Save text information about generation parameters as chunks to png files"),
+        "save_txt": OptionInfo(False, "Create a text file with generation parameters next to every image"),
+        "save_images_before_highres_fix": OptionInfo(False, "Save a copy of image before applying highres fix"),
+        "jpeg_quality": OptionInfo(80, "Quality for saved jpeg and avif images", component_args=_slider(1, 100, 1)),
+        "webp_lossless": OptionInfo(False, "Use lossless compression for webp images"),
+    }))
+    table.update(options_section(("saving-paths", "Paths for saving"), {
+        "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below"),
+        "outdir_txt2img_samples": OptionInfo("outputs/txt2img-images", "Output directory for txt2img images"),
+        "outdir_img2img_samples": OptionInfo("outputs/img2img-images", "Output directory for img2img images"),
+        "outdir_extras_samples": OptionInfo("outputs/extras-images", "Output directory for images from extras tab"),
+        "outdir_grids": OptionInfo("", "Output directory for grids; if empty, defaults to two directories below"),
+        "outdir_txt2img_grids": OptionInfo("outputs/txt2img-grids", "Output directory for txt2img grids"),
+        "outdir_img2img_grids": OptionInfo("outputs/img2img-grids", "Output directory for img2img grids"),
+        "outdir_save": OptionInfo("log/images", "Directory for saving images using the Save button"),
+        "outdir_init_images": OptionInfo("outputs/init-images", "Directory for saving init images when using img2img"),
+    }))
+    table.update(options_section(("saving-to-dirs", "Saving to a directory"), {
+        "save_to_dirs": OptionInfo(True, "Save images to a subdirectory"),
+        "grid_save_to_dirs": OptionInfo(True, "Save grids to a subdirectory"),
+        "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern"),
+    }))
+    table.update(options_section(("sd", "Stable Diffusion"), {
+        "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion checkpoint", infotext="Model hash"),
+        "sd_checkpoint_cache": OptionInfo(0, "Checkpoints to cache in RAM", component_args=_slider(0, 10, 1)),
+        "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip", component_args=_slider(1, 12, 1), infotext="Clip skip"),
+        "emphasis": OptionInfo("Original", "Emphasis mode", choices=["None", "Ignore", "Original", "No norm"],
+                               infotext="Emphasis"),
+        "enable_emphasis": OptionInfo(True, "Enable emphasis: (text) and [text] change the attention to text"),
+        "comma_padding_backtrack": OptionInfo(20, "Prompt word wrap length limit",
+                                              component_args=_slider(0, 74, 1)),
+        "randn_source": OptionInfo("GPU", "Random number generator source", choices=["GPU", "CPU", "NV"],
+                                   infotext="RNG"),
+    }))
+    table.update(options_section(("sdxl", "Stable Diffusion XL"), {
+        "sdxl_crop_top": OptionInfo(0, "crop top coordinate"),
+        "sdxl_crop_left": OptionInfo(0, "crop left coordinate"),
+        "sdxl_refiner_low_aesthetic_score": OptionInfo(2.5, "SDXL low aesthetic score"),
+        "sdxl_refiner_high_aesthetic_score": OptionInfo(6.0, "SDXL high aesthetic score"),
+    }))
+    table.update(options_section(("vae", "VAE"), {
+        "sd_vae_checkpoint_cache": OptionInfo(0, "VAE Checkpoints to cache in RAM", component_args=_slider(0, 10, 1)),
+        "sd_vae": OptionInfo("Automatic", "SD VAE", infotext="VAE"),
+        "sd_vae_overrides_per_model_preferences": OptionInfo(True, "Selected VAE overrides per-model preferences"),
+        "sd_vae_as_default": OptionInfo(True, "Ignore selected VAE for checkpoints that have their own .vae.pt next to them"),
+        "auto_vae_precision": OptionInfo(True, "Automatically revert VAE to 32-bit floats when it produces NaNs"),
+    }))
+    table.update(options_section(("img2img", "img2img"), {
+        "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength",
+                                             component_args=_slider(0.0, 1.0, 0.01), infotext="Conditional mask weight"),
+        "initial_noise_multiplier": OptionInfo(1.0, "Noise multiplier for img2img",
+                                               component_args=_slider(0.0, 1.5, 0.001), infotext="Noise multiplier"),
+        "img2img_color_correction": OptionInfo(False, "Apply color correction to img2img results to match original colors"),
+        "img2img_fix_steps": OptionInfo(False, "With img2img, do exactly the amount of steps the slider specifies"),
+        "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts of the input image with this color"),
+    }))
+    table.update(options_section(("compatibility", "Compatibility"), {
+        "use_old_emphasis_implementation": OptionInfo(False, "Use old emphasis implementation"),
+    }))
+    table.update(options_section(("sampler-params", "Sampler parameters"), {
+        "eta_ddim": OptionInfo(0.0, "Eta for DDIM", component_args=_slider(0.0, 1.0, 0.01), infotext="Eta DDIM"),
+        "eta_ancestral": OptionInfo(1.0, "Eta for k-diffusion samplers", component_args=_slider(0.0, 1.0, 0.01),
+                                    infotext="Eta"),
+        "s_churn": OptionInfo(0.0, "sigma churn", component_args=_slider(0.0, 100.0, 0.01), infotext="Sigma churn"),
+        "s_tmin": OptionInfo(0.0, "sigma tmin", component_args=_slider(0.0, 10.0, 0.01), infotext="Sigma tmin"),
+        "s_tmax": OptionInfo(0.0, "sigma tmax", component_args=_slider(0.0, 999.0, 0.01), infotext="Sigma tmax"),
+        "s_noise": OptionInfo(1.0, "sigma noise", component_args=_slider(0.0, 1.1, 0.001), infotext="Sigma noise"),
+        "eta_noise_seed_delta": OptionInfo(0, "Eta noise seed delta", infotext="ENSD"),
+    }))
+    table.update(options_section(("infotext", "Infotext"), {
+        "add_model_hash_to_info": OptionInfo(True, "Add model hash to infotext"),
+        "add_model_name_to_info": OptionInfo(True, "Add model name to infotext"),
+        "add_vae_hash_to_info": OptionInfo(True, "Add VAE hash to infotext"),
+        "add_vae_name_to_info": OptionInfo(True, "Add VAE name to infotext"),
+        "add_user_name_to_info": OptionInfo(False, "Add user name to infotext when authenticated"),
+        "add_version_to_infotext": OptionInfo(True, "Add program version to infotext"),
+    }))
+    table.update(options_section(("ui", "User interface"), {
+        "quicksettings_list": OptionInfo(["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"],
+                                         "Quicksettings list (settings shown at the top of the page)"),
+        "return_grid": OptionInfo(True, "Show grid in gallery"),
+        "do_not_show_images": OptionInfo(False, "Do not show any images in gallery"),
+    }))
+    table.update(options_section(("live-previews", "Live previews"), {
+        "live_previews_enable": OptionInfo(True, "Show live previews of the created image"),
+        "show_progress_every_n_steps": OptionInfo(10, "Live preview display period (in sampling steps; -1 disables)",
+                                                  component_args=_slider(-1, 32, 1)),
+        "live_preview_content": OptionInfo("Prompt", "Live preview subject",
+                                           choices=["Combined", "Prompt", "Negative prompt"]),
+    }))
+    table.update(options_section(("hidden", "Hidden options"), {
+        "disabled_extensions": OptionInfo([], "Disable these extensions"),
+        "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled extensions)",
+                                             choices=["none", "extra", "all"]),
+    }))
+    return table
+
+
+class Options:
+    """The settings object (A1111's `shared.opts`): attribute access, typed `set`, atomic `save`."""
+
+    def __init__(self, data_labels: Mapping[str, OptionInfo] | None = None, frozen: bool = False) -> None:
+        # object.__setattr__ because our __setattr__ routes option names to set().
+        object.__setattr__(self, "data", {})
+        object.__setattr__(self, "data_labels", dict(default_option_table() if data_labels is None else data_labels))
+        object.__setattr__(self, "frozen", frozen)
+        object.__setattr__(self, "_lock", threading.RLock())
+        object.__setattr__(self, "_callbacks", {})
+
+    data: dict[str, Any]
+    data_labels: dict[str, OptionInfo]
+    frozen: bool
+
+    # ---- reading ----
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails, i.e. for setting names.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        data = self.__dict__.get("data", {})
+        labels = self.__dict__.get("data_labels", {})
+        if name in data:
+            return data[name]
+        if name in labels:
+            return copy.deepcopy(labels[name].default)  # copy: callers must not mutate the default in place
+        raise AttributeError(f"no setting named {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.data_labels:
+            self.set(name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def get_default(self, key: str) -> Any:
+        info = self.data_labels.get(key)
+        return None if info is None else copy.deepcopy(info.default)
+
+    def all_values(self) -> dict[str, Any]:
+        """Every registered setting's current value plus the unknown keys kept from the file."""
+        with self._lock:
+            values = {key: self.data.get(key, info.default) for key, info in self.data_labels.items()}
+            values.update({key: value for key, value in self.data.items() if key not in self.data_labels})
+            return copy.deepcopy(values)
+
+    def dumpjson(self) -> str:
+        return json.dumps(self.all_values())
+
+    # ---- validation ----
+    def cast_value(self, key: str, value: Any) -> Any:
+        """Convert `value` to the type of the setting's default; ValueError naming the key when impossible."""
+        info = self.data_labels.get(key)
+        if info is None:
+            raise KeyError(f"unknown setting {key!r}")
+        converted = _coerce(key, info.default, value)
+        choices = info.static_choices()
+        if choices is not None:
+            items = converted if isinstance(converted, list) else [converted]
+            invalid = [item for item in items if item not in choices]
+            if invalid:
+                raise ValueError(f"setting {key!r}: {invalid[0]!r} is not one of {choices!r}")
+        return converted
+
+    # ---- writing ----
+    def set(self, key: str, value: Any, is_api: bool = False, run_callbacks: bool = True) -> bool:
+        """Set a value; returns True when it changed. Raises KeyError (unknown key) or ValueError (bad value).
+
+        Returns False without changing anything when settings are frozen, when an API call targets a restricted
+        setting, or when a change callback fails (the old value is then restored, as A1111 does).
+        """
+        info = self.data_labels.get(key)
+        if info is None:
+            raise KeyError(f"unknown setting {key!r}")
+        converted = self.cast_value(key, value)
+        with self._lock:
+            if self.frozen:
+                logger.warning("settings are frozen (--freeze-settings); not changing %s", key)
+                return False
+            if is_api and info.restrict_api:
+                return False
+            had_value = key in self.data
+            old_value = self.data.get(key, info.default)
+            if old_value == converted and type(old_value) is type(converted):
+                return False
+            self.data[key] = converted
+        if run_callbacks and not self._run_callbacks(key):
+            with self._lock:
+                if had_value:
+                    self.data[key] = old_value
+                else:
+                    self.data.pop(key, None)
+            return False
+        return True
+
+    def _run_callbacks(self, key: str) -> bool:
+        info = self.data_labels[key]
+        callbacks = ([info.onchange] if info.onchange else []) + list(self._callbacks.get(key, []))
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("callback for setting %s failed; keeping the previous value", key)
+                return False
+        return True
+
+    def onchange(self, key: str, func: Callable[[], Any], call: bool = True) -> None:
+        """Call `func()` whenever `key` changes through `set`; with call=True also once now (A1111 behaviour)."""
+        if key not in self.data_labels:
+            raise KeyError(f"unknown setting {key!r}")
+        with self._lock:
+            self._callbacks.setdefault(key, []).append(func)
+        if call:
+            func()
+
+    def add_option(self, key: str, info: OptionInfo) -> None:
+        """Register a setting (extensions). A value already loaded from config.json is checked against it."""
+        with self._lock:
+            self.data_labels[key] = info
+            if key in self.data:
+                try:
+                    self.data[key] = self.cast_value(key, self.data[key])
+                except ValueError as error:
+                    logger.warning("config value ignored, using the default: %s", error)
+                    del self.data[key]
+
+    # ---- files ----
+    def load(self, path: str) -> None:
+        """Read config.json. Missing file: defaults. Corrupt file: renamed to .corrupt-<time>, defaults, warning."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            with self._lock:
+                self.data.clear()
+            return
+        problem = None
+        try:
+            loaded = json.loads(text)
+        except ValueError as error:
+            problem = f"invalid JSON: {error}"
+        else:
+            if not isinstance(loaded, dict):
+                problem = f"top level is {type(loaded).__name__}, expected an object"
+        if problem is not None:
+            backup = _backup_corrupt_file(path)
+            logger.warning("settings file %s is corrupt (%s); moved it to %s and using defaults", path, problem, backup)
+            loaded = {}
+
+        _migrate(loaded)
+        clean: dict[str, Any] = {}
+        for key, value in loaded.items():
+            if key in self.data_labels:
+                try:
+                    value = self.cast_value(key, value)
+                except ValueError as error:
+                    logger.warning("config value ignored, using the default: %s", error)
+                    continue
+            clean[key] = value
+        with self._lock:
+            self.data.clear()
+            self.data.update(clean)
+
+    def save(self, path: str) -> None:
+        """Write the set/loaded values atomically (temp file in the same folder, then os.replace)."""
+        with self._lock:
+            if self.frozen:
+                return
+            to_save = {
+                key: value
+                for key, value in self.data.items()
+                if key not in self.data_labels or not self.data_labels[key].do_not_save
+            }
+            write_json_atomic(path, to_save)
+
+
+def write_json_atomic(path: str, content: Any) -> None:
+    """Write JSON so that readers see either the old or the new file, never a half-written one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # A unique name opened with "x" (not mkstemp) so the file gets normal umask permissions instead of 0600.
+    temp_path = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp_path, "x", encoding="utf-8") as handle:
+            json.dump(content, handle, indent=4, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_path)
+        raise
+
+
+def _backup_corrupt_file(path: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = f"{path}.corrupt-{stamp}"
+    counter = 1
+    while os.path.exists(backup):
+        backup = f"{path}.corrupt-{stamp}-{counter}"
+        counter += 1
+    os.replace(path, backup)
+    return backup
+
+
+def _migrate(loaded: dict[str, Any]) -> None:
+    """Old A1111 configs stored quicksettings as one comma-separated string."""
+    old_quicksettings = loaded.get("quicksettings")
+    if isinstance(old_quicksettings, str) and "quicksettings_list" not in loaded:
+        loaded["quicksettings_list"] = [item.strip() for item in old_quicksettings.split(",") if item.strip()]
+
+
+def _coerce(key: str, default: Any, value: Any) -> Any:
+    """Convert value to the type of `default`; the error message names the key and the expected type."""
+
+    def fail(expected: str) -> ValueError:
+        return ValueError(f"setting {key!r} expects {expected}, got {type(value).__name__} {value!r}")
+
+    if default is None:
+        return value  # untyped (e.g. sd_model_checkpoint): anything JSON can store
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE_STRINGS | _FALSE_STRINGS:
+            return value.strip().lower() in _TRUE_STRINGS
+        raise fail("a boolean")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise fail("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                try:
+                    number = float(value.strip())
+                except ValueError:
+                    raise fail("an integer") from None
+                if number.is_integer():
+                    return int(number)
+        raise fail("an integer")
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise fail("a number")
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise fail("a number") from None
+        else:
+            raise fail("a number")
+        if not math.isfinite(number):
+            raise fail("a finite number")
+        return number
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise fail("a string")
+    if isinstance(default, list):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        raise fail("a list")
+    if isinstance(default, dict):
+        if isinstance(value, dict):
+            return dict(value)
+        raise fail("an object")
+    return value
