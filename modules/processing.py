@@ -328,6 +328,9 @@ class Sampling:
         scheduler = sampler.scheduler
         scheduler.set_timesteps(steps, device=device)
         timesteps = scheduler.timesteps
+        # Latents and scheduler maths stay in float32 (ancestral noise is drawn in the sample's dtype, and
+        # A1111's per-image streams are float32); only the UNet call runs in the model's dtype.
+        latents, noise = latents.float(), noise.float()
         init_latents = latents
         if strength is None:
             latents = noise * scheduler.init_noise_sigma
@@ -355,8 +358,7 @@ class Sampling:
                              added_cond_kwargs=added).sample
             out_uncond, out_cond = out.chunk(2)
             guided = out_uncond + job.cfg_scale * (out_cond - out_uncond)
-            latents = scheduler.step(guided.float(), t, latents.float(), generator=image_rng.generators,
-                                     **sampler.step_kwargs).prev_sample.to(latents.dtype)
+            latents = sampler.step(guided.float(), t, latents, image_rng.generators)
             if mask is not None and strength is not None:
                 if i + 1 < total:
                     noised = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2].repeat(len(noise)))
@@ -480,7 +482,10 @@ def process_images(job: Job, ctx: Context) -> Processed:
     try:
         for key, value in job.override_settings.items():
             if key in opts.data_labels:
-                opts.set(key, value)
+                try:
+                    opts.set(key, value)
+                except (ValueError, KeyError) as e:
+                    raise JobError(f"override_settings: {e}") from e
         return _process(job, ctx)
     finally:
         if job.override_settings_restore_afterwards:

@@ -35,7 +35,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     os.makedirs(cmd_opts.data_dir, exist_ok=True)
     config_path = os.path.join(cmd_opts.data_dir, "config.json")
     cache_path = os.path.join(cmd_opts.data_dir, "cache.json")
-    opts = Options()
+    opts = Options(frozen=cmd_opts.freeze_settings)
     opts.load(config_path)
     state = State()
     policy = devices.choose_policy(use_cpu=cmd_opts.use_cpu, device_id=cmd_opts.device_id,
@@ -47,7 +47,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
         os.makedirs(folder, exist_ok=True)
     models = ModelManager([cmd_opts.ckpt_dir], [cmd_opts.vae_dir], policy, opts, cache_path,
                           hashing=not cmd_opts.no_hashing, extra_checkpoint=cmd_opts.ckpt)
-    opts.onchange("sd_vae", lambda *_: models.reload_vae() if models.current else None)
+    opts.onchange("sd_vae", lambda *_: models.reload_vae() if models.current else None, call=False)
     models.listeners.append(lambda _model: save_settings())  # the chosen checkpoint persists
     models.refresh()
 
