@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--api", action="store_true", help="serve the REST API (/sdapi/v1) beside the UI")
     server.add_argument("--nowebui", action="store_true", help="serve only the REST API, no UI (port 7861)")
     server.add_argument("--api-log", action="store_true", help="log every API request")
-    server.add_argument("--api-auth", type=str, default=None, help="HTTP basic auth for the API: user:pass[,user2:pass2]")
+    server.add_argument("--api-auth", type=str, default=None, help="HTTP basic auth for the API: u:p[,u2:p2]")
     server.add_argument("--gradio-auth", type=str, default=None, help="login for the UI: user:pass[,user2:pass2]")
     server.add_argument("--cors-allow-origins", type=str, default=None, help="comma-separated origins allowed by CORS")
     server.add_argument("--cors-allow-origins-regex", type=str, default=None, help="regex of origins allowed by CORS")

@@ -447,12 +447,14 @@ def split_sampler_and_scheduler(
 
 def sampler_from_infotext(params: Mapping[str, object]) -> str:
     """The sampler a parsed infotext selects (A1111's `get_sampler_from_infotext`)."""
-    return split_sampler_and_scheduler(_str_or_none(params.get("Sampler")), _str_or_none(params.get("Schedule type")))[0]
+    sampler, schedule = _str_or_none(params.get("Sampler")), _str_or_none(params.get("Schedule type"))
+    return split_sampler_and_scheduler(sampler, schedule)[0]
 
 
 def scheduler_from_infotext(params: Mapping[str, object]) -> str:
     """The schedule type label a parsed infotext selects (A1111's `get_scheduler_from_infotext`)."""
-    return split_sampler_and_scheduler(_str_or_none(params.get("Sampler")), _str_or_none(params.get("Schedule type")))[1]
+    sampler, schedule = _str_or_none(params.get("Sampler")), _str_or_none(params.get("Schedule type"))
+    return split_sampler_and_scheduler(sampler, schedule)[1]
 
 
 def _str_or_none(value: object) -> str | None:

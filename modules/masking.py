@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFilter
+from PIL import Image
 
 
 def get_crop_region(mask: Image.Image, padding: int = 0) -> tuple[int, int, int, int]:

@@ -188,17 +188,21 @@ def default_option_table() -> dict[str, OptionInfo]:
         "sd_vae_checkpoint_cache": OptionInfo(0, "VAE Checkpoints to cache in RAM", component_args=_slider(0, 10, 1)),
         "sd_vae": OptionInfo("Automatic", "SD VAE", infotext="VAE"),
         "sd_vae_overrides_per_model_preferences": OptionInfo(True, "Selected VAE overrides per-model preferences"),
-        "sd_vae_as_default": OptionInfo(True, "Ignore selected VAE for checkpoints that have their own .vae.pt next to them"),
+        "sd_vae_as_default": OptionInfo(
+            True, "Ignore selected VAE for checkpoints that have their own .vae.pt next to them"),
         "auto_vae_precision": OptionInfo(True, "Automatically revert VAE to 32-bit floats when it produces NaNs"),
     }))
     table.update(options_section(("img2img", "img2img"), {
         "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength",
-                                             component_args=_slider(0.0, 1.0, 0.01), infotext="Conditional mask weight"),
+                                             component_args=_slider(0.0, 1.0, 0.01),
+                                             infotext="Conditional mask weight"),
         "initial_noise_multiplier": OptionInfo(1.0, "Noise multiplier for img2img",
                                                component_args=_slider(0.0, 1.5, 0.001), infotext="Noise multiplier"),
-        "img2img_color_correction": OptionInfo(False, "Apply color correction to img2img results to match original colors"),
+        "img2img_color_correction": OptionInfo(
+            False, "Apply color correction to img2img results to match original colors"),
         "img2img_fix_steps": OptionInfo(False, "With img2img, do exactly the amount of steps the slider specifies"),
-        "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts of the input image with this color"),
+        "img2img_background_color": OptionInfo(
+            "#ffffff", "With img2img, fill transparent parts of the input image with this color"),
     }))
     table.update(options_section(("compatibility", "Compatibility"), {
         "use_old_emphasis_implementation": OptionInfo(False, "Use old emphasis implementation"),
@@ -236,7 +240,7 @@ def default_option_table() -> dict[str, OptionInfo]:
     }))
     table.update(options_section(("hidden", "Hidden options"), {
         "disabled_extensions": OptionInfo([], "Disable these extensions"),
-        "disable_all_extensions": OptionInfo("none", "Disable all extensions (preserves the list of disabled extensions)",
+        "disable_all_extensions": OptionInfo("none", "Disable all extensions (keeps the list of disabled extensions)",
                                              choices=["none", "extra", "all"]),
     }))
     return table

@@ -280,7 +280,8 @@ def test_unet_writer_handles_sdxl_transformer_depths() -> None:
              for k in keys if (m := re.match(r"input_blocks\.(\d+)\.1\.transformer_blocks\.(\d+)\.", k))}
     assert depth == {4: 2, 5: 2, 7: 3, 8: 3}
     for key in ("output_blocks.2.2.conv.weight", "output_blocks.5.2.conv.weight",
-                "output_blocks.8.0.out_layers.3.weight", "middle_block.1.transformer_blocks.2.attn2.to_v.weight", "label_emb.0.2.bias"):
+                "output_blocks.8.0.out_layers.3.weight", "middle_block.1.transformer_blocks.2.attn2.to_v.weight",
+                "label_emb.0.2.bias"):
         assert key in keys, key
     assert not any(k.startswith(("output_blocks.6.1.", "output_blocks.8.1.", "output_blocks.9.")) for k in keys)
 

@@ -178,8 +178,8 @@ def test_selected_checkpoint_persists_in_config(app, tiny_checkpoints):
 
 
 def test_vae_choice_automatic_none_and_named(app, tiny_checkpoints, tmp_path):
-    from modules.models.tiny import build_tiny_components
     from modules.models.ldm_layout import save_single_file, vae_to_ldm
+    from modules.models.tiny import build_tiny_components
 
     (name,) = _install(app, tiny_checkpoints, "sd1")
     ckpt = Path(app.cmd_opts.ckpt_dir) / name

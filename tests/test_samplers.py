@@ -218,7 +218,7 @@ def test_declared_schedules_use_only_constructor_arguments_the_class_has():
     assert "karras" not in resolve("DDIM")[0].schedules  # DDIMScheduler has no use_karras_sigmas
 
 
-# --- schedulers --------------------------------------------------------------------------------------------------------
+# --- schedulers ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("name", "schedule"), SAMPLER_SCHEDULE_PAIRS)

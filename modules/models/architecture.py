@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 HEAD_DIM = 64
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_json(path: str) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ log = logging.getLogger("webui")
 TOKENIZER_DIR = architecture.CONFIGS_DIR / "tokenizer"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_tokenizer(pad_token: str) -> CLIPTokenizer:
     """CLIP's BPE tokenizer from the shipped files. OpenCLIP towers (SD2, SDXL's bigG) pad with "!" (id 0)."""
     return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, pad_token=pad_token,

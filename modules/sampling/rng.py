@@ -2,7 +2,8 @@
 
 Mirrors A1111's `modules/rng.py` (ImageRNG) and the seed rules of `processing.py`: image i of a job uses seed+i, its
 start noise is the first draw of `torch.Generator(device).manual_seed(seed)`, variation seeds are slerped in, and the
-same generator then feeds the ancestral/SDE noise of each scheduler step (`scheduler.step(..., generator=rng.generators)`
+same generator then feeds the ancestral/SDE noise of each scheduler step
+(`scheduler.step(..., generator=rng.generators)`
 draws one tensor per image from each generator in turn, as A1111's `ImageRNG.next()` does).
 """
 

@@ -394,7 +394,8 @@ def create_sampler(
     scheduler_class = info.scheduler_class
     accepted = _accepted_arguments(scheduler_class)
     sampler_seeds = seeds if "noise_sampler_seed" in accepted else None
-    scheduler = _build_scheduler(scheduler_class, scheduler_config(info, effective, base_scheduler_config, sampler_seeds))
+    config = scheduler_config(info, effective, base_scheduler_config, sampler_seeds)
+    scheduler = _build_scheduler(scheduler_class, config)
 
     step_arguments = _step_arguments(scheduler_class)
     step_kwargs: dict[str, Any] = {}

@@ -9,8 +9,8 @@ import gradio as gr
 
 from modules import shared
 from modules.models.demo import DEMO_FILENAME
-from modules.processing import JobError, Processed
 from modules.models.safe_load import CheckpointLoadError
+from modules.processing import JobError, Processed
 
 log = logging.getLogger("webui")
 
