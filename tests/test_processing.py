@@ -257,3 +257,35 @@ def test_long_prompts_are_not_truncated(app):
     short = app.run_job(Job(prompt="cat " * 70, seed=1, do_not_save_samples=True, **SMALL)).images[0]
     long = app.run_job(Job(prompt="cat " * 70 + "dog " * 30, seed=1, do_not_save_samples=True, **SMALL)).images[0]
     assert not np.array_equal(_pixels(short), _pixels(long))
+
+
+def test_half_precision_vae_nan_is_retried_in_float32_and_logged(app, tiny_checkpoints, tmp_path, caplog):
+    """A1111's black-image problem: an fp16 VAE overflowing. The decode is redone in fp32, with a log line."""
+    import logging
+
+    import torch
+
+    from modules.devices import DevicePolicy
+    from modules.models.loader import load_model
+    from modules.models.registry import CheckpointInfo
+    from modules.processing import Context, process_images
+    from modules.state import State
+
+    policy = DevicePolicy(torch.device("cpu"), torch.float32, vae_dtype=torch.float16)
+    path = tiny_checkpoints["sd1"]
+    model = load_model(CheckpointInfo(str(path), path.name), policy)
+    with torch.no_grad():
+        model.vae.decoder.conv_in.weight.mul_(1e5)  # finite in fp32, overflows to inf in fp16
+    job = Job(prompt="p", seed=1, do_not_save_samples=True, **SMALL)
+    with caplog.at_level(logging.WARNING, logger="webui"):
+        processed = process_images(job, Context(model=model, opts=app.opts, state=State(), data_dir=str(tmp_path)))
+    assert "decoding again in float32" in caplog.text
+    assert _pixels(processed.images[0]).std() > 0
+    assert model.vae.dtype == torch.float16  # back to the configured precision for the next job
+
+    policy_off = DevicePolicy(torch.device("cpu"), torch.float32, vae_dtype=torch.float16, nan_check=False)
+    model.policy = policy_off
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="webui"):
+        process_images(job, Context(model=model, opts=app.opts, state=State(), data_dir=str(tmp_path)))
+    assert "decoding again" not in caplog.text
