@@ -19,32 +19,26 @@ def get_crop_region(mask: Image.Image, padding: int = 0) -> tuple[int, int, int,
             min(int(xs.max()) + 1 + padding, w), min(int(ys.max()) + 1 + padding, h))
 
 
+def _grow_span(lo: int, hi: int, desired: float, limit: int) -> tuple[int, int]:
+    """Widen [lo, hi) to `desired` length around its centre, shifted back inside [0, limit)."""
+    diff = int(desired - (hi - lo))
+    lo -= diff // 2
+    hi += diff - diff // 2
+    if hi >= limit:
+        lo -= hi - limit
+        hi = limit
+    return max(lo, 0), min(hi, limit)
+
+
 def expand_crop_region(region: tuple[int, int, int, int], processing_width: int, processing_height: int,
                        image_width: int, image_height: int) -> tuple[int, int, int, int]:
     """Grow the region to the processing aspect ratio (so the crop is not distorted), staying inside the image."""
     x1, y1, x2, y2 = region
-    ratio_crop = (x2 - x1) / max(1, y2 - y1)
     ratio_processing = processing_width / processing_height
-    if ratio_crop > ratio_processing:
-        desired_h = (x2 - x1) / ratio_processing
-        diff = int(desired_h - (y2 - y1))
-        y1 -= diff // 2
-        y2 += diff - diff // 2
-        if y2 >= image_height:
-            y1 -= y2 - image_height
-            y2 = image_height
-        y1 = max(y1, 0)
-        y2 = min(y2, image_height)
+    if (x2 - x1) / max(1, y2 - y1) > ratio_processing:
+        y1, y2 = _grow_span(y1, y2, (x2 - x1) / ratio_processing, image_height)
     else:
-        desired_w = (y2 - y1) * ratio_processing
-        diff = int(desired_w - (x2 - x1))
-        x1 -= diff // 2
-        x2 += diff - diff // 2
-        if x2 >= image_width:
-            x1 -= x2 - image_width
-            x2 = image_width
-        x1 = max(x1, 0)
-        x2 = min(x2, image_width)
+        x1, x2 = _grow_span(x1, x2, (y2 - y1) * ratio_processing, image_width)
     return x1, y1, x2, y2
 
 
