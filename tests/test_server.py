@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -69,6 +70,24 @@ def test_txt2img_tab_generates_and_saves_with_infotext(server):
     assert text.startswith("a small blue square\nNegative prompt: noise\nSteps: 5, Sampler: Euler a, ")
     assert "Seed: 4242, Size: 64x64, Model hash: " in text and "Model: demo-tiny-sd1" in text
     assert "demo-tiny-sd1.safetensors" in [p.name for p in (data_dir / "models" / "Stable-diffusion").iterdir()]
+
+
+def test_checkpoint_refresh_and_switch_from_the_ui(server, tiny_checkpoints):
+    from gradio_client import Client
+
+    url, data_dir, _ = server
+    target = data_dir / "models" / "Stable-diffusion" / "second.safetensors"
+    target.write_bytes(tiny_checkpoints["sd2"].read_bytes())
+    client = Client(url, verbose=False)
+    client.predict(api_name="/refresh_checkpoints")
+    title = f"second.safetensors [{hashlib.sha256(target.read_bytes()).hexdigest()[:10]}]"
+    client.predict(title, api_name="/change_checkpoint")
+    _, info, _ = client.predict("p", "", "Euler", "Automatic", 2, 7, 1, 64, 64, 1, 1, api_name="/txt2img")
+    assert "Model: second" in info and "CFG scale: 7," in info
+    config = (data_dir / "config.json").read_text()
+    assert '"sd_model_checkpoint": "second.safetensors [' in config
+    with pytest.raises(Exception, match="not in the list of choices"):
+        client.predict("second.safetensors", api_name="/change_checkpoint")  # titles carry the hash
 
 
 def test_bad_input_is_reported_not_crashed(server):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from modules import shared
+from modules.infotext import as_ui_number
 from modules.processing import Job
 from modules.sampling import samplers
 from modules.ui.common import info_html, run_safely
@@ -15,8 +16,8 @@ def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: st
              cfg_scale: float, seed: float, width: float, height: float, batch_count: float, batch_size: float
              ) -> tuple[list, str, str]:
     job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
-              steps=int(steps), cfg_scale=float(cfg_scale), seed=int(seed), width=int(width), height=int(height),
-              n_iter=int(batch_count), batch_size=int(batch_size))
+              steps=int(steps), cfg_scale=as_ui_number(float(cfg_scale)), seed=int(seed), width=int(width),
+              height=int(height), n_iter=int(batch_count), batch_size=int(batch_size))
     processed = shared.run_job(job, "txt2img")
     return processed.images, processed.info, info_html(processed)
 
