@@ -20,7 +20,7 @@ from PIL import Image, ImageFilter, ImageOps
 from tqdm import tqdm
 
 from modules import conditioning, images, infotext, masking
-from modules.models.loader import SDModel
+from modules.models.loader import SDModel, cast
 from modules.sampling import rng as rng_mod
 from modules.sampling import samplers
 from modules.state import ProgressEvent, State
@@ -304,11 +304,11 @@ class Sampling:
         if self.model.policy.nan_check and vae.dtype != torch.float32 and not torch.isfinite(decoded).all():
             log.warning("VAE produced NaN/inf in %s; decoding again in float32 (use --no-half-vae to avoid this)",
                         str(vae.dtype).removeprefix("torch."))
-            vae.to(torch.float32)
+            cast(vae, torch.float32)
             try:
                 decoded = vae.decode(latents.float() / vae.config.scaling_factor).sample
             finally:
-                vae.to(self.model.policy.vae_dtype)
+                cast(vae, self.model.policy.vae_dtype)
         return decoded.float()
 
     @torch.no_grad()

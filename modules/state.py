@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ class State:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.listeners: list[Callable[[ProgressEvent], None]] = []  # e.g. the UI's progress bar
         self.reset()
 
     def reset(self) -> None:
@@ -66,6 +68,8 @@ class State:
         self.sampling_step = event.step
         self.sampling_steps = event.total_steps
         self.current_latent = event.latent
+        for listener in list(self.listeners):
+            listener(event)
 
     @property
     def busy(self) -> bool:

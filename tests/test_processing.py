@@ -213,13 +213,12 @@ def _run_with(app, action: str, job_no: int, job: Job):
 
     ctx = app.context()
     ctx.state.begin("test", job.n_iter)
-    original = ctx.state.on_progress
     stopper = _StopAtStep(ctx.state, action, job_no)
-    ctx.state.on_progress = lambda e: (original(e), stopper(e))
+    ctx.state.listeners.append(stopper)
     try:
         return process_images(job, ctx)
     finally:
-        del ctx.state.on_progress  # back to the class's method
+        ctx.state.listeners.remove(stopper)
 
 
 def test_interrupt_keeps_finished_images_and_skip_moves_on(app):
@@ -236,14 +235,11 @@ def test_interrupt_keeps_finished_images_and_skip_moves_on(app):
 def test_progress_reports_every_step(app):
     events = []
     ctx = app.context()
-    original = ctx.state.on_progress
-    ctx.state.on_progress = lambda e: (original(e), events.append((e.job_no, e.step, e.total_steps)))
+    ctx.state.listeners.append(lambda e: events.append((e.job_no, e.step, e.total_steps)))
     from modules.processing import process_images
 
-    try:
-        process_images(Job(prompt="p", seed=1, n_iter=2, steps=3, width=64, height=64), ctx)
-    finally:
-        del ctx.state.on_progress
+    process_images(Job(prompt="p", seed=1, n_iter=2, steps=3, width=64, height=64), ctx)
+    assert (ctx.state.sampling_step, ctx.state.sampling_steps, ctx.state.job_no) == (3, 3, 1)
     assert events == [(0, 1, 3), (0, 2, 3), (0, 3, 3), (1, 1, 3), (1, 2, 3), (1, 3, 3)]
 
 

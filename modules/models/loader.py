@@ -105,10 +105,16 @@ def resolve_vae(sd_vae: str, checkpoint_path: str, vae_folders: list[str]) -> Va
     raise CheckpointLoadError(f"VAE {sd_vae!r} not found in {', '.join(vae_folders)}")
 
 
-def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Change a model's precision. Plain nn.Module.to: diffusers' own `to(dtype)` logs a misleading
+    "should be kept in float32: []" warning on every call (its empty module list is not None)."""
     if any(p.dtype != dtype for p in module.parameters()):
-        module = module.to(dtype=dtype)
-    return module.to(device=device)
+        torch.nn.Module.to(module, dtype=dtype)
+    return module
+
+
+def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return cast(module, dtype).to(device=device)
 
 
 def load_vae_file(vae: VaeInfo, family: str, policy: DevicePolicy, cache_path: str | None) -> AutoencoderKL:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import gradio as gr
 
@@ -11,6 +13,7 @@ from modules import shared
 from modules.models.demo import DEMO_FILENAME
 from modules.models.safe_load import CheckpointLoadError
 from modules.processing import JobError, Processed
+from modules.state import ProgressEvent
 
 log = logging.getLogger("webui")
 
@@ -61,6 +64,21 @@ def create_quicksettings() -> gr.Dropdown:
 def info_html(processed: Processed) -> str:
     text = html.escape(processed.info).replace("\n", "<br>")
     return f'<div class="infotext">{text}</div>'
+
+
+@contextmanager
+def progress_bar(progress: gr.Progress) -> Iterator[None]:
+    """Mirror the core's progress events into the page's progress bar while a job runs."""
+    def listener(event: ProgressEvent) -> None:
+        done = event.job_no * event.total_steps + event.step
+        progress((done, event.job_count * event.total_steps), desc=f"Batch {event.job_no + 1}/{event.job_count}",
+                 unit="steps")
+
+    shared.state.listeners.append(listener)
+    try:
+        yield
+    finally:
+        shared.state.listeners.remove(listener)
 
 
 def run_safely(fn):

@@ -8,17 +8,18 @@ from modules import shared
 from modules.infotext import as_ui_number
 from modules.processing import Job
 from modules.sampling import samplers
-from modules.ui.common import info_html, run_safely
+from modules.ui.common import info_html, progress_bar, run_safely
 
 
 @run_safely
 def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: str, steps: float,
-             cfg_scale: float, seed: float, width: float, height: float, batch_count: float, batch_size: float
-             ) -> tuple[list, str, str]:
+             cfg_scale: float, seed: float, width: float, height: float, batch_count: float, batch_size: float,
+             progress: gr.Progress = gr.Progress()) -> tuple[list, str, str]:
     job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
               steps=int(steps), cfg_scale=as_ui_number(float(cfg_scale)), seed=int(seed), width=int(width),
               height=int(height), n_iter=int(batch_count), batch_size=int(batch_size))
-    processed = shared.run_job(job, "txt2img")
+    with progress_bar(progress):
+        processed = shared.run_job(job, "txt2img")
     return processed.images, processed.info, info_html(processed)
 
 
