@@ -35,6 +35,7 @@ def encode_png(image: Image.Image, info: str | None) -> str:
 def txt2img(body: dict[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in body.items() if k in TXT2IMG_FIELDS and v is not None}
     fields.setdefault("sampler_name", body.get("sampler_index") or "Euler")  # A1111's API default sampler
+    fields.setdefault("scheduler", None)  # unset: no "Schedule type" in the infotext, as A1111
     fields.setdefault("steps", 50)
     job = Job(**fields)
     job.do_not_save_samples = job.do_not_save_grid = not body.get("save_images", False)
