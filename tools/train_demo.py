@@ -147,11 +147,16 @@ def sd1_alphas_cumprod(device: torch.device) -> torch.Tensor:
 
 def train_unet(data: Data, vae: AutoencoderKL, tokenizer: CLIPTokenizer, steps: int, batch: int,
                device: torch.device, seed: int, start: float, lr: float = 1e-3, ema_decay: float = 0.999,
-               seconds: float = 0.0) -> tuple[UNet2DConditionModel, CLIPTextModel]:
-    """steps=0: train for about `seconds` (the step count reached is recorded in the file's metadata)."""
+               seconds: float = 0.0, resume: tuple[UNet2DConditionModel, CLIPTextModel] | None = None
+               ) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    """steps=0: train for about `seconds` (the step count reached is recorded in the file's metadata).
+    `resume`: continue from these models instead of a fresh initialisation."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_config(UNET_CONFIG).to(device).train()
-    text = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG)).to(device).train()
+    if resume:
+        unet, text = (m.to(device).float().train().requires_grad_(True) for m in resume)
+    else:
+        unet = UNet2DConditionModel.from_config(UNET_CONFIG).to(device).train()
+        text = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG)).to(device).train()
     params = [*unet.parameters(), *text.parameters()]
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=device.type == "cuda")
@@ -327,6 +332,7 @@ def main() -> None:
     parser.add_argument("--ti-steps", type=int, default=400)
     parser.add_argument("--lora-rank", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--resume", default="", help="continue training this demo checkpoint (second phase)")
     args = parser.parse_args()
 
     start = time.time()
@@ -339,10 +345,23 @@ def main() -> None:
     tokenizer = CLIPTokenizer.from_pretrained(str(ROOT / "configs" / "tokenizer"), local_files_only=True)
     data = Data(args.seed, device)
 
-    vae = train_vae(data, args.vae_steps, args.batch, device, start)
+    resume, history = None, {}
+    if args.resume:  # a second phase: keep the VAE, continue UNet + text encoder, retrain LoRA and embedding
+        from modules.devices import choose_policy
+        from modules.models.loader import load_model
+        from modules.models.registry import CheckpointInfo
+
+        path = Path(args.resume)
+        previous = load_model(CheckpointInfo(str(path), path.name), choose_policy(use_cpu=["all"]))
+        history = {"resumed_from": path.name, "previous_steps": previous.metadata.get("steps", "")}
+        vae = previous.vae.to(device).float().eval()
+        resume = (previous.unet, previous.text_encoders[0])
+        args.vae_steps = 0
+    else:
+        vae = train_vae(data, args.vae_steps, args.batch, device, start)
     vae.requires_grad_(False)
     unet, text = train_unet(data, vae, tokenizer, args.unet_steps, args.unet_batch, device, args.seed, start,
-                            lr=args.lr, seconds=args.unet_seconds)
+                            lr=args.lr, seconds=args.unet_seconds, resume=resume)
     args.unet_steps = unet.trained_steps
     lora = train_lora(data, vae, unet, text, tokenizer, args.lora_steps, args.batch, device, args.lora_rank, start)
     embedding = train_embedding(data, vae, unet, text, tokenizer, args.ti_steps, args.batch, device, start)
@@ -355,6 +374,7 @@ def main() -> None:
         "image_size": str(IMAGE_SIZE), "device": torch.cuda.get_device_name()
         if device.type == "cuda" else "cpu", "torch": torch.__version__,
         "train_seconds": f"{time.time() - start:.0f}",
+        **history,
         "modelspec.title": "Demo model: shapes (tiny SD1.x)",
         "modelspec.architecture": "stable-diffusion-v1",
         "description": "Draws circles, squares and triangles in 8 colours on coloured backgrounds, 64x64. "

@@ -16,7 +16,7 @@ from modules import hashes
 from modules.devices import DevicePolicy
 from modules.models import architecture, detection
 from modules.models.registry import VAE_SUFFIXES, CheckpointInfo, scan_files
-from modules.models.safe_load import CheckpointLoadError, load_state_dict
+from modules.models.safe_load import CheckpointLoadError, load_state_dict, read_safetensors_metadata
 
 log = logging.getLogger("webui")
 TOKENIZER_DIR = architecture.CONFIGS_DIR / "tokenizer"
@@ -161,6 +161,8 @@ def load_model(checkpoint: CheckpointInfo, policy: DevicePolicy, vae: VaeInfo | 
         scheduler_config=scheduler_config,
         policy=policy,
         vae_info=vae,
+        metadata=read_safetensors_metadata(checkpoint.filename) if checkpoint.filename.endswith(".safetensors")
+        else {},
     )
     for module in model.components():
         module.requires_grad_(False)
