@@ -153,7 +153,7 @@ def test_registry_titles_hashes_and_cache(app, tiny_checkpoints):
 
 def test_demo_model_is_created_when_the_folder_is_empty(app):
     titles = app.models.registry.titles()
-    assert len(titles) == 1 and titles[0].startswith("demo-tiny-sd1.safetensors [")
+    assert len(titles) == 1 and titles[0].startswith("demo-shapes-sd1.safetensors [")
     assert app.models.get().family == "sd1"
 
 

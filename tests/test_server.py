@@ -68,8 +68,8 @@ def test_txt2img_tab_generates_and_saves_with_infotext(server):
     text = Image.open(saved[0]).text["parameters"]
     assert text == info
     assert text.startswith("a small blue square\nNegative prompt: noise\nSteps: 5, Sampler: Euler a, ")
-    assert "Seed: 4242, Size: 64x64, Model hash: " in text and "Model: demo-tiny-sd1" in text
-    assert "demo-tiny-sd1.safetensors" in [p.name for p in (data_dir / "models" / "Stable-diffusion").iterdir()]
+    assert "Seed: 4242, Size: 64x64, Model hash: " in text and "Model: demo-shapes-sd1" in text
+    assert "demo-shapes-sd1.safetensors" in [p.name for p in (data_dir / "models" / "Stable-diffusion").iterdir()]
 
 
 def test_checkpoint_refresh_and_switch_from_the_ui(server, tiny_checkpoints):
@@ -109,7 +109,7 @@ def test_server_binds_loopback_and_serves_the_page(server):
     page = httpx.get(url, timeout=10)
     assert page.status_code == 200 and "<html" in page.text.lower()
     models = httpx.get(url + "/sdapi/v1/sd-models", timeout=10).json()
-    assert models[0]["title"].startswith("demo-tiny-sd1.safetensors [")
+    assert models[0]["title"].startswith("demo-shapes-sd1.safetensors [")
     assert "Running on local URL:  http://127.0.0.1:" in log_path.read_text()
 
 

@@ -377,6 +377,7 @@ def main() -> None:
         **history,
         "modelspec.title": "Demo model: shapes (tiny SD1.x)",
         "modelspec.architecture": "stable-diffusion-v1",
+        "modelspec.resolution": f"{IMAGE_SIZE}x{IMAGE_SIZE}",  # the UI's default size for this model
         "description": "Draws circles, squares and triangles in 8 colours on coloured backgrounds, 64x64. "
                        "Prompt like: a large red circle on the left, blue background",
     }

@@ -1,29 +1,31 @@
-"""The embedded demo model: used when no checkpoint is installed, so a fresh install can generate offline.
+"""The embedded demo model: used when no checkpoint is installed, so a fresh install generates offline.
 
-It is a tiny SD1.x-architecture checkpoint written in the same single-file layout as real ones and loaded by the
-same code. Today its weights are random (deterministic, seed 0), so it draws noise-like pictures; its creation is
-kept in this one place so trained weights can replace it.
+A tiny SD1.x-architecture checkpoint trained by tools/train_demo.py on procedurally drawn shapes ("a large red
+circle on the left, blue background"), shipped in assets/demo/ in the same single-file layout as real checkpoints
+and loaded by the same code. It is copied into the checkpoint folder when that folder has no checkpoint.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
-DEMO_FILENAME = "demo-tiny-sd1.safetensors"
-DEMO_SEED = 0
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
+DEMO_FILENAME = "demo-shapes-sd1.safetensors"
+DEMO_LORA = ASSETS / "lora-striped.safetensors"
+DEMO_EMBEDDING = ASSETS / "shapey.safetensors"
 
 
 def ensure_demo_checkpoint(checkpoint_dir: str) -> Path:
-    """Write the demo checkpoint into `checkpoint_dir` unless it is there already; return its path."""
-    from modules.models.tiny import write_tiny_checkpoint  # builds models: import only when needed
-
+    """Put the demo checkpoint into `checkpoint_dir` unless it is there already; return its path."""
     path = Path(checkpoint_dir) / DEMO_FILENAME
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name("." + path.name + ".tmp")
-        # One metadata key only: safetensors writes metadata in hash-map order, and the file (so its hash,
-        # shown in titles and infotexts) must be byte-identical on every machine.
-        write_tiny_checkpoint("sd1", temp, seed=DEMO_SEED,
-                              metadata={"modelspec.title": "Demo model (tiny SD1.x, random weights)"})
+        try:
+            os.link(ASSETS / DEMO_FILENAME, temp)  # no copy of 27 MB when on the same file system
+        except OSError:
+            shutil.copyfile(ASSETS / DEMO_FILENAME, temp)
         temp.replace(path)
     return path

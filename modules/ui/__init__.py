@@ -24,5 +24,5 @@ def create_ui() -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion") as demo:
         common.create_quicksettings()
         with gr.Tabs(elem_id="tabs"):
-            txt2img.create_tab()
+            txt2img.create_tab(common.model_default_size())
     return demo

@@ -33,6 +33,18 @@ def current_checkpoint_title() -> str | None:
     return info.title if info else (shared.models.registry.titles() or [None])[0]
 
 
+def model_default_size() -> tuple[int, int]:
+    """The loaded model's native size from its `modelspec.resolution` metadata (e.g. the 64x64 demo model),
+    else A1111's 512x512."""
+    model = shared.models.current
+    resolution = model.metadata.get("modelspec.resolution", "") if model else ""
+    try:
+        width, height = (int(v) for v in resolution.lower().split("x"))
+        return width, height
+    except ValueError:
+        return 512, 512
+
+
 def change_checkpoint(title: str, progress: gr.Progress = gr.Progress()) -> None:
     if not title:
         return

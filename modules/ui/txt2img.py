@@ -23,7 +23,7 @@ def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: st
     return processed.images, processed.info, info_html(processed)
 
 
-def create_tab() -> None:
+def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
     with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
         with gr.Row():
             with gr.Column(scale=6):
@@ -43,8 +43,9 @@ def create_tab() -> None:
                                             value="Automatic", elem_id="txt2img_scheduler")
                 steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
                 with gr.Row():
-                    width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="txt2img_width")
-                    height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="txt2img_height")
+                    width = gr.Slider(64, 2048, value=default_size[0], step=8, label="Width", elem_id="txt2img_width")
+                    height = gr.Slider(64, 2048, value=default_size[1], step=8, label="Height",
+                                       elem_id="txt2img_height")
                 with gr.Row():
                     batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
                                             elem_id="txt2img_batch_count")
