@@ -21,9 +21,11 @@ from tqdm import tqdm
 
 from modules import conditioning, images, infotext, masking
 from modules.models.loader import SDModel, cast
+from modules.prompts.guidance import PromptGuidance, StepConditioning
 from modules.sampling import rng as rng_mod
 from modules.sampling import samplers
 from modules.state import ProgressEvent, State
+from modules.styles import StyleDatabase
 
 log = logging.getLogger("webui")
 VERSION = "v0.1.0"
@@ -175,6 +177,7 @@ class Context:
     opts: Any
     state: State
     data_dir: str = "."
+    styles: StyleDatabase | None = None
     hooks: list[Any] = field(default_factory=list)   # objects with optional hook methods (scripts)
     on_image_saved: Callable[[str], None] | None = None
 
@@ -262,21 +265,23 @@ class Sampling:
     def __init__(self, model: SDModel, ctx: Context) -> None:
         self.model = model
         self.ctx = ctx
-        self._cond_cache: dict[tuple[tuple[str, ...], int, int], conditioning.Conditioning] = {}
+        self.clip_skip = int(ctx.opts.CLIP_stop_at_last_layers)
+        self._cond_cache: dict[tuple[tuple[str, ...], int], conditioning.Conditioning] = {}
 
-    def encode(self, prompts: list[str], clip_skip: int, min_chunks: int = 1) -> conditioning.Conditioning:
-        key = (tuple(prompts), clip_skip, min_chunks)
+    def encode(self, prompts: list[str], min_chunks: int = 1) -> conditioning.Conditioning:
+        key = (tuple(prompts), min_chunks)
         if key not in self._cond_cache:
-            self._cond_cache[key] = conditioning.encode_prompts(self.model, prompts, clip_skip, min_chunks)
+            self._cond_cache[key] = conditioning.encode_prompts(self.model, prompts, self.clip_skip, min_chunks)
         return self._cond_cache[key]
 
-    def encode_pair(self, prompts: list[str], negatives: list[str], clip_skip: int
-                    ) -> tuple[conditioning.Conditioning, conditioning.Conditioning]:
-        chunks = max(conditioning.count_chunks(self.model, p) for p in [*prompts, *negatives])
-        return self.encode(prompts, clip_skip, chunks), self.encode(negatives, clip_skip, chunks)
+    def guidance(self, prompts: list[str], negatives: list[str], steps: int) -> PromptGuidance:
+        """Scheduled/composable conditioning for one batch; encodings are cached across the job by text."""
+        return PromptGuidance(prompts, negatives, steps, self.encode,
+                              lambda text: conditioning.count_chunks(self.model, text))
 
-    def added_cond(self, cond: conditioning.Conditioning, uncond: conditioning.Conditioning, width: int,
-                   height: int) -> dict[str, torch.Tensor] | None:
+    def added_cond(self, step: StepConditioning, batch: int, width: int, height: int
+                   ) -> dict[str, torch.Tensor] | None:
+        """SDXL's extra inputs for every UNet row: pooled text embeddings and size/crop (or aesthetic) ids."""
         if not self.model.is_sdxl:
             return None
         opts = self.ctx.opts
@@ -286,10 +291,9 @@ class Sampling:
             neg = [height, width, *crop, opts.sdxl_refiner_low_aesthetic_score]
         else:
             pos = neg = [height, width, *crop, height, width]
-        n = cond.embeds.shape[0]
         dtype, device = self.model.policy.dtype, self.model.policy.device
-        time_ids = torch.tensor([neg] * n + [pos] * n, dtype=dtype, device=device)
-        return {"text_embeds": torch.cat([uncond.pooled, cond.pooled]), "time_ids": time_ids}
+        time_ids = torch.tensor([pos] * len(step.owners) + [neg] * batch, dtype=dtype, device=device)
+        return {"text_embeds": step.pooled, "time_ids": time_ids}
 
     @torch.no_grad()
     def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -313,7 +317,7 @@ class Sampling:
 
     @torch.no_grad()
     def denoise(self, job: Job, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor,
-                cond: conditioning.Conditioning, uncond: conditioning.Conditioning, steps: int,
+                guidance: PromptGuidance, steps: int,
                 image_rng: rng_mod.ImageRNG, job_no: int, job_count: int,
                 strength: float | None = None, image_conditioning: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -343,22 +347,21 @@ class Sampling:
             if len(timesteps) == 0:
                 return latents
             latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
-        embeds = torch.cat([uncond.embeds, cond.embeds])
-        added = self.added_cond(cond, uncond, job.width, job.height)
         total = len(timesteps)
         bar = tqdm(total=total, desc=f"{job.mode} {job_no + 1}/{job_count}", leave=False, disable=None)
         for i, t in enumerate(timesteps):
             if state.interrupted or state.skipped:
                 bar.close()
                 return None
-            model_in = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+            step_cond = guidance.at_step(i)
+            model_in = scheduler.scale_model_input(guidance.expand(latents, step_cond), t)
             if image_conditioning is not None:
-                model_in = torch.cat([model_in, torch.cat([image_conditioning] * 2)], dim=1)
-            out = model.unet(model_in.to(model.policy.dtype), t, encoder_hidden_states=embeds,
-                             added_cond_kwargs=added).sample
-            out_uncond, out_cond = out.chunk(2)
-            guided = out_uncond + job.cfg_scale * (out_cond - out_uncond)
-            latents = sampler.step(guided.float(), t, latents, image_rng.generators)
+                model_in = torch.cat([model_in, guidance.expand(image_conditioning, step_cond)], dim=1)
+            out = model.unet(model_in.to(model.policy.dtype), t, encoder_hidden_states=step_cond.embeds,
+                             added_cond_kwargs=self.added_cond(step_cond, len(latents), job.width, job.height)
+                             ).sample
+            guided = guidance.combine(out.float(), step_cond, job.cfg_scale)
+            latents = sampler.step(guided, t, latents, image_rng.generators)
             if mask is not None and strength is not None:
                 if i + 1 < total:
                     noised = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2].repeat(len(noise)))
@@ -502,6 +505,10 @@ def _process(job: Job, ctx: Context) -> Processed:
     n_images = job.batch_size * job.n_iter
     job.all_prompts = _as_list(job.prompt, n_images)
     job.all_negative_prompts = _as_list(job.negative_prompt, n_images)
+    if job.styles and ctx.styles is not None:
+        job.all_prompts = [ctx.styles.apply_styles_to_prompt(p, job.styles) for p in job.all_prompts]
+        job.all_negative_prompts = [ctx.styles.apply_negative_styles_to_prompt(p, job.styles)
+                                    for p in job.all_negative_prompts]
     job.all_seeds, job.all_subseeds = rng_mod.resolve_seeds(job.seed, n_images, job.subseed, job.subseed_strength)
     _call_hooks(ctx, "process", job)
     if job.is_img2img and job.image_mask is not None:
@@ -528,11 +535,11 @@ def _process(job: Job, ctx: Context) -> Processed:
         seeds, subseeds = job.all_seeds[lo:hi], job.all_subseeds[lo:hi]
         prompts, negatives = job.all_prompts[lo:hi], job.all_negative_prompts[lo:hi]
         sampler = _sampler_for(job, ctx, seeds)
-        cond, uncond = sampling.encode_pair(prompts, negatives, job.clip_skip)
+        guidance = sampling.guidance(prompts, negatives, job.steps)
         if job.is_img2img:
-            result = _img2img_batch(job, ctx, sampling, sampler, cond, uncond, seeds, subseeds, lo, batch_no)
+            result = _img2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, lo, batch_no)
         else:
-            result = _txt2img_batch(job, ctx, sampling, sampler, cond, uncond, seeds, subseeds, batch_no)
+            result = _txt2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, batch_no)
         if result is None:
             if state.interrupted:
                 interrupted = True
@@ -631,8 +638,8 @@ def _inpaint_model_conditioning(sampling: Sampling, batch: int, height: int, wid
 
 
 def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers.Sampler,
-                   cond: conditioning.Conditioning, uncond: conditioning.Conditioning, seeds: list[int],
-                   subseeds: list[int], batch_no: int) -> list[Image.Image] | None:
+                   guidance: PromptGuidance, seeds: list[int], subseeds: list[int], batch_no: int
+                   ) -> list[Image.Image] | None:
     model = ctx.model
     f = model.vae_scale_factor
     shape = (model.latent_channels, job.height // f, job.width // f)
@@ -640,7 +647,7 @@ def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
     noise = image_rng.first().to(model.policy.dtype)
     image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width) if model.is_inpaint \
         else None
-    latents = sampling.denoise(job, sampler, noise, noise, cond, uncond, job.steps, image_rng, batch_no,
+    latents = sampling.denoise(job, sampler, noise, noise, guidance, job.steps, image_rng, batch_no,
                                job.n_iter, image_conditioning=image_cond)
     if latents is None:
         return None
@@ -678,20 +685,20 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     lo = batch_no * job.batch_size
     hr_prompts = [job.hr_prompt or p for p in job.all_prompts[lo:lo + len(seeds)]]
     hr_negatives = [job.hr_negative_prompt or p for p in job.all_negative_prompts[lo:lo + len(seeds)]]
-    cond, uncond = sampling.encode_pair(hr_prompts, hr_negatives, job.clip_skip)
     steps = job.hr_second_pass_steps or job.steps
+    guidance = sampling.guidance(hr_prompts, hr_negatives, steps)  # schedules follow the hires step count
     hr_job = Job(**{**job.__dict__, "width": target_w, "height": target_h})
     image_cond = None
     if model.is_inpaint:
         image_cond = _inpaint_model_conditioning(sampling, len(seeds), target_h, target_w)
-    result = sampling.denoise(hr_job, hr_sampler, hr_latents, noise, cond, uncond, steps, image_rng, batch_no,
+    result = sampling.denoise(hr_job, hr_sampler, hr_latents, noise, guidance, steps, image_rng, batch_no,
                               job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond)
     return None if result is None else _decode_to_images(sampling, result)
 
 
 def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers.Sampler,
-                   cond: conditioning.Conditioning, uncond: conditioning.Conditioning, seeds: list[int],
-                   subseeds: list[int], first_index: int, batch_no: int) -> list[Image.Image] | None:
+                   guidance: PromptGuidance, seeds: list[int], subseeds: list[int], first_index: int,
+                   batch_no: int) -> list[Image.Image] | None:
     model = ctx.model
     f = model.vae_scale_factor
     device, dtype = model.policy.device, model.policy.dtype
@@ -742,7 +749,7 @@ def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
     elif model.is_inpaint:
         image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width, pixels.cpu(),
                                                  torch.ones(len(seeds), 1, *shape[1:]))
-    latents = sampling.denoise(job, sampler, init_latents, noise, cond, uncond, job.steps, image_rng, batch_no,
+    latents = sampling.denoise(job, sampler, init_latents, noise, guidance, job.steps, image_rng, batch_no,
                                job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond,
                                mask=None if model.is_inpaint else mask)
     if latents is None:

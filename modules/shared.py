@@ -16,6 +16,7 @@ from modules.models.manager import ModelManager
 from modules.options import Options
 from modules.processing import Context, Job, Processed, process_images
 from modules.state import State
+from modules.styles import StyleDatabase
 
 log = logging.getLogger("webui")
 
@@ -23,6 +24,7 @@ cmd_opts: argparse.Namespace | None = None
 opts: Options = Options()
 state: State = State()
 models: ModelManager | None = None
+prompt_styles: StyleDatabase | None = None
 queue_lock = threading.Lock()   # one generation at a time (A1111's queue_lock)
 config_path: str = ""
 cache_path: str = ""
@@ -30,7 +32,7 @@ cache_path: str = ""
 
 def initialize(args: argparse.Namespace | None = None) -> None:
     """Set up settings, device policy and the model manager from parsed flags (does not load a model yet)."""
-    global cmd_opts, models, config_path, cache_path, opts, state
+    global cmd_opts, models, config_path, cache_path, opts, state, prompt_styles
     cmd_opts = args or cmd_args.parse_args([])
     os.makedirs(cmd_opts.data_dir, exist_ok=True)
     config_path = os.path.join(cmd_opts.data_dir, "config.json")
@@ -48,6 +50,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     models = ModelManager([cmd_opts.ckpt_dir], [cmd_opts.vae_dir], policy, opts, cache_path,
                           hashing=not cmd_opts.no_hashing, extra_checkpoint=cmd_opts.ckpt)
     opts.onchange("sd_vae", lambda *_: models.reload_vae() if models.current else None, call=False)
+    prompt_styles = StyleDatabase(cmd_opts.styles_file[0])
     models.listeners.append(lambda _model: save_settings())  # the chosen checkpoint persists
     models.refresh()
 
@@ -57,7 +60,7 @@ def save_settings() -> None:
 
 
 def context() -> Context:
-    return Context(model=models.get(), opts=opts, state=state, data_dir=cmd_opts.data_dir)
+    return Context(model=models.get(), opts=opts, state=state, data_dir=cmd_opts.data_dir, styles=prompt_styles)
 
 
 def run_job(job: Job, label: str = "") -> Processed:

@@ -1,0 +1,94 @@
+"""Classifier-free guidance over scheduled and composable prompts (A1111's CFGDenoiser semantics).
+
+Each image's prompt may hold `AND` parts (each with a weight) and prompt-editing schedules (`[a:b:0.5]`,
+`[a|b]`); its negative prompt may be scheduled too. At every step this picks the text each part has at that step,
+encodes only texts not seen before (a cache by text), runs the UNet once over all parts and negatives, and combines:
+    guided = uncond + sum_i w_i * cfg * (cond_i - uncond)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from modules.conditioning import Conditioning
+from modules.prompts import parser
+
+Schedule = list[tuple[int, str]]  # (last step the text applies to, text)
+
+
+@dataclass
+class StepConditioning:
+    embeds: torch.Tensor              # [parts + batch, tokens, dim]: every AND part, then each image's negative
+    pooled: torch.Tensor | None       # SDXL
+    owners: list[int]                 # image index of each part
+    weights: list[float]              # AND weight of each part
+
+
+def text_at(schedule: Schedule, step: int) -> str:
+    for end_at_step, text in schedule:
+        if step <= end_at_step:
+            return text
+    return schedule[-1][1]
+
+
+class PromptGuidance:
+    def __init__(self, prompts: list[str], negatives: list[str], steps: int,
+                 encode: Callable[[list[str], int], Conditioning], count_chunks: Callable[[str], int]) -> None:
+        self.encode = encode
+        self.count_chunks = count_chunks
+        self.parts: list[list[tuple[Schedule, float]]] = []
+        for prompt in prompts:
+            split = parser.split_and(prompt) or [(prompt, 1.0)]
+            schedules = parser.get_learned_conditioning_prompt_schedules([text for text, _ in split], steps)
+            self.parts.append([(schedule, weight) for schedule, (_, weight) in zip(schedules, split, strict=True)])
+        self.negatives: list[Schedule] = parser.get_learned_conditioning_prompt_schedules(negatives, steps)
+        self._cache: dict[tuple[str, int], Conditioning] = {}
+        self._last: tuple[tuple[str, ...], StepConditioning] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.parts)
+
+    def _texts(self, step: int) -> tuple[list[str], list[int], list[float], list[str]]:
+        texts, owners, weights = [], [], []
+        for image, parts in enumerate(self.parts):
+            for schedule, weight in parts:
+                texts.append(text_at(schedule, step))
+                owners.append(image)
+                weights.append(weight)
+        return texts, owners, weights, [text_at(schedule, step) for schedule in self.negatives]
+
+    def _encoded(self, text: str, chunks: int) -> Conditioning:
+        key = (text, chunks)
+        if key not in self._cache:
+            self._cache[key] = self.encode([text], chunks)
+        return self._cache[key]
+
+    def at_step(self, step: int) -> StepConditioning:
+        """Conditioning for the UNet at `step` (re-built only when some scheduled text changed)."""
+        texts, owners, weights, negatives = self._texts(step)
+        key = tuple(texts + negatives)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        chunks = max(self.count_chunks(t) for t in key)  # one token length for the whole UNet batch
+        encoded = [self._encoded(t, chunks) for t in key]
+        pooled = None if encoded[0].pooled is None else torch.cat([e.pooled for e in encoded])
+        result = StepConditioning(torch.cat([e.embeds for e in encoded]), pooled, owners, weights)
+        self._last = (key, result)
+        return result
+
+    def expand(self, x: torch.Tensor, conditioning: StepConditioning) -> torch.Tensor:
+        """Latent rows matching the embeds: one per AND part (its image's latent), then the batch again."""
+        return torch.cat([x[conditioning.owners], x])
+
+    @staticmethod
+    def combine(out: torch.Tensor, conditioning: StepConditioning, cfg_scale: float) -> torch.Tensor:
+        n_parts = len(conditioning.owners)
+        cond, uncond = out[:n_parts], out[n_parts:]
+        guided = uncond.clone()
+        for row, (image, weight) in enumerate(zip(conditioning.owners, conditioning.weights, strict=True)):
+            guided[image] += (cond[row] - uncond[image]) * (weight * cfg_scale)
+        return guided
