@@ -183,6 +183,8 @@ def default_option_table() -> dict[str, OptionInfo]:
         "sdxl_crop_left": OptionInfo(0, "crop left coordinate"),
         "sdxl_refiner_low_aesthetic_score": OptionInfo(2.5, "SDXL low aesthetic score"),
         "sdxl_refiner_high_aesthetic_score": OptionInfo(6.0, "SDXL high aesthetic score"),
+        "sdxl_clip_l_skip": OptionInfo(False, "Clip skip SDXL",
+                                       infotext="Clip skip SDXL"),  # A1111: CLIP skip applies to SDXL's CLIP-L
     }))
     table.update(options_section(("vae", "VAE"), {
         "sd_vae_checkpoint_cache": OptionInfo(0, "VAE Checkpoints to cache in RAM", component_args=_slider(0, 10, 1)),
@@ -224,6 +226,8 @@ def default_option_table() -> dict[str, OptionInfo]:
         "add_vae_name_to_info": OptionInfo(True, "Add VAE name to infotext"),
         "add_user_name_to_info": OptionInfo(False, "Add user name to infotext when authenticated"),
         "add_version_to_infotext": OptionInfo(True, "Add program version to infotext"),
+        "textual_inversion_add_hashes_to_infotext": OptionInfo(True, "Add Textual Inversion hashes to infotext"),
+        "lora_add_hashes_to_infotext": OptionInfo(True, "Add Lora hashes to infotext"),
     }))
     table.update(options_section(("ui", "User interface"), {
         "quicksettings_list": OptionInfo(["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"],

@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 from tqdm import tqdm
 
-from modules import conditioning, images, infotext, masking
+from modules import images, infotext, masking
 from modules.models.loader import SDModel, cast
+from modules.prompts.encoder import Conditioning, PromptEncoder
 from modules.prompts.guidance import PromptGuidance, StepConditioning
+from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.sampling import rng as rng_mod
 from modules.sampling import samplers
 from modules.state import ProgressEvent, State
@@ -178,6 +180,7 @@ class Context:
     state: State
     data_dir: str = "."
     styles: StyleDatabase | None = None
+    embeddings: EmbeddingDatabase | None = None
     hooks: list[Any] = field(default_factory=list)   # objects with optional hook methods (scripts)
     on_image_saved: Callable[[str], None] | None = None
 
@@ -265,19 +268,21 @@ class Sampling:
     def __init__(self, model: SDModel, ctx: Context) -> None:
         self.model = model
         self.ctx = ctx
-        self.clip_skip = int(ctx.opts.CLIP_stop_at_last_layers)
-        self._cond_cache: dict[tuple[tuple[str, ...], int], conditioning.Conditioning] = {}
+        opts = ctx.opts
+        self.encoder = PromptEncoder(model, comma_padding_backtrack=int(opts.comma_padding_backtrack),
+                                     emphasis=opts.emphasis, clip_skip=int(opts.CLIP_stop_at_last_layers),
+                                     sdxl_clip_l_skip=bool(opts.sdxl_clip_l_skip), embeddings=ctx.embeddings)
+        self._cond_cache: dict[tuple[tuple[str, ...], int], Conditioning] = {}
 
-    def encode(self, prompts: list[str], min_chunks: int = 1) -> conditioning.Conditioning:
+    def encode(self, prompts: list[str], min_chunks: int = 1) -> Conditioning:
         key = (tuple(prompts), min_chunks)
         if key not in self._cond_cache:
-            self._cond_cache[key] = conditioning.encode_prompts(self.model, prompts, self.clip_skip, min_chunks)
+            self._cond_cache[key] = self.encoder.encode(prompts, min_chunks)
         return self._cond_cache[key]
 
     def guidance(self, prompts: list[str], negatives: list[str], steps: int) -> PromptGuidance:
         """Scheduled/composable conditioning for one batch; encodings are cached across the job by text."""
-        return PromptGuidance(prompts, negatives, steps, self.encode,
-                              lambda text: conditioning.count_chunks(self.model, text))
+        return PromptGuidance(prompts, negatives, steps, self.encode, self.encoder.count_chunks)
 
     def added_cond(self, step: StepConditioning, batch: int, width: int, height: int
                    ) -> dict[str, torch.Tensor] | None:
@@ -540,6 +545,10 @@ def _process(job: Job, ctx: Context) -> Processed:
             result = _img2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, lo, batch_no)
         else:
             result = _txt2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, batch_no)
+        params = sampling.encoder.infotext_params()
+        if not opts.textual_inversion_add_hashes_to_infotext:
+            params.pop("TI hashes", None)
+        job.extra_generation_params.update(params)
         if result is None:
             if state.interrupted:
                 interrupted = True

@@ -15,6 +15,7 @@ from modules import cmd_args, devices
 from modules.models.manager import ModelManager
 from modules.options import Options
 from modules.processing import Context, Job, Processed, process_images
+from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.state import State
 from modules.styles import StyleDatabase
 
@@ -25,6 +26,7 @@ opts: Options = Options()
 state: State = State()
 models: ModelManager | None = None
 prompt_styles: StyleDatabase | None = None
+embeddings: EmbeddingDatabase | None = None
 queue_lock = threading.Lock()   # one generation at a time (A1111's queue_lock)
 config_path: str = ""
 cache_path: str = ""
@@ -32,7 +34,7 @@ cache_path: str = ""
 
 def initialize(args: argparse.Namespace | None = None) -> None:
     """Set up settings, device policy and the model manager from parsed flags (does not load a model yet)."""
-    global cmd_opts, models, config_path, cache_path, opts, state, prompt_styles
+    global cmd_opts, models, config_path, cache_path, opts, state, prompt_styles, embeddings
     cmd_opts = args or cmd_args.parse_args([])
     os.makedirs(cmd_opts.data_dir, exist_ok=True)
     config_path = os.path.join(cmd_opts.data_dir, "config.json")
@@ -51,6 +53,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
                           hashing=not cmd_opts.no_hashing, extra_checkpoint=cmd_opts.ckpt)
     opts.onchange("sd_vae", lambda *_: models.reload_vae() if models.current else None, call=False)
     prompt_styles = StyleDatabase(cmd_opts.styles_file[0])
+    embeddings = EmbeddingDatabase([cmd_opts.embeddings_dir], hash_cache=cache_path)
     models.listeners.append(lambda _model: save_settings())  # the chosen checkpoint persists
     models.refresh()
 
@@ -60,7 +63,10 @@ def save_settings() -> None:
 
 
 def context() -> Context:
-    return Context(model=models.get(), opts=opts, state=state, data_dir=cmd_opts.data_dir, styles=prompt_styles)
+    model = models.get()
+    embeddings.refresh(model)  # cheap unless files or the model changed
+    return Context(model=model, opts=opts, state=state, data_dir=cmd_opts.data_dir, styles=prompt_styles,
+                   embeddings=embeddings)
 
 
 def run_job(job: Job, label: str = "") -> Processed:

@@ -116,7 +116,7 @@ _TOKEN_CACHE: dict[str, torch.Tensor] = {}
 
 
 def token_ids(tokenizer: CLIPTokenizer, captions: list[str], device: torch.device) -> torch.Tensor:
-    """Same ids as inference: BOS + tokens + EOS, padded with EOS to 77 (modules/conditioning.py). Cached: the
+    """Same ids as inference: BOS + tokens + EOS, padded with EOS to 77 (modules/prompts/encoder.py). Cached: the
     caption space is small and tokenising every batch would dominate a step of this tiny model."""
     missing = [c for c in dict.fromkeys(captions) if c not in _TOKEN_CACHE]
     if missing:

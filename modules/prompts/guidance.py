@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from modules.conditioning import Conditioning
 from modules.prompts import parser
+from modules.prompts.encoder import Conditioning
 
 Schedule = list[tuple[int, str]]  # (last step the text applies to, text)
 
