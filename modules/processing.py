@@ -21,6 +21,9 @@ from tqdm import tqdm
 
 from modules import images, infotext, masking
 from modules.models.loader import SDModel, cast
+from modules.networks import extra as extra_networks
+from modules.networks.registry import NetworkRegistry
+from modules.prompts import parser
 from modules.prompts.encoder import Conditioning, PromptEncoder
 from modules.prompts.guidance import PromptGuidance, StepConditioning
 from modules.prompts.textual_inversion import EmbeddingDatabase
@@ -110,6 +113,7 @@ class Job:
     all_seeds: list[int] = field(default_factory=list)
     all_subseeds: list[int] = field(default_factory=list)
     clip_skip: int = 1
+    comments: list[str] = field(default_factory=list)  # warnings for the user, e.g. a LoRA that was not found
 
     @property
     def is_img2img(self) -> bool:
@@ -136,6 +140,7 @@ class Processed:
     index_of_first_image: int = 0
     saved_files: list[str] = field(default_factory=list)
     interrupted: bool = False
+    comments: list[str] = field(default_factory=list)
     job_timestamp: str = ""
     sd_model_name: str | None = None
     sd_model_hash: str | None = None
@@ -181,6 +186,9 @@ class Context:
     data_dir: str = "."
     styles: StyleDatabase | None = None
     embeddings: EmbeddingDatabase | None = None
+    loras: NetworkRegistry | None = None
+    hypernetworks: NetworkRegistry | None = None
+    hash_cache: str | None = None
     hooks: list[Any] = field(default_factory=list)   # objects with optional hook methods (scripts)
     on_image_saved: Callable[[str], None] | None = None
 
@@ -273,12 +281,28 @@ class Sampling:
                                      emphasis=opts.emphasis, clip_skip=int(opts.CLIP_stop_at_last_layers),
                                      sdxl_clip_l_skip=bool(opts.sdxl_clip_l_skip), embeddings=ctx.embeddings)
         self._cond_cache: dict[tuple[tuple[str, ...], int], Conditioning] = {}
+        self._networks_state: tuple | None = None
 
     def encode(self, prompts: list[str], min_chunks: int = 1) -> Conditioning:
         key = (tuple(prompts), min_chunks)
         if key not in self._cond_cache:
             self._cond_cache[key] = self.encoder.encode(prompts, min_chunks)
         return self._cond_cache[key]
+
+    def activate_networks(self, job: Job, prompts: list[str]) -> list[str]:
+        """Apply the networks named by the batch's first prompt; returns the prompts without the tags."""
+        prompts, networks = parser.parse_prompts(prompts)
+        ctx = self.ctx
+        activation = extra_networks.activate(self.model, networks, ctx.loras, ctx.hypernetworks, ctx.hash_cache)
+        if activation.infotext and not ctx.opts.lora_add_hashes_to_infotext:
+            activation.infotext.pop("Lora hashes", None)
+        job.extra_generation_params.update(activation.infotext)
+        job.comments += [w for w in activation.warnings if w not in job.comments]
+        state = (tuple(prompts), repr(networks))
+        if state != self._networks_state:  # a LoRA's text-encoder part changes encodings
+            self._cond_cache.clear()
+            self._networks_state = state
+        return prompts
 
     def guidance(self, prompts: list[str], negatives: list[str], steps: int) -> PromptGuidance:
         """Scheduled/composable conditioning for one batch; encodings are cached across the job by text."""
@@ -540,6 +564,7 @@ def _process(job: Job, ctx: Context) -> Processed:
         seeds, subseeds = job.all_seeds[lo:hi], job.all_subseeds[lo:hi]
         prompts, negatives = job.all_prompts[lo:hi], job.all_negative_prompts[lo:hi]
         sampler = _sampler_for(job, ctx, seeds)
+        prompts = sampling.activate_networks(job, prompts)
         guidance = sampling.guidance(prompts, negatives, job.steps)
         if job.is_img2img:
             result = _img2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, lo, batch_no)
@@ -577,6 +602,7 @@ def _process(job: Job, ctx: Context) -> Processed:
         images=outputs, job=job, seed=job.all_seeds[0], subseed=job.all_subseeds[0], all_seeds=job.all_seeds,
         all_subseeds=job.all_subseeds, all_prompts=job.all_prompts, all_negative_prompts=job.all_negative_prompts,
         infotexts=infotexts, index_of_first_image=index_of_first, saved_files=saved, interrupted=interrupted,
+        comments=list(job.comments),
         job_timestamp=state.job_timestamp, sd_model_name=model.checkpoint.model_name,
         sd_model_hash=model.checkpoint.shorthash, sd_vae_name=model.vae_info.name if model.vae_info else None,
         sd_vae_hash=model.vae_info.shorthash if model.vae_info else None)
@@ -693,6 +719,7 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
                               job.hr_scheduler or job.scheduler)
     lo = batch_no * job.batch_size
     hr_prompts = [job.hr_prompt or p for p in job.all_prompts[lo:lo + len(seeds)]]
+    hr_prompts = sampling.activate_networks(job, hr_prompts)
     hr_negatives = [job.hr_negative_prompt or p for p in job.all_negative_prompts[lo:lo + len(seeds)]]
     steps = job.hr_second_pass_steps or job.steps
     guidance = sampling.guidance(hr_prompts, hr_negatives, steps)  # schedules follow the hires step count

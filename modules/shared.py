@@ -13,6 +13,7 @@ import threading
 
 from modules import cmd_args, devices
 from modules.models.manager import ModelManager
+from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lora_registry
 from modules.options import Options
 from modules.processing import Context, Job, Processed, process_images
 from modules.prompts.textual_inversion import EmbeddingDatabase
@@ -27,6 +28,8 @@ state: State = State()
 models: ModelManager | None = None
 prompt_styles: StyleDatabase | None = None
 embeddings: EmbeddingDatabase | None = None
+loras: NetworkRegistry | None = None
+hypernetworks: NetworkRegistry | None = None
 queue_lock = threading.Lock()   # one generation at a time (A1111's queue_lock)
 config_path: str = ""
 cache_path: str = ""
@@ -34,7 +37,7 @@ cache_path: str = ""
 
 def initialize(args: argparse.Namespace | None = None) -> None:
     """Set up settings, device policy and the model manager from parsed flags (does not load a model yet)."""
-    global cmd_opts, models, config_path, cache_path, opts, state, prompt_styles, embeddings
+    global cmd_opts, models, config_path, cache_path, opts, state, prompt_styles, embeddings, loras, hypernetworks
     cmd_opts = args or cmd_args.parse_args([])
     os.makedirs(cmd_opts.data_dir, exist_ok=True)
     config_path = os.path.join(cmd_opts.data_dir, "config.json")
@@ -54,6 +57,8 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     opts.onchange("sd_vae", lambda *_: models.reload_vae() if models.current else None, call=False)
     prompt_styles = StyleDatabase(cmd_opts.styles_file[0])
     embeddings = EmbeddingDatabase([cmd_opts.embeddings_dir], hash_cache=cache_path)
+    loras = lora_registry(cmd_opts.lora_dir)
+    hypernetworks = hypernetwork_registry(cmd_opts.hypernetwork_dir)
     models.listeners.append(lambda _model: save_settings())  # the chosen checkpoint persists
     models.refresh()
 
@@ -66,7 +71,7 @@ def context() -> Context:
     model = models.get()
     embeddings.refresh(model)  # cheap unless files or the model changed
     return Context(model=model, opts=opts, state=state, data_dir=cmd_opts.data_dir, styles=prompt_styles,
-                   embeddings=embeddings)
+                   embeddings=embeddings, loras=loras, hypernetworks=hypernetworks, hash_cache=cache_path)
 
 
 def run_job(job: Job, label: str = "") -> Processed:

@@ -75,7 +75,8 @@ def create_quicksettings() -> gr.Dropdown:
 
 def info_html(processed: Processed) -> str:
     text = html.escape(processed.info).replace("\n", "<br>")
-    return f'<div class="infotext">{text}</div>'
+    comments = "".join(f'<p class="comment">{html.escape(c)}</p>' for c in processed.comments)
+    return f'<div class="infotext">{text}</div>{comments}'
 
 
 @contextmanager
