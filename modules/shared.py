@@ -32,6 +32,7 @@ loras: NetworkRegistry | None = None
 hypernetworks: NetworkRegistry | None = None
 queue_lock = threading.Lock()   # one generation at a time (A1111's queue_lock)
 config_path: str = ""
+_counting_encoder: tuple | None = None  # the token counter's encoder, reused while the model and settings stay
 cache_path: str = ""
 
 
@@ -72,6 +73,20 @@ def context() -> Context:
     embeddings.refresh(model)  # cheap unless files or the model changed
     return Context(model=model, opts=opts, state=state, data_dir=cmd_opts.data_dir, styles=prompt_styles,
                    embeddings=embeddings, loras=loras, hypernetworks=hypernetworks, hash_cache=cache_path)
+
+
+def token_count(prompt: str, steps: int) -> tuple[int, int]:
+    """(tokens used, limit) of a prompt for the loaded model, for the UI's counter."""
+    from modules.prompts.encoder import PromptEncoder
+    from modules.prompts.guidance import prompt_token_count
+
+    global _counting_encoder
+    model = models.get()
+    key = (id(model), int(opts.comma_padding_backtrack), opts.emphasis)
+    if _counting_encoder is None or _counting_encoder[0] != key:  # building one reads the vocabulary (~15 ms)
+        _counting_encoder = (key, PromptEncoder(model, comma_padding_backtrack=key[1], emphasis=key[2],
+                                                embeddings=embeddings))
+    return prompt_token_count(prompt, steps, _counting_encoder[1].count_tokens)
 
 
 def run_job(job: Job, label: str = "") -> Processed:

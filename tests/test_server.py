@@ -59,7 +59,7 @@ def test_txt2img_tab_generates_and_saves_with_infotext(server):
     url, data_dir, _ = server
     client = Client(url, verbose=False)
     gallery, info, html_info = client.predict(
-        "a small blue square", "noise", "Euler a", "Automatic", 5, 7, 4242, 64, 64, 1, 1, api_name="/txt2img")
+        "a small blue square", "noise", "Euler a", "Automatic", 5, 7, 4242, 64, 64, 1, 1, [], api_name="/txt2img")
     assert len(gallery) == 1
     saved = list((data_dir / "outputs" / "txt2img-images").rglob("*.png"))
     assert len(saved) == 1
@@ -82,12 +82,26 @@ def test_checkpoint_refresh_and_switch_from_the_ui(server, tiny_checkpoints):
     client.predict(api_name="/refresh_checkpoints")
     title = f"second.safetensors [{hashlib.sha256(target.read_bytes()).hexdigest()[:10]}]"
     client.predict(title, api_name="/change_checkpoint")
-    _, info, _ = client.predict("p", "", "Euler", "Automatic", 2, 7, 1, 64, 64, 1, 1, api_name="/txt2img")
+    _, info, _ = client.predict("p", "", "Euler", "Automatic", 2, 7, 1, 64, 64, 1, 1, [], api_name="/txt2img")
     assert "Model: second" in info and "CFG scale: 7," in info
     config = (data_dir / "config.json").read_text()
     assert '"sd_model_checkpoint": "second.safetensors [' in config
     with pytest.raises(Exception, match="not in the list of choices"):
         client.predict("second.safetensors", api_name="/change_checkpoint")  # titles carry the hash
+
+
+def test_styles_and_token_counter_from_the_ui(server):
+    from gradio_client import Client
+
+    url, data_dir, _ = server
+    client = Client(url, verbose=False)
+    client.predict("Framed", "{prompt}, white background", "blurry", api_name="/save_style")
+    assert "Framed,\"{prompt}, white background\",blurry" in (data_dir / "styles.csv").read_text()
+    _, info, _ = client.predict("a red circle", "", "Euler", "Automatic", 2, 7, 1, 64, 64, 1, 1, ["Framed"],
+                                api_name="/txt2img")
+    assert info.startswith("a red circle, white background\nNegative prompt: blurry\n")
+    counter = client.predict("a red circle, " * 30 + "<lora:x:1>", 20, api_name="/token_counter")
+    assert ">120/150<" in counter
 
 
 def test_bad_input_is_reported_not_crashed(server):
@@ -96,10 +110,10 @@ def test_bad_input_is_reported_not_crashed(server):
     url, _, _ = server
     client = Client(url, verbose=False)
     with pytest.raises(Exception, match="Nope"):  # Gradio refuses values outside the dropdown's choices
-        client.predict("x", "", "Nope", "Automatic", 5, 7, 1, 64, 64, 1, 1, api_name="/txt2img")
+        client.predict("x", "", "Nope", "Automatic", 5, 7, 1, 64, 64, 1, 1, [], api_name="/txt2img")
     # a combination the sampler cannot do reaches our core and comes back as a readable message
     with pytest.raises(Exception, match="DDIM.*Automatic"):
-        client.predict("x", "", "DDIM", "Karras", 5, 7, 1, 64, 64, 1, 1, api_name="/txt2img")
+        client.predict("x", "", "DDIM", "Karras", 5, 7, 1, 64, 64, 1, 1, [], api_name="/txt2img")
 
 
 def test_server_binds_loopback_and_serves_the_page(server):

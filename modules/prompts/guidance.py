@@ -92,3 +92,11 @@ class PromptGuidance:
         for row, (image, weight) in enumerate(zip(conditioning.owners, conditioning.weights, strict=True)):
             guided[image] += (cond[row] - uncond[image]) * (weight * cfg_scale)
         return guided
+
+
+def prompt_token_count(prompt: str, steps: int, count_tokens: Callable[[str], tuple[int, int]]) -> tuple[int, int]:
+    """A1111's token counter: network tags removed, the largest count over AND parts and scheduled variants."""
+    text, _ = parser.parse_prompt(prompt)
+    parts = [part for part, _ in parser.split_and(text)] or [text]
+    variants = {t for schedule in parser.get_learned_conditioning_prompt_schedules(parts, steps) for _, t in schedule}
+    return max((count_tokens(t) for t in variants), key=lambda counted: counted[0], default=(0, 75))

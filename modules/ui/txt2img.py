@@ -8,19 +8,35 @@ from modules import shared
 from modules.infotext import as_ui_number
 from modules.processing import Job
 from modules.sampling import samplers
+from modules.styles import PromptStyle
 from modules.ui.common import info_html, progress_bar, run_safely
 
 
 @run_safely
 def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: str, steps: float,
              cfg_scale: float, seed: float, width: float, height: float, batch_count: float, batch_size: float,
-             progress: gr.Progress = gr.Progress()) -> tuple[list, str, str]:
+             styles: list[str] | None = None, progress: gr.Progress = gr.Progress()) -> tuple[list, str, str]:
     job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
               steps=int(steps), cfg_scale=as_ui_number(float(cfg_scale)), seed=int(seed), width=int(width),
-              height=int(height), n_iter=int(batch_count), batch_size=int(batch_size))
+              height=int(height), n_iter=int(batch_count), batch_size=int(batch_size), styles=list(styles or []))
     with progress_bar(progress):
         processed = shared.run_job(job, "txt2img")
     return processed.images, processed.info, info_html(processed)
+
+
+def token_counter(text: str, steps: float) -> str:
+    used, limit = shared.token_count(text or "", int(steps))
+    return f'<span class="token-counter">{used}/{limit}</span>'
+
+
+def style_names() -> list[str]:
+    return list(shared.prompt_styles.styles) if shared.prompt_styles else []
+
+
+@run_safely
+def save_style(name: str, prompt: str, negative_prompt: str) -> gr.Dropdown:
+    shared.prompt_styles.save_style(PromptStyle(name.strip(), prompt, negative_prompt))
+    return gr.Dropdown(choices=style_names())
 
 
 def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
@@ -29,7 +45,14 @@ def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
             with gr.Column(scale=6):
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt",
                                     placeholder="Prompt (press Ctrl+Enter to generate)")
+                prompt_tokens = gr.HTML("0/75", elem_id="txt2img_token_counter")
                 negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt")
+                negative_tokens = gr.HTML("0/75", elem_id="txt2img_negative_token_counter")
+                with gr.Row():
+                    styles = gr.Dropdown(label="Styles", multiselect=True, choices=style_names(),
+                                         elem_id="txt2img_styles", scale=4)
+                    style_name = gr.Textbox(label="New style name", elem_id="txt2img_style_name", scale=2)
+                    save_style_button = gr.Button("💾", elem_id="txt2img_save_style", scale=0, min_width=40)
             with gr.Column(scale=1, min_width=160):
                 generate_button = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
                 interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
@@ -57,9 +80,13 @@ def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
                 infotext = gr.Textbox(label="Generation parameters", interactive=False, lines=3,
                                       elem_id="txt2img_infotext")
                 html_info = gr.HTML(elem_id="html_info_txt2img")
-        inputs = [prompt, negative, sampler, scheduler, steps, cfg, seed, width, height, batch_count, batch_size]
+        inputs = [prompt, negative, sampler, scheduler, steps, cfg, seed, width, height, batch_count, batch_size,
+                  styles]
         outputs = [gallery, infotext, html_info]
         generate_button.click(generate, inputs=inputs, outputs=outputs, api_name="txt2img")
         prompt.submit(generate, inputs=inputs, outputs=outputs)
+        for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
+            box.change(token_counter, inputs=[box, steps], outputs=[counter], queue=False, show_progress="hidden")
+        save_style_button.click(save_style, inputs=[style_name, prompt, negative], outputs=[styles])
         interrupt.click(lambda: shared.state.interrupt(), inputs=[], outputs=[], queue=False)
         skip.click(lambda: shared.state.skip(), inputs=[], outputs=[], queue=False)
