@@ -103,3 +103,36 @@ def test_embedding_word_draws_its_trained_combination(app):
     readings = [shapes.analyse(np.asarray(im.convert("RGB"))) for im in processed.images[1:]]
     assert sum(r.colour == "orange" for r in readings) >= 3
     assert 'TI hashes: "shapey: ' in processed.info
+
+
+def test_hypernetwork_tag_changes_the_picture_and_multiplier_zero_does_not(app):
+    from tests.test_hypernetwork import write_hypernetwork
+
+    write_hypernetwork(Path(app.cmd_opts.hypernetwork_dir) / "boost.pt", sizes=(96,))  # demo cross-attn width
+    app.hypernetworks.refresh()
+    prompt = "a large green square in the center, black background"
+    plain = _images(app, prompt)
+    changed = _images(app, prompt + " <hypernet:boost:1>")
+    zero = _images(app, prompt + " <hypernet:boost:0>")
+    assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(plain, changed, strict=True)]) > 1
+    assert all(np.array_equal(a, b) for a, b in zip(plain, zero, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, _images(app, prompt), strict=True))
+
+
+def test_a_pasted_civitai_prompt_runs_with_everything_applied(app):
+    shutil.copy(demo.DEMO_LORA, Path(app.cmd_opts.lora_dir) / "add_detail.safetensors")
+    shutil.copy(demo.DEMO_EMBEDDING, Path(app.cmd_opts.embeddings_dir) / "my_embedding.safetensors")
+    app.loras.refresh()
+    tail = ", ".join(f"detail{i}" for i in range(100))  # a long tail: several 75-token chunks
+    prompt = ("masterpiece, (detailed face:1.3), [cat:dog:0.4], [red|blue] hair, <lora:add_detail:0.7>, "
+              f"my_embedding BREAK city at night, {tail}")
+    processed = app.run_job(Job(prompt=prompt, negative_prompt="(blurry:1.2), lowres", seed=9, steps=6,
+                                width=64, height=64, do_not_save_samples=True))
+    info = processed.info
+    assert info.startswith(prompt + "\nNegative prompt: (blurry:1.2), lowres\n")
+    assert 'Lora hashes: "add_detail: ' in info and 'TI hashes: "my_embedding: ' in info
+    assert processed.comments == []
+    from modules import infotext
+
+    parsed = infotext.parse_generation_parameters(info)
+    assert parsed["Prompt"] == prompt and parsed["Steps"] == "6"
