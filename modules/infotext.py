@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 
 from PIL import Image
 
+from modules.prompts.parser import prompt_has_emphasis
+
 logger = logging.getLogger(__name__)
 
 # The fixed slots of A1111 v1.10.1 `create_infotext`, in order. Every key that A1111 lists there is here (including
@@ -310,59 +312,9 @@ def parse_generation_parameters(text: str, skip_fields: Iterable[str] | None = N
     return {key: value for key, value in res.items() if key not in skip}
 
 
-# Tokens of A1111's prompt-attention syntax (`prompt_parser.re_attention`): escapes, brackets, "(text:weight)"
-# closers, plain text.
-_ATTENTION_TOKEN = re.compile(
-    r"""
-    \\\( | \\\) | \\\[ | \\] | \\\\ | \\
-    | \( | \[
-    | :\s*([+-]?[.\d]+)\s*\)
-    | \) | ]
-    | [^\\()\[\]:]+
-    | :
-    """,
-    re.VERBOSE,
-)
-_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
-
-
 def prompt_uses_emphasis(prompt: str) -> bool:
     """True if some text of the prompt gets a weight other than 1 (A1111's `parse_prompt_attention` rules)."""
-    chunks: list[list] = []  # [text, weight]
-    round_starts: list[int] = []
-    square_starts: list[int] = []
-
-    def multiply_from(start: int, multiplier: float) -> None:
-        for chunk in chunks[start:]:
-            chunk[1] *= multiplier
-
-    for match in _ATTENTION_TOKEN.finditer(prompt):
-        token, weight = match.group(0), match.group(1)
-        if token.startswith("\\"):
-            chunks.append([token[1:], 1.0])
-        elif token == "(":
-            round_starts.append(len(chunks))
-        elif token == "[":
-            square_starts.append(len(chunks))
-        elif weight is not None and round_starts:
-            try:
-                multiply_from(round_starts.pop(), float(weight))
-            except ValueError:  # a weight such as "." (A1111 would raise): no emphasis from it
-                pass
-        elif token == ")" and round_starts:
-            multiply_from(round_starts.pop(), 1.1)
-        elif token == "]" and square_starts:
-            multiply_from(square_starts.pop(), 1 / 1.1)
-        else:
-            for index, part in enumerate(_BREAK.split(token)):
-                if index > 0:
-                    chunks.append(["BREAK", -1])
-                chunks.append([part, 1.0])
-    for start in round_starts:  # unclosed brackets run to the end of the prompt
-        multiply_from(start, 1.1)
-    for start in square_starts:
-        multiply_from(start, 1 / 1.1)
-    return any(weight != 1.0 and text != "BREAK" for text, weight in chunks)
+    return prompt_has_emphasis(prompt)
 
 
 # --- sampler names ---------------------------------------------------------------------------------------------------

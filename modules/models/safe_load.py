@@ -12,6 +12,7 @@ import os
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -58,6 +59,19 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     return dict(header.get("__metadata__") or {})
 
 
+def load_pickle(path: str | os.PathLike, what: str = "file", device: str = "cpu") -> Any:
+    """Unpickle with torch's restricted unpickler: tensors and plain containers only, so nothing in the file runs."""
+    path = Path(path)
+    try:
+        return torch.load(str(path), map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointLoadError(
+            f"{path.name}: refused to load: the pickle contains objects other than tensors and plain "
+            f"containers, which could run code ({str(e).splitlines()[0]})") from e
+    except Exception as e:
+        raise CheckpointLoadError(f"{path.name}: cannot read {what} ({e})") from e
+
+
 def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Load a checkpoint's tensors. Pickles are read with the restricted unpickler only."""
     path = Path(path)
@@ -71,14 +85,7 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict[str, t
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointLoadError(f"{path.name}: cannot read safetensors data ({e})") from e
     if suffix in PICKLE_SUFFIXES:
-        try:
-            loaded = torch.load(str(path), map_location=device, weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise CheckpointLoadError(
-                f"{path.name}: refused to load: the pickle contains objects other than tensors and plain "
-                f"containers, which could run code ({str(e).splitlines()[0]})") from e
-        except Exception as e:
-            raise CheckpointLoadError(f"{path.name}: cannot read checkpoint ({e})") from e
+        loaded = load_pickle(path, "checkpoint", device)
         if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
             loaded = loaded["state_dict"]
         if not isinstance(loaded, dict):

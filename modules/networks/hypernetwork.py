@@ -20,7 +20,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import pickle
 import threading
 import weakref
 from collections import OrderedDict
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from modules import hashes
-from modules.models.safe_load import CheckpointLoadError
+from modules.models.safe_load import CheckpointLoadError, load_pickle
 
 log = logging.getLogger("webui")
 
@@ -193,14 +192,7 @@ def read_hypernetwork_file(path: str | os.PathLike) -> dict[Any, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointLoadError(f"{path}: file not found")
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointLoadError(
-            f"{path.name}: refused to load: the pickle contains objects other than tensors and plain containers, "
-            f"which could run code ({str(e).splitlines()[0]})") from e
-    except Exception as e:
-        raise CheckpointLoadError(f"{path.name}: cannot read hypernetwork ({e})") from e
+    loaded = load_pickle(path, "hypernetwork")
     if not isinstance(loaded, dict):
         raise CheckpointLoadError(f"{path.name}: not a hypernetwork (no dict inside)")
     return loaded

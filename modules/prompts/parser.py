@@ -244,7 +244,7 @@ def parse_prompt_attention(text: str) -> list[list[str | float]]:
                 multiply_range(start, float(weight))
             except ValueError:
                 # "(a:1.2.3)" or "(a:.)": A1111 raises; the bracket closes without a weight instead (as
-                # modules.infotext.prompt_uses_emphasis reads it).
+                # prompt_has_emphasis reads it).
                 pass
         elif token == ")" and round_brackets:
             multiply_range(round_brackets.pop(), _ROUND_BRACKET_MULTIPLIER)
@@ -277,10 +277,7 @@ def parse_prompt_attention(text: str) -> list[list[str | float]]:
 
 def prompt_has_emphasis(text: str) -> bool:
     """True if some text of the prompt gets a weight other than 1 (what makes A1111 write "Emphasis" to infotext)."""
-    # Imported here, not at the top: infotext may one day import this module, and a cycle would break both.
-    from modules.infotext import prompt_uses_emphasis
-
-    return prompt_uses_emphasis(text)
+    return any(weight != 1.0 and run != "BREAK" for run, weight in parse_prompt_attention(text))
 
 
 # --- extra networks --------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from safetensors.torch import load_file
 
 from modules import hashes
 from modules.models.loader import SDModel
+from modules.models.safe_load import CheckpointLoadError, load_pickle
 
 log = logging.getLogger("webui")
 
@@ -76,13 +76,9 @@ def _read_file(path: Path) -> Any:
         except Exception as e:  # safetensors raises its own error types
             raise EmbeddingLoadError(f"{path.name}: cannot read safetensors data ({e})") from e
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise EmbeddingLoadError(
-            f"{path.name}: refused to load: the pickle contains objects other than tensors and plain containers, "
-            f"which could run code ({str(e).splitlines()[0]})") from e
-    except Exception as e:
-        raise EmbeddingLoadError(f"{path.name}: cannot read the file ({e})") from e
+        return load_pickle(path, "the file")
+    except CheckpointLoadError as e:
+        raise EmbeddingLoadError(str(e)) from e
 
 
 def _as_vectors(tensor: Any, path: Path, what: str) -> torch.Tensor:
