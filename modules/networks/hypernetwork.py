@@ -20,9 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from torch import Tensor
 
 from modules import hashes
 from modules.models.safe_load import CheckpointLoadError, load_pickle
+from modules.networks.file_cache import FileCache
 
 log = logging.getLogger("webui")
 
@@ -198,41 +197,17 @@ def read_hypernetwork_file(path: str | os.PathLike) -> dict[Any, Any]:
     return loaded
 
 
-class _Cache:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[str, int, int], Hypernetwork] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, path: str, hash_cache_path: str | None) -> Hypernetwork:
-        global read_count
-        stat = os.stat(path)
-        key = (path, stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            cached = self._items.get(key)
-            if cached is not None:
-                self._items.move_to_end(key)
-                return cached
-        loaded = read_hypernetwork_file(path)
-        read_count += 1
-        try:
-            hypernetwork = Hypernetwork(path, loaded, mtime=stat.st_mtime, hash_cache_path=hash_cache_path)
-        except (ValueError, KeyError, RuntimeError, TypeError) as e:
-            raise CheckpointLoadError(f"{Path(path).name}: not a usable hypernetwork ({e})") from e
-        with self._lock:
-            for old in [k for k in self._items if k[0] == path]:
-                del self._items[old]
-            self._items[key] = hypernetwork
-            while len(self._items) > max(self.size, 0):
-                self._items.popitem(last=False)
-        return hypernetwork
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+def _parse_hypernetwork(path: str, stat: os.stat_result, hash_cache_path: str | None) -> Hypernetwork:
+    global read_count
+    loaded = read_hypernetwork_file(path)
+    read_count += 1
+    try:
+        return Hypernetwork(path, loaded, mtime=stat.st_mtime, hash_cache_path=hash_cache_path)
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise CheckpointLoadError(f"{Path(path).name}: not a usable hypernetwork ({e})") from e
 
 
-_cache = _Cache(DEFAULT_CACHE_SIZE)
+_cache: FileCache[Hypernetwork] = FileCache(DEFAULT_CACHE_SIZE, _parse_hypernetwork)
 
 
 def load_hypernetwork(path: str | os.PathLike, hash_cache_path: str | None = None) -> Hypernetwork:

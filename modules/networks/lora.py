@@ -26,9 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ from torch import Tensor
 from modules import hashes
 from modules.models.ldm_layout import unet_to_ldm
 from modules.models.safe_load import SAFETENSORS_SUFFIX, load_state_dict, read_safetensors_metadata
+from modules.networks.file_cache import FileCache
 
 log = logging.getLogger("webui")
 
@@ -355,40 +354,14 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return metadata
 
 
-class _FileCache:
-    """LRU of parsed files keyed by path and modification time, so consecutive jobs re-use the parsed tensors."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[str, int, int], LoraFile] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, path: str, hash_cache_path: str | None) -> LoraFile:
-        global read_count
-        stat = os.stat(path)
-        key = (path, stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            cached = self._items.get(key)
-            if cached is not None:
-                self._items.move_to_end(key)
-                return cached
-        tensors = load_state_dict(path)
-        read_count += 1
-        parsed = LoraFile(path, tensors, read_metadata(path), mtime=stat.st_mtime, hash_cache_path=hash_cache_path)
-        with self._lock:
-            for old in [k for k in self._items if k[0] == path]:  # an older version of the same file
-                del self._items[old]
-            self._items[key] = parsed
-            while len(self._items) > max(self.size, 0):
-                self._items.popitem(last=False)
-        return parsed
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+def _parse_lora(path: str, stat: os.stat_result, hash_cache_path: str | None) -> LoraFile:
+    global read_count
+    tensors = load_state_dict(path)
+    read_count += 1
+    return LoraFile(path, tensors, read_metadata(path), mtime=stat.st_mtime, hash_cache_path=hash_cache_path)
 
 
-_cache = _FileCache(DEFAULT_CACHE_SIZE)
+_cache: FileCache[LoraFile] = FileCache(DEFAULT_CACHE_SIZE, _parse_lora)
 
 
 def load_lora_file(path: str | os.PathLike, hash_cache_path: str | None = None) -> LoraFile:
