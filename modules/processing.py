@@ -304,9 +304,10 @@ class Sampling:
             self._networks_state = state
         return prompts
 
-    def guidance(self, prompts: list[str], negatives: list[str], steps: int) -> PromptGuidance:
+    def guidance(self, prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None = None
+                 ) -> PromptGuidance:
         """Scheduled/composable conditioning for one batch; encodings are cached across the job by text."""
-        return PromptGuidance(prompts, negatives, steps, self.encode, self.encoder.count_chunks)
+        return PromptGuidance(prompts, negatives, steps, self.encode, self.encoder.count_chunks, hires_steps)
 
     def added_cond(self, step: StepConditioning, batch: int, width: int, height: int
                    ) -> dict[str, torch.Tensor] | None:
@@ -722,7 +723,7 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     hr_prompts = sampling.activate_networks(job, hr_prompts)
     hr_negatives = [job.hr_negative_prompt or p for p in job.all_negative_prompts[lo:lo + len(seeds)]]
     steps = job.hr_second_pass_steps or job.steps
-    guidance = sampling.guidance(hr_prompts, hr_negatives, steps)  # schedules follow the hires step count
+    guidance = sampling.guidance(hr_prompts, hr_negatives, job.steps, hires_steps=steps)
     hr_job = Job(**{**job.__dict__, "width": target_w, "height": target_h})
     image_cond = None
     if model.is_inpaint:

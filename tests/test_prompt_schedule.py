@@ -57,3 +57,13 @@ def test_token_counter_takes_the_longest_variant_without_network_tags():
 
     assert prompt_token_count("a b [c d e:f:0.5] <lora:x:1>", 20, count) == (5, 75)
     assert prompt_token_count("a AND b c d", 20, count) == (3, 75)
+
+
+def test_hires_pass_schedules_follow_a1111_hires_rules():
+    encoder = _CountingEncoder()
+    # first pass 10 steps, hires 5 (A1111): whole numbers count on from the first pass (12 = hires step 2);
+    # a fraction below 1 lies in the first pass, so the hires pass already uses the "to" text
+    guidance = PromptGuidance(["[a:b:0.4]", "[c:d:12]"], ["", ""], steps=10, encode=encoder.encode,
+                              count_chunks=lambda text: 1, hires_steps=5)
+    texts = [tuple(guidance._texts(step)[0]) for step in range(5)]
+    assert texts == [("b", "c"), ("b", "c"), ("b", "c"), ("b", "d"), ("b", "d")]

@@ -36,15 +36,20 @@ def text_at(schedule: Schedule, step: int) -> str:
 
 class PromptGuidance:
     def __init__(self, prompts: list[str], negatives: list[str], steps: int,
-                 encode: Callable[[list[str], int], Conditioning], count_chunks: Callable[[str], int]) -> None:
+                 encode: Callable[[list[str], int], Conditioning], count_chunks: Callable[[str], int],
+                 hires_steps: int | None = None) -> None:
+        """`hires_steps`: schedules for a hires pass of that many steps after a first pass of `steps` (A1111:
+        fractions then refer to the hires pass, whole numbers still count from the start of the first pass)."""
         self.encode = encode
         self.count_chunks = count_chunks
         self.parts: list[list[tuple[Schedule, float]]] = []
         for prompt in prompts:
             split = parser.split_and(prompt) or [(prompt, 1.0)]
-            schedules = parser.get_learned_conditioning_prompt_schedules([text for text, _ in split], steps)
+            schedules = parser.get_learned_conditioning_prompt_schedules([text for text, _ in split], steps,
+                                                                         hires_steps)
             self.parts.append([(schedule, weight) for schedule, (_, weight) in zip(schedules, split, strict=True)])
-        self.negatives: list[Schedule] = parser.get_learned_conditioning_prompt_schedules(negatives, steps)
+        self.negatives: list[Schedule] = parser.get_learned_conditioning_prompt_schedules(negatives, steps,
+                                                                                          hires_steps)
         self._cache: dict[tuple[str, int], Conditioning] = {}
         self._last: tuple[tuple[str, ...], StepConditioning] | None = None
 
