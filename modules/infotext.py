@@ -267,7 +267,8 @@ def parse_params_line(line: str) -> dict[str, str]:
     return res
 
 
-def parse_generation_parameters(text: str, skip_fields: Iterable[str] | None = None) -> dict[str, object]:
+def parse_generation_parameters(text: str, skip_fields: Iterable[str] | None = None, styles=None,
+                                infotext_styles: str = "Apply if any") -> dict[str, object]:
     """Parse an infotext into a dict, with A1111 v1.10.1's semantics and its default settings.
 
     Returns "Prompt", "Negative prompt" and every parsed key (values as strings, JSON-unquoted; `Size: WxH` as
@@ -275,10 +276,23 @@ def parse_generation_parameters(text: str, skip_fields: Iterable[str] | None = N
     "Automatic", Hires resize-1/-2 0, ...). A legacy sampler name such as "DPM++ 2M Karras" is kept as A1111 keeps
     it; `split_sampler_and_scheduler` turns it into the sampler and schedule type the UI/API fields get.
     Keys in `skip_fields` (A1111's "infotext_skip_pasting" setting) are removed from the result.
+    `styles` (a StyleDatabase) with `infotext_styles` "Apply if any"/"Apply" (A1111's setting): styles whose text
+    the prompts end with are listed as "Styles array" and taken out of the prompts; "Ignore" leaves them in.
     """
     prompt, negative_prompt, params_line = split_prompt_and_params(text)
+    if styles is not None and infotext_styles != "Ignore":
+        found, bare_prompt, bare_negative = styles.extract_styles_from_prompt(prompt, negative_prompt)
+        if found or infotext_styles == "Apply":
+            prompt, negative_prompt = bare_prompt, bare_negative
+            styles_found: list[str] | None = found
+        else:
+            styles_found = None
+    else:
+        styles_found = None
     res: dict[str, object] = {"Prompt": prompt, "Negative prompt": negative_prompt}
     res.update(parse_params_line(params_line))
+    if styles_found is not None:
+        res["Styles array"] = styles_found
 
     # A missing Clip skip means the default of 1.
     res.setdefault("Clip skip", "1")

@@ -30,6 +30,20 @@ def merge_prompts(style_prompt: str, prompt: str) -> str:
     return ", ".join(part for part in (prompt.strip(), style_prompt.strip()) if part)
 
 
+def _strip_style_text(style_text: str, prompt: str) -> tuple[bool, str]:
+    """Undo one `merge_prompts`: (matched, prompt without the style's text)."""
+    prompt, style_text = prompt.strip(), style_text.strip()
+    if "{prompt}" in style_text:
+        left, _, right = style_text.partition("{prompt}")
+        if prompt.startswith(left) and prompt.endswith(right) and len(prompt) >= len(left) + len(right):
+            return True, prompt[len(left):len(prompt) - len(right)]
+        return False, prompt
+    if prompt.endswith(style_text):
+        prompt = prompt[:len(prompt) - len(style_text)]
+        return True, prompt[:-2] if prompt.endswith(", ") else prompt
+    return False, prompt
+
+
 class StyleDatabase:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -61,6 +75,25 @@ class StyleDatabase:
         for style in self._selected(names):
             prompt = merge_prompts(style.negative_prompt, prompt)
         return prompt
+
+    def extract_styles_from_prompt(self, prompt: str, negative_prompt: str) -> tuple[list[str], str, str]:
+        """Which styles a (pasted) prompt pair was made with, and the prompts without them (A1111's rule:
+        peel off, last applied first, every style whose prompt AND negative prompt both match)."""
+        found: list[str] = []
+        candidates = [s for s in self.styles.values() if s.prompt or s.negative_prompt]
+        while True:
+            for style in candidates:
+                matched, positive = _strip_style_text(style.prompt, prompt)
+                if not matched:
+                    continue
+                matched, negative = _strip_style_text(style.negative_prompt, negative_prompt)
+                if matched:
+                    prompt, negative_prompt = positive, negative
+                    found.append(style.name)
+                    candidates.remove(style)
+                    break
+            else:
+                return list(reversed(found)), prompt, negative_prompt
 
     def save_style(self, style: PromptStyle) -> None:
         """Add or replace a style and write the file atomically (a crash never leaves half a file)."""

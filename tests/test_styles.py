@@ -29,3 +29,24 @@ def test_read_apply_and_save(tmp_path, caplog):
     assert reread.styles["New, with comma"].prompt == 'say "hi", {prompt}'
     assert reread.styles["Cinematic"].negative_prompt == "blurry"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".styles-")]
+
+
+def test_styles_are_extracted_from_a_pasted_infotext(tmp_path):
+    from modules.infotext import build_infotext, parse_generation_parameters
+
+    path = tmp_path / "styles.csv"
+    db = StyleDatabase(str(path))
+    db.save_style(PromptStyle("Cinematic", "film still of {prompt}, dramatic", "blurry"))
+    db.save_style(PromptStyle("Clean", "sharp, clean", ""))
+    prompt = db.apply_styles_to_prompt("a red circle", ["Cinematic", "Clean"])
+    negative = db.apply_negative_styles_to_prompt("noise", ["Cinematic", "Clean"])
+    assert db.extract_styles_from_prompt(prompt, negative) == (["Cinematic", "Clean"], "a red circle", "noise")
+    assert db.extract_styles_from_prompt("a red circle", "noise") == ([], "a red circle", "noise")
+
+    text = build_infotext(prompt, negative, {"Steps": 20, "Sampler": "Euler", "Seed": 1})
+    parsed = parse_generation_parameters(text, styles=db)
+    assert (parsed["Prompt"], parsed["Negative prompt"], parsed["Styles array"]) == \
+        ("a red circle", "noise", ["Cinematic", "Clean"])
+    ignored = parse_generation_parameters(text, styles=db, infotext_styles="Ignore")
+    assert ignored["Prompt"] == prompt and "Styles array" not in ignored
+    assert "Styles array" not in parse_generation_parameters(text)
