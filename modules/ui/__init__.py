@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modules.ui import common, txt2img
+from modules.ui import common, img2img, png_info, settings, txt2img
 
 CSS = ".infotext { font-family: monospace; white-space: pre-wrap; font-size: 0.85em; }"
 CTRL_ENTER_JS = """
@@ -25,4 +25,7 @@ def create_ui() -> gr.Blocks:
         common.create_quicksettings()
         with gr.Tabs(elem_id="tabs"):
             txt2img.create_tab(common.model_default_size())
+            img2img.create_tab()
+            png_info.create_tab()
+            settings.create_tab()
     return demo

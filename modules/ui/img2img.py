@@ -1,0 +1,7 @@
+"""The img2img tab (being built)."""
+
+from __future__ import annotations
+
+
+def create_tab() -> None:
+    """Adds nothing yet."""
