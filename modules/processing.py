@@ -443,10 +443,13 @@ def _latent_mask_tensor(mask: Image.Image, latent_hw: tuple[int, int], device: t
 def _sampler_for(job: Job, ctx: Context, seeds: list[int], sampler_name: str | None = None,
                  scheduler: str | None = None) -> samplers.Sampler:
     opts = ctx.opts
+    name, schedule = sampler_name or job.sampler_name, scheduler if sampler_name else job.scheduler
+    eta = job.eta
+    if eta is None and samplers.takes_eta(name, schedule):
+        eta = opts.eta_ddim  # the ancestral samplers' eta is fixed at 1 in diffusers (A1111's default too)
     return samplers.create_sampler(
-        sampler_name or job.sampler_name, scheduler if sampler_name else job.scheduler,
-        ctx.model.scheduler_config,
-        eta=job.eta, s_churn=job.s_churn if job.s_churn is not None else opts.s_churn,
+        name, schedule, ctx.model.scheduler_config,
+        eta=eta, s_churn=job.s_churn if job.s_churn is not None else opts.s_churn,
         s_tmin=job.s_tmin if job.s_tmin is not None else opts.s_tmin,
         s_tmax=(job.s_tmax if job.s_tmax is not None else opts.s_tmax) or math.inf,
         s_noise=job.s_noise if job.s_noise is not None else opts.s_noise, seeds=seeds)
@@ -565,6 +568,8 @@ def _process(job: Job, ctx: Context) -> Processed:
         seeds, subseeds = job.all_seeds[lo:hi], job.all_subseeds[lo:hi]
         prompts, negatives = job.all_prompts[lo:hi], job.all_negative_prompts[lo:hi]
         sampler = _sampler_for(job, ctx, seeds)
+        if sampler.eta is not None and sampler.eta != samplers.A1111_ETA_DDIM and "eta" in sampler.step_kwargs:
+            job.extra_generation_params["Eta DDIM"] = sampler.eta  # A1111 records a non-default eta
         prompts = sampling.activate_networks(job, prompts)
         guidance = sampling.guidance(prompts, negatives, job.steps)
         if job.is_img2img:

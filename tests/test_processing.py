@@ -285,3 +285,13 @@ def test_half_precision_vae_nan_is_retried_in_float32_and_logged(app, tiny_check
     with caplog.at_level(logging.WARNING, logger="webui"):
         process_images(job, Context(model=model, opts=app.opts, state=State(), data_dir=str(tmp_path)))
     assert "decoding again" not in caplog.text
+
+
+def test_eta_ddim_setting_reaches_ddim(app):
+    base = app.run_job(Job(prompt="p", seed=4, sampler_name="DDIM", do_not_save_samples=True, **SMALL))
+    app.opts.set("eta_ddim", 1.0)
+    noisy = app.run_job(Job(prompt="p", seed=4, sampler_name="DDIM", do_not_save_samples=True, **SMALL))
+    explicit = app.run_job(Job(prompt="p", seed=4, sampler_name="DDIM", eta=0.0, do_not_save_samples=True, **SMALL))
+    assert not np.array_equal(_pixels(base.images[0]), _pixels(noisy.images[0]))
+    assert np.array_equal(_pixels(base.images[0]), _pixels(explicit.images[0]))
+    assert "Eta DDIM: 1.0" in noisy.info and "Eta DDIM" not in base.info

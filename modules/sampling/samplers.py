@@ -371,6 +371,12 @@ def _step_arguments(scheduler_class: type) -> set[str]:
     return set(inspect.signature(scheduler_class.step).parameters)
 
 
+def takes_eta(sampler_name: str, schedule: str | None = None) -> bool:
+    """Whether the sampler's step has an adjustable eta (DDIM: A1111's `eta_ddim` setting applies)."""
+    info, _ = resolve(sampler_name, schedule)
+    return "eta" in _step_arguments(info.scheduler_class)
+
+
 def create_sampler(
     sampler_name: str,
     schedule: str | None,
