@@ -23,9 +23,9 @@ CTRL_ENTER_JS = """
 def create_ui() -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion") as demo:
         common.create_quicksettings()
-        with gr.Tabs(elem_id="tabs"):
-            txt2img.create_tab(common.model_default_size())
+        with gr.Tabs(elem_id="tabs") as tabs:
+            txt2img_fields = txt2img.create_tab(common.model_default_size())
             img2img.create_tab()
-            png_info.create_tab()
+            png_info.create_tab(txt2img_fields, tabs)
             settings.create_tab()
     return demo

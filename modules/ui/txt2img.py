@@ -9,7 +9,12 @@ from modules.infotext import as_ui_number
 from modules.processing import Job
 from modules.sampling import samplers
 from modules.styles import PromptStyle
+from modules.ui import paste
 from modules.ui.common import info_html, progress_bar, run_safely
+
+# The txt2img inputs by field name, in the /txt2img endpoint's order (other tabs send values to these).
+FIELD_NAMES = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
+               "height", "batch_count", "batch_size", "styles")
 
 
 @run_safely
@@ -39,7 +44,30 @@ def save_style(name: str, prompt: str, negative_prompt: str) -> gr.Dropdown:
     return gr.Dropdown(choices=style_names())
 
 
-def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
+def paste_updates(values: dict[str, object], field_names: list[str]) -> list:
+    """One gr.update per field: the pasted value where `values` has one, unchanged otherwise."""
+    return [gr.update(value=values[name]) if name in values else gr.update() for name in field_names]
+
+
+def infotext_values(text: str) -> dict[str, object]:
+    styles = shared.prompt_styles if shared.prompt_styles is not None else None
+    return paste.infotext_values(text, styles=styles)
+
+
+def paste_parameters(prompt: str, last_infotext: str) -> list:
+    """The ↙ button: fill the fields from the infotext in the prompt box, or from the last result's when empty."""
+    text = prompt if prompt and prompt.strip() else (last_infotext or "")
+    return paste_updates(infotext_values(text), list(FIELD_NAMES))
+
+
+def reuse_seed(last_infotext: str) -> gr.Number:
+    """The ♻️ button: the seed of the last result (-1 when there is none)."""
+    seed = paste.seed_from_infotext(last_infotext)
+    return gr.update(value=-1 if seed is None else seed)
+
+
+def create_tab(default_size: tuple[int, int] = (512, 512)) -> dict[str, gr.components.Component]:
+    """Build the tab; returns its input components by field name (`FIELD_NAMES`)."""
     with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
         with gr.Row():
             with gr.Column(scale=6):
@@ -57,6 +85,11 @@ def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
                 generate_button = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
                 interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
                 skip = gr.Button("Skip", elem_id="txt2img_skip")
+                with gr.Row(elem_id="txt2img_tools"):
+                    paste_button = gr.Button("↙️", elem_id="txt2img_paste", scale=0, min_width=40,
+                                             elem_classes=["tool"])
+                    clear_prompt = gr.Button("🗑️", elem_id="txt2img_clear_prompt", scale=0, min_width=40,
+                                             elem_classes=["tool"])
         with gr.Row():
             with gr.Column():
                 with gr.Row():
@@ -67,6 +100,8 @@ def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
                 steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
                 with gr.Row():
                     width = gr.Slider(64, 2048, value=default_size[0], step=8, label="Width", elem_id="txt2img_width")
+                    res_switch = gr.Button("⇅", elem_id="txt2img_res_switch_btn", scale=0, min_width=40,
+                                           elem_classes=["tool"])
                     height = gr.Slider(64, 2048, value=default_size[1], step=8, label="Height",
                                        elem_id="txt2img_height")
                 with gr.Row():
@@ -74,7 +109,12 @@ def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
                                             elem_id="txt2img_batch_count")
                     batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")
                 cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
-                seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="txt2img_seed")
+                with gr.Row(elem_id="txt2img_seed_row"):
+                    seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="txt2img_seed", scale=4)
+                    random_seed = gr.Button("🎲️", elem_id="txt2img_random_seed", scale=0, min_width=40,
+                                            elem_classes=["tool"])
+                    reuse_seed_button = gr.Button("♻️", elem_id="txt2img_reuse_seed", scale=0, min_width=40,
+                                                  elem_classes=["tool"])
             with gr.Column():
                 gallery = gr.Gallery(label="Output", elem_id="txt2img_gallery", columns=4, format="png")
                 infotext = gr.Textbox(label="Generation parameters", interactive=False, lines=3,
@@ -90,3 +130,11 @@ def create_tab(default_size: tuple[int, int] = (512, 512)) -> None:
         save_style_button.click(save_style, inputs=[style_name, prompt, negative], outputs=[styles])
         interrupt.click(lambda: shared.state.interrupt(), inputs=[], outputs=[], queue=False)
         skip.click(lambda: shared.state.skip(), inputs=[], outputs=[], queue=False)
+        paste_button.click(paste_parameters, inputs=[prompt, infotext], outputs=inputs, show_progress="hidden")
+        clear_prompt.click(lambda: ("", ""), inputs=[], outputs=[prompt, negative], queue=False,
+                           show_progress="hidden")
+        random_seed.click(lambda: -1, inputs=[], outputs=[seed], queue=False, show_progress="hidden")
+        reuse_seed_button.click(reuse_seed, inputs=[infotext], outputs=[seed], queue=False, show_progress="hidden")
+        res_switch.click(lambda w, h: (h, w), inputs=[width, height], outputs=[width, height], queue=False,
+                         show_progress="hidden")
+    return dict(zip(FIELD_NAMES, inputs))
