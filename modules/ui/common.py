@@ -62,14 +62,81 @@ def refresh_checkpoints() -> gr.Dropdown:
     return gr.Dropdown(choices=checkpoint_choices(), value=current_checkpoint_title())
 
 
+def change_setting(key: str, value) -> bool:
+    """Set one option from the top bar and save config.json; errors become a message in the page.
+
+    Returns whether it changed. An unchanged value (e.g. the page load filling the component) does nothing.
+    """
+    try:
+        if shared.opts.cast_value(key, value) == getattr(shared.opts, key):
+            return False
+    except (ValueError, KeyError) as e:
+        raise gr.Error(str(e)) from e
+    if shared.opts.frozen:
+        raise gr.Error("Settings are frozen (--freeze-settings); nothing was changed.")
+    try:
+        with shared.queue_lock:  # a VAE change reloads the model: not while a job runs
+            changed = shared.opts.set(key, value)
+    except (ValueError, KeyError) as e:
+        raise gr.Error(str(e)) from e
+    if not changed:
+        raise gr.Error(f"Could not change {key!r} to {value!r}; the previous value was kept (see the console).")
+    shared.save_settings()
+    return True
+
+
+def change_vae(name: str, progress: gr.Progress = gr.Progress()) -> None:
+    if not name:
+        return
+    progress(0, desc=f"Loading VAE {name}")
+    change_setting("sd_vae", name)
+    progress(1)
+
+
+def refresh_vae() -> gr.Dropdown:
+    return gr.Dropdown(choices=shared.models.vae_choices(), value=shared.opts.sd_vae)
+
+
+def _quicksetting_handler(key: str):
+    def handler(value) -> None:
+        change_setting(key, value)
+    handler.__name__ = f"change_setting_{key}"
+    return handler
+
+
 def create_quicksettings() -> gr.Dropdown:
+    """The top bar: checkpoint (+ refresh), then the other `quicksettings_list` options (A1111: SD VAE, Clip skip).
+
+    Each change is set with `opts.set` and saved to config.json at once.
+    """
+    from modules.ui import settings
+
     with gr.Row(elem_id="quicksettings"):
         checkpoint = gr.Dropdown(label="Stable Diffusion checkpoint", choices=checkpoint_choices(),
                                  value=current_checkpoint_title(), elem_id="setting_sd_model_checkpoint",
                                  scale=4)
         refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
+        others = []
+        for key in settings.quicksettings_keys()[1:]:
+            if key == "sd_vae":
+                vae = gr.Dropdown(label=shared.opts.data_labels[key].label or "SD VAE",
+                                  choices=shared.models.vae_choices(), value=lambda: shared.opts.sd_vae,
+                                  elem_id="setting_sd_vae", scale=3)
+                refresh_vae_button = gr.Button("🔄", elem_id="refresh_sd_vae", scale=0, min_width=40)
+                others.append((key, vae))
+            else:
+                component = settings.create_setting_component(key, value=lambda k=key: getattr(shared.opts, k),
+                                                              scale=2)
+                others.append((key, component))
     checkpoint.change(change_checkpoint, inputs=[checkpoint], outputs=[], show_progress="full")
     refresh.click(refresh_checkpoints, inputs=[], outputs=[checkpoint])
+    for key, component in others:
+        if key == "sd_vae":
+            component.change(change_vae, inputs=[component], outputs=[], show_progress="full", api_name="change_vae")
+            refresh_vae_button.click(refresh_vae, inputs=[], outputs=[component], api_name="refresh_vae")
+        else:
+            component.change(_quicksetting_handler(key), inputs=[component], outputs=[],
+                             api_name=f"change_setting_{key}")
     return checkpoint
 
 
