@@ -11,9 +11,11 @@ CTRL_ENTER_JS = """
 () => {
   document.addEventListener('keydown', (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
-      const tab = document.querySelector('#tab_txt2img');
-      const button = document.querySelector('#txt2img_generate');
-      if (button && tab && tab.offsetParent !== null) { e.preventDefault(); button.click(); }
+      for (const name of ['txt2img', 'img2img']) {
+        const tab = document.querySelector('#tab_' + name);
+        const button = document.querySelector('#' + name + '_generate');
+        if (button && tab && tab.offsetParent !== null) { e.preventDefault(); button.click(); return; }
+      }
     }
   });
 }

@@ -138,19 +138,20 @@ def create_tab(default_size: tuple[int, int] | None = None) -> None:
             with gr.Column():
                 # which sub-tab is active: set by the sub-tabs' select events, an ordinary input for the API
                 mode = gr.Radio(list(MODES), value="img2img", label="Mode", visible=False, elem_id="img2img_mode")
-                with gr.Tabs(elem_id="mode_img2img") as mode_tabs:
+                with gr.Tabs(elem_id="mode_img2img"):
                     with gr.Tab("img2img", id="img2img_img2img_tab", elem_id="img2img_img2img_tab") as tab_plain:
                         init_img = gr.Image(label="Image for img2img", type="pil", sources=["upload", "clipboard"],
                                             image_mode="RGBA", height=480, elem_id="img2img_image")
                     with gr.Tab("Sketch", id="img2img_sketch_tab", elem_id="img2img_img2img_sketch_tab") as tab_sketch:
                         sketch = gr.ImageEditor(label="Image for img2img", type="pil", image_mode="RGBA",
-                                                sources=["upload", "clipboard"], height=480, elem_id="img2img_sketch",
+                                                sources=["upload", "clipboard"], height=480, format="png",
+                                                elem_id="img2img_sketch",
                                                 brush=gr.Brush(colors=["#000000", "#ffffff", "#ff0000", "#00ff00",
                                                                        "#0000ff"], color_mode="defaults"))
                     with gr.Tab("Inpaint", id="img2img_inpaint_tab", elem_id="img2img_inpaint_tab") as tab_inpaint:
                         inpaint = gr.ImageEditor(label="Image for inpainting with mask", type="pil",
                                                  image_mode="RGBA", sources=["upload", "clipboard"], height=480,
-                                                 elem_id="img2maskimg", layers=False,
+                                                 elem_id="img2maskimg", layers=False, format="png",
                                                  brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
                     with gr.Tab("Inpaint upload", id="img2img_inpaint_upload_tab",
                                 elem_id="img2img_inpaint_upload_tab") as tab_upload:
@@ -196,20 +197,19 @@ def create_tab(default_size: tuple[int, int] | None = None) -> None:
                                       elem_id="img2img_infotext")
                 html_info = gr.HTML(elem_id="html_info_img2img")
 
+        hidden = {"queue": False, "api_visibility": "undocumented"}
         for tab, name in ((tab_plain, "img2img"), (tab_sketch, "Sketch"), (tab_inpaint, "Inpaint"),
                           (tab_upload, "Inpaint upload")):
             tab.select(lambda name=name: (name, gr.Group(visible=name in INPAINT_MODES)), inputs=[],
-                       outputs=[mode, inpaint_controls], queue=False, show_progress="hidden", show_api=False)
-        del mode_tabs
-
+                       outputs=[mode, inpaint_controls], show_progress="hidden", **hidden)
         inputs = [mode, init_img, sketch, inpaint, upload_img, upload_mask, prompt, negative, sampler, scheduler,
                   steps, cfg, denoising, seed, width, height, batch_count, batch_size, resize_mode, mask_blur,
                   mask_mode, inpainting_fill, inpaint_area, padding]
         outputs = [gallery, infotext, html_info]
         generate_button.click(generate, inputs=inputs, outputs=outputs, api_name="img2img")
-        prompt.submit(generate, inputs=inputs, outputs=outputs, show_api=False)
+        prompt.submit(generate, inputs=inputs, outputs=outputs, api_visibility="undocumented")
         for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
             box.change(token_counter, inputs=[box, steps], outputs=[counter], queue=False, show_progress="hidden",
-                       show_api=False)
-        interrupt.click(lambda: shared.state.interrupt(), inputs=[], outputs=[], queue=False, show_api=False)
-        skip.click(lambda: shared.state.skip(), inputs=[], outputs=[], queue=False, show_api=False)
+                       api_visibility="undocumented")
+        interrupt.click(lambda: shared.state.interrupt(), inputs=[], outputs=[], **hidden)
+        skip.click(lambda: shared.state.skip(), inputs=[], outputs=[], **hidden)
