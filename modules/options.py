@@ -241,6 +241,8 @@ def default_option_table() -> dict[str, OptionInfo]:
                                                   component_args=_slider(-1, 32, 1)),
         "live_preview_content": OptionInfo("Prompt", "Live preview subject",
                                            choices=["Combined", "Prompt", "Negative prompt"]),
+        "show_progress_type": OptionInfo("Auto", "Live preview method",
+                                         choices=["Auto", "Full", "Approx cheap"]),
     }))
     table.update(options_section(("hidden", "Hidden options"), {
         "disabled_extensions": OptionInfo([], "Disable these extensions"),

@@ -61,7 +61,19 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     loras = lora_registry(cmd_opts.lora_dir)
     hypernetworks = hypernetwork_registry(cmd_opts.hypernetwork_dir)
     models.listeners.append(lambda _model: save_settings())  # the chosen checkpoint persists
+    state.listeners.append(_live_preview)
     models.refresh()
+
+
+def _live_preview(event) -> None:
+    """Every `show_progress_every_n_steps` steps, put a preview of the current latents into `state`."""
+    every = int(opts.show_progress_every_n_steps)
+    if not opts.live_previews_enable or every <= 0 or event.latent is None or event.step % every:
+        return
+    from modules.previews import decode_preview
+
+    state.current_image = decode_preview(models.current, event.latent, opts.show_progress_type)
+    state.current_image_step = event.job_no * event.total_steps + event.step
 
 
 def save_settings() -> None:

@@ -38,6 +38,8 @@ class State:
         self.skipped = False
         self.stopping_generation = False
         self.current_latent: torch.Tensor | None = None
+        self.current_image = None          # live preview (PIL image), made every N steps by a listener
+        self.current_image_step = -1
         self.textinfo = ""
         self.time_start: float | None = None
 
@@ -54,6 +56,7 @@ class State:
             self.job = ""
             self.job_count = 0
             self.current_latent = None
+            self.current_image = None
             self.time_start = None
 
     def interrupt(self) -> None:

@@ -29,7 +29,8 @@ def page(tmp_path):
 
 def test_generate_from_the_page(server, page):  # noqa: F811
     url, data_dir, _ = server
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
     checkpoint = page.locator("#setting_sd_model_checkpoint input")
     assert "(demo model)" in checkpoint.input_value()
     before = set((data_dir / "outputs").rglob("*.png"))

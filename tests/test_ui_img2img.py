@@ -142,7 +142,8 @@ def test_inpaint_by_drawing_on_the_editor_in_the_browser(server, pictures):  # n
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
-            page.goto(url, wait_until="networkidle")
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#txt2img_prompt textarea")
             page.locator("#tab_img2img-button").click()
             page.locator("#img2img_inpaint_tab-button").click()
             page.locator("#img2maskimg input[type=file]").set_input_files(str(init))

@@ -168,7 +168,8 @@ def wait_for_value(page, selector: str, expected: str, timeout: int = 15000) -> 
 def test_png_info_send_to_txt2img_in_browser(server, page, tmp_path):  # noqa: F811
     url, _, _ = server
     path = png_with_parameters(tmp_path / "from-disk.png", EULER_INFOTEXT)
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
     page.get_by_role("tab", name="PNG Info").click()
     page.locator("#pnginfo_image input[type=file]").set_input_files(str(path))
     wait_for_value(page, "#pnginfo_generation_info textarea", EULER_INFOTEXT)
@@ -189,7 +190,8 @@ def test_png_info_send_to_txt2img_in_browser(server, page, tmp_path):  # noqa: F
 
 def test_paste_button_and_seed_size_buttons_in_browser(server, page):  # noqa: F811
     url, _, _ = server
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
     prompt = page.locator("#txt2img_prompt textarea")
     prompt.fill(KARRAS_INFOTEXT)
     page.locator("#txt2img_paste").click()
@@ -216,7 +218,8 @@ def test_paste_button_and_seed_size_buttons_in_browser(server, page):  # noqa: F
 
 def test_reuse_seed_after_generating_in_browser(server, page):  # noqa: F811
     url, _, _ = server
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
     page.locator("#txt2img_prompt textarea").fill("a tiny square")
     for field, value in (("width", "64"), ("height", "64"), ("steps", "2")):
         page.locator(f"#txt2img_{field} input[type=number]").fill(value)

@@ -166,7 +166,8 @@ def _open_section(page, title):
 
 def test_settings_tab_in_the_browser(server, page):  # noqa: F811
     url, data_dir, _ = server
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
     assert page.locator("#setting_sd_vae input").input_value() == "Automatic"
     _open_section(page, "Saving images/grids")
     checkbox = page.locator("#setting_save_txt input[type=checkbox]")
@@ -178,7 +179,9 @@ def test_settings_tab_in_the_browser(server, page):  # noqa: F811
     assert "1 settings changed: save_txt." in page.locator("#settings_result").inner_text()
     assert json.loads((data_dir / "config.json").read_text())["save_txt"] is True
 
-    page.reload(wait_until="networkidle")
+    page.reload(wait_until="load")
+
+    page.wait_for_selector("#txt2img_prompt textarea")
     _open_section(page, "Saving images/grids")
     page.wait_for_function("() => document.querySelector('#setting_save_txt input[type=checkbox]')?.checked")
     ARTIFACTS.mkdir(exist_ok=True)

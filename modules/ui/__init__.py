@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modules.ui import common, img2img, png_info, settings, txt2img
+from modules.ui import common, extra_networks, img2img, png_info, settings, txt2img
 
 CSS = ".infotext { font-family: monospace; white-space: pre-wrap; font-size: 0.85em; }"
 CTRL_ENTER_JS = """
@@ -26,7 +26,7 @@ def create_ui() -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion") as demo:
         common.create_quicksettings()
         with gr.Tabs(elem_id="tabs") as tabs:
-            txt2img_fields = txt2img.create_tab(common.model_default_size())
+            txt2img_fields = txt2img.create_tab(common.model_default_size(), below_prompt=extra_networks.create_ui)
             img2img.create_tab()
             png_info.create_tab(txt2img_fields, tabs)
             settings.create_tab()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import html
+import inspect
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import gradio as gr
+from PIL import Image
 
 from modules import shared
 from modules.models.demo import DEMO_FILENAME
@@ -161,12 +165,53 @@ def progress_bar(progress: gr.Progress) -> Iterator[None]:
         shared.state.listeners.remove(listener)
 
 
+USER_ERRORS = (JobError, ValueError, CheckpointLoadError)
+
+
 def run_safely(fn):
-    """Show bad input and load failures as a message in the page, never a stack trace only in the console."""
+    """Show bad input and load failures as a message in the page, never a stack trace only in the console.
+
+    functools.wraps keeps the signature visible, so Gradio still injects `gr.Progress` parameters."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except USER_ERRORS as e:
+                raise gr.Error(str(e)) from e
+        return generator_wrapper
+
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (JobError, ValueError, CheckpointLoadError) as e:
+        except USER_ERRORS as e:
             raise gr.Error(str(e)) from e
-    wrapper.__name__ = fn.__name__
     return wrapper
+
+
+def run_with_previews(run: Callable[[], Processed], progress: gr.Progress) -> Iterator[Processed | Image.Image]:
+    """Run a job in a worker thread; yield live preview images while it samples, then the finished result.
+
+    The core makes previews every N steps (shared.state.current_image); this only polls and hands them on."""
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["processed"] = run()
+        except BaseException as e:  # re-raised in the request's thread below
+            outcome["error"] = e
+
+    shown = -1
+    with progress_bar(progress):
+        worker = threading.Thread(target=work, name="generation", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+            image, step = shared.state.current_image, shared.state.current_image_step
+            if image is not None and step != shown and worker.is_alive():
+                shown = step
+                yield image
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["processed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -10,9 +11,9 @@ from PIL import Image
 
 from modules import shared
 from modules.infotext import as_ui_number
-from modules.processing import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES, Job
+from modules.processing import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES, Job, Processed
 from modules.sampling import samplers
-from modules.ui.common import info_html, model_default_size, progress_bar, run_safely
+from modules.ui.common import info_html, model_default_size, run_safely, run_with_previews
 from modules.ui.txt2img import token_counter
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload")
@@ -101,7 +102,7 @@ def generate(mode: str, init_img: Any, sketch: Any, inpaint: Any, upload_img: An
              prompt: str, negative_prompt: str, sampler_name: str, scheduler: str, steps: float, cfg_scale: float,
              denoising_strength: float, seed: float, width: float, height: float, batch_count: float,
              batch_size: float, resize_mode: int, mask_blur: float, mask_mode: int, inpainting_fill: int,
-             inpaint_area: int, padding: float, progress: gr.Progress = gr.Progress()) -> tuple[list, str, str]:
+             inpaint_area: int, padding: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
     mode = mode if mode in MODES else "img2img"
     image, mask = init_image_and_mask(mode, init_img, sketch, inpaint, upload_img, upload_mask)
     job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
@@ -115,9 +116,11 @@ def generate(mode: str, init_img: Any, sketch: Any, inpaint: Any, upload_img: An
         job.inpainting_fill = int(inpainting_fill if inpainting_fill is not None else 1)
         job.inpaint_full_res = bool(inpaint_area)
         job.inpaint_full_res_padding = int(padding)
-    with progress_bar(progress):
-        processed = shared.run_job(job, "img2img")
-    return processed.images, processed.info, info_html(processed)
+    for item in run_with_previews(lambda: shared.run_job(job, "img2img"), progress):
+        if isinstance(item, Processed):
+            yield item.images, item.info, info_html(item)
+        else:  # a live preview while sampling
+            yield [item], gr.skip(), gr.skip()
 
 
 def create_tab(default_size: tuple[int, int] | None = None) -> None:

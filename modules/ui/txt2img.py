@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import gradio as gr
 
 from modules import shared
 from modules.infotext import as_ui_number
-from modules.processing import Job
+from modules.processing import Job, Processed
 from modules.sampling import samplers
 from modules.styles import PromptStyle
 from modules.ui import paste
-from modules.ui.common import info_html, progress_bar, run_safely
+from modules.ui.common import info_html, run_safely, run_with_previews
 
 # The txt2img inputs by field name, in the /txt2img endpoint's order (other tabs send values to these).
 FIELD_NAMES = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
@@ -20,13 +22,15 @@ FIELD_NAMES = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps"
 @run_safely
 def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: str, steps: float,
              cfg_scale: float, seed: float, width: float, height: float, batch_count: float, batch_size: float,
-             styles: list[str] | None = None, progress: gr.Progress = gr.Progress()) -> tuple[list, str, str]:
+             styles: list[str] | None = None, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
     job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
               steps=int(steps), cfg_scale=as_ui_number(float(cfg_scale)), seed=int(seed), width=int(width),
               height=int(height), n_iter=int(batch_count), batch_size=int(batch_size), styles=list(styles or []))
-    with progress_bar(progress):
-        processed = shared.run_job(job, "txt2img")
-    return processed.images, processed.info, info_html(processed)
+    for item in run_with_previews(lambda: shared.run_job(job, "txt2img"), progress):
+        if isinstance(item, Processed):
+            yield item.images, item.info, info_html(item)
+        else:  # a live preview while sampling
+            yield [item], gr.skip(), gr.skip()
 
 
 def token_counter(text: str, steps: float) -> str:
@@ -66,8 +70,11 @@ def reuse_seed(last_infotext: str) -> gr.Number:
     return gr.update(value=-1 if seed is None else seed)
 
 
-def create_tab(default_size: tuple[int, int] = (512, 512)) -> dict[str, gr.components.Component]:
-    """Build the tab; returns its input components by field name (`FIELD_NAMES`)."""
+def create_tab(default_size: tuple[int, int] = (512, 512),
+               below_prompt: Callable[[gr.Textbox], object] | None = None) -> dict[str, gr.components.Component]:
+    """Build the tab; returns its input components by field name (`FIELD_NAMES`).
+
+    `below_prompt(prompt)` builds extra UI right under the prompt row (the extra-networks browser)."""
     with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
         with gr.Row():
             with gr.Column(scale=6):
@@ -90,6 +97,8 @@ def create_tab(default_size: tuple[int, int] = (512, 512)) -> dict[str, gr.compo
                                              elem_classes=["tool"])
                     clear_prompt = gr.Button("🗑️", elem_id="txt2img_clear_prompt", scale=0, min_width=40,
                                              elem_classes=["tool"])
+        if below_prompt is not None:
+            below_prompt(prompt)
         with gr.Row():
             with gr.Column():
                 with gr.Row():
