@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,43 +13,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.servers import free_port, running_webui
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("server-data")
-    port = _free_port()
-    env = {**os.environ, "COMMANDLINE_ARGS": "--use-cpu all"}
-    log_path = data_dir / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "webui.py", "--data-dir", str(data_dir), "--port", str(port),
-                                    "--api"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited early:\n{log_path.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail(f"server did not start:\n{log_path.read_text()[-3000:]}")
-    yield url, data_dir, log_path
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with running_webui(data_dir, "--api") as (url, log_path):
+        yield url, data_dir, log_path
 
 
 def test_txt2img_tab_generates_and_saves_with_infotext(server):
@@ -138,7 +110,7 @@ def test_api_only_server_with_ckpt_flag(tmp_path, tiny_checkpoints):
     """--nowebui serves only the API (A1111: port 7861 by default); --ckpt adds and loads a file from anywhere."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     outside = tmp_path / "elsewhere" / "my-sd2.safetensors"
     outside.parent.mkdir()
     outside.write_bytes(tiny_checkpoints["sd2"].read_bytes())

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import torch
 from PIL import Image
 
 from modules.ui.extra_networks import cards, lora_metadata, preview_data_uri, refresh_all, toggle_tag
+from tests.servers import running_webui
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -135,41 +133,13 @@ def test_ui_builds_with_the_accordion_under_the_prompt(networks):
 
 # --- a real server and browser --------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lora_server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("extranet-server")
     write_lora(data_dir / "models" / "Lora" / "cardtest.safetensors")
     Image.new("RGB", (64, 64), (220, 40, 40)).save(data_dir / "models" / "Lora" / "cardtest.png")
-    port = _free_port()
-    env = {**os.environ, "COMMANDLINE_ARGS": "--use-cpu all"}
-    log_path = data_dir / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "webui.py", "--data-dir", str(data_dir), "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited early:\n{log_path.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail(f"server did not start:\n{log_path.read_text()[-3000:]}")
-    yield f"http://127.0.0.1:{port}", data_dir
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with running_webui(data_dir) as (url, _):
+        yield url, data_dir
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")

@@ -215,3 +215,12 @@ def run_with_previews(run: Callable[[], Processed], progress: gr.Progress) -> It
     if "error" in outcome:
         raise outcome["error"]
     yield outcome["processed"]
+
+
+def stream_job(run: Callable[[], Processed], progress: gr.Progress) -> Iterator[tuple]:
+    """(gallery, infotext, html) updates for a generating tab: live previews first, then the results."""
+    for item in run_with_previews(run, progress):
+        if isinstance(item, Processed):
+            yield item.images, item.info, info_html(item)
+        else:
+            yield [item], gr.skip(), gr.skip()

@@ -11,9 +11,9 @@ from PIL import Image
 
 from modules import shared
 from modules.infotext import as_ui_number
-from modules.processing import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES, Job, Processed
+from modules.processing import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES, Job
 from modules.sampling import samplers
-from modules.ui.common import info_html, model_default_size, run_safely, run_with_previews
+from modules.ui.common import model_default_size, run_safely, stream_job
 from modules.ui.txt2img import token_counter
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload")
@@ -116,11 +116,7 @@ def generate(mode: str, init_img: Any, sketch: Any, inpaint: Any, upload_img: An
         job.inpainting_fill = int(inpainting_fill if inpainting_fill is not None else 1)
         job.inpaint_full_res = bool(inpaint_area)
         job.inpaint_full_res_padding = int(padding)
-    for item in run_with_previews(lambda: shared.run_job(job, "img2img"), progress):
-        if isinstance(item, Processed):
-            yield item.images, item.info, info_html(item)
-        else:  # a live preview while sampling
-            yield [item], gr.skip(), gr.skip()
+    yield from stream_job(lambda: shared.run_job(job, "img2img"), progress)
 
 
 def create_tab(default_size: tuple[int, int] | None = None) -> None:

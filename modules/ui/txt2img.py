@@ -8,11 +8,11 @@ import gradio as gr
 
 from modules import shared
 from modules.infotext import as_ui_number
-from modules.processing import Job, Processed
+from modules.processing import Job
 from modules.sampling import samplers
 from modules.styles import PromptStyle
 from modules.ui import paste
-from modules.ui.common import info_html, run_safely, run_with_previews
+from modules.ui.common import run_safely, stream_job
 
 # The txt2img inputs by field name, in the /txt2img endpoint's order (other tabs send values to these).
 FIELD_NAMES = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
@@ -26,11 +26,7 @@ def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: st
     job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
               steps=int(steps), cfg_scale=as_ui_number(float(cfg_scale)), seed=int(seed), width=int(width),
               height=int(height), n_iter=int(batch_count), batch_size=int(batch_size), styles=list(styles or []))
-    for item in run_with_previews(lambda: shared.run_job(job, "txt2img"), progress):
-        if isinstance(item, Processed):
-            yield item.images, item.info, info_html(item)
-        else:  # a live preview while sampling
-            yield [item], gr.skip(), gr.skip()
+    yield from stream_job(lambda: shared.run_job(job, "txt2img"), progress)
 
 
 def token_counter(text: str, steps: float) -> str:
