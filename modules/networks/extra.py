@@ -63,8 +63,3 @@ def activate(model, networks: dict[str, list[ExtraNetworkParams]], loras: Networ
         log.warning(warning)
     return result
 
-
-def deactivate(model) -> None:
-    """Put the original weights and attention processors back (before unloading, switching or saving a model)."""
-    lora.patcher_for(model).restore()
-    hypernetwork.patcher_for(model).restore()

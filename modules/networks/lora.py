@@ -369,10 +369,6 @@ def load_lora_file(path: str | os.PathLike, hash_cache_path: str | None = None) 
     return _cache.get(str(Path(path).resolve()), hash_cache_path)
 
 
-def set_cache_size(size: int) -> None:
-    _cache.size = size
-
-
 def clear_cache() -> None:
     _cache.clear()
 
