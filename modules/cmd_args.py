@@ -8,8 +8,12 @@ callers always get absolute paths.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
+import json
 import logging
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +25,10 @@ DEFAULT_UI_PORT = 7860
 DEFAULT_API_ONLY_PORT = 7861
 
 ArgAdder = Callable[[argparse.ArgumentParser], None]
+
+# While extensions' preload(parser) run: the early flags (--data-dir, --models-dir, ...) read from the command line,
+# so `modules.paths` gives a preload the folders this start-up will use. None otherwise.
+preload_args: argparse.Namespace | None = None
 
 
 class WebuiArgumentParser(argparse.ArgumentParser):
@@ -58,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--api-log", action="store_true", help="log every API request")
     server.add_argument("--api-auth", type=str, default=None, help="HTTP basic auth for the API: u:p[,u2:p2]")
     server.add_argument("--gradio-auth", type=str, default=None, help="login for the UI: user:pass[,user2:pass2]")
+    server.add_argument("--gradio-auth-path", type=str, default=None,
+                        help="file with UI logins (user:pass, comma- or line-separated), added to --gradio-auth")
     server.add_argument("--cors-allow-origins", type=str, default=None, help="comma-separated origins allowed by CORS")
     server.add_argument("--cors-allow-origins-regex", type=str, default=None, help="regex of origins allowed by CORS")
     server.add_argument(
@@ -75,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--embeddings-dir", type=str, default=None, help="folder of textual inversion embeddings")
     paths.add_argument("--lora-dir", type=str, default=None, help="folder of LoRA networks")
     paths.add_argument("--hypernetwork-dir", type=str, default=None, help="folder of hypernetworks")
+    for kind in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "ScuNET"):
+        paths.add_argument(f"--{kind.lower()}-models-path", type=str, default=None,
+                           help=f"folder of {kind} upscaler models (default: MODELS_DIR/{kind})")
     paths.add_argument(
         "--styles-file", type=str, action="append", default=[], help="styles CSV file; repeat for several"
     )
@@ -96,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--medvram-sdxl", action="store_true", help="--medvram, only for SDXL models")
     device.add_argument("--lowvram", action="store_true", help="offload layer by layer (slow, least VRAM)")
     device.add_argument("--disable-nan-check", action="store_true", help="do not check outputs for NaNs")
+    device.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet and VAE decoder with CUDA graphs (also a setting)")
 
     behaviour = parser.add_argument_group("models and extensions")
     behaviour.add_argument("--no-hashing", action="store_true", help="do not compute sha256 of checkpoints")
@@ -140,6 +155,8 @@ def _resolve_paths(args: argparse.Namespace) -> None:
         "lora_dir": os.path.join(args.models_dir, "Lora"),
         "hypernetwork_dir": os.path.join(args.models_dir, "hypernetworks"),
         "embeddings_dir": os.path.join(args.data_dir, "embeddings"),
+        **{f"{kind.lower()}_models_path": os.path.join(args.models_dir, kind)
+           for kind in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "ScuNET")},
     }
     for name, default in defaults.items():
         setattr(args, name, os.path.abspath(getattr(args, name) or default))
@@ -151,28 +168,107 @@ def _resolve_paths(args: argparse.Namespace) -> None:
     ]
 
 
+def preparse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The flags needed before the full parse (where extensions live, which are disabled), read leniently: anything
+    else, or a malformed value, is ignored here and reported by the full parse."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    pre.add_argument("--data-dir", type=str, default=REPO_ROOT)
+    pre.add_argument("--models-dir", type=str, default=None)
+    pre.add_argument("--disable-all-extensions", action="store_true")
+    pre.add_argument("--disable-extra-extensions", action="store_true")
+    try:
+        args = pre.parse_known_args(list(argv))[0]
+    except (argparse.ArgumentError, SystemExit):
+        args = pre.parse_known_args([])[0]
+    args.data_dir = os.path.abspath(args.data_dir)
+    args.models_dir = os.path.abspath(args.models_dir or os.path.join(args.data_dir, "models"))
+    return args
+
+
+def _read_extension_settings(data_dir: str) -> tuple[set[str], str]:
+    """(disabled_extensions, disable_all_extensions) from DATA_DIR/config.json; defaults when unreadable."""
+    try:
+        with open(os.path.join(data_dir, "config.json"), encoding="utf8") as file:
+            settings = json.load(file)
+        disabled = settings.get("disabled_extensions") or []
+        return {str(name) for name in disabled}, str(settings.get("disable_all_extensions") or "none")
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set(), "none"
+
+
+def preload_files(pre: argparse.Namespace) -> list[str]:
+    """The `preload.py` of every enabled extension: `extensions-builtin/*`, then `DATA_DIR/extensions/*`, each
+    alphabetically. Enabled as `modules.extensions.list_extensions` decides: --disable-all-extensions (or the setting
+    "all") gives none, --disable-extra-extensions (or "extra") only built-ins, `disabled_extensions` is skipped."""
+    disabled, disable_all = _read_extension_settings(pre.data_dir)
+    if pre.disable_all_extensions or disable_all == "all":
+        return []
+    extra_too = not pre.disable_extra_extensions and disable_all != "extra"
+    roots = [os.path.join(REPO_ROOT, "extensions-builtin")] + ([os.path.join(pre.data_dir, "extensions")]
+                                                               if extra_too else [])
+    found = []
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name, "preload.py")
+            if not name.startswith(".") and name not in disabled and os.path.isfile(path):
+                found.append(path)
+    return found
+
+
+def extension_preloader(path: str) -> ArgAdder:
+    """`preload(parser)` of one extension's preload.py (loaded when called, so an import error is caught too)."""
+
+    def preload(parser: argparse.ArgumentParser) -> None:
+        extension = os.path.basename(os.path.dirname(path))
+        digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
+        slug = re.sub(r"\W", "_", extension)
+        spec = importlib.util.spec_from_file_location(f"webui_preload_{slug}_{digest}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if callable(getattr(module, "preload", None)):
+            module.preload(parser)
+
+    preload.__qualname__ = f"preload of {path}"
+    return preload
+
+
 def parse_args(
     argv: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
     extra_arg_adders: Sequence[ArgAdder] = (),
+    preload_extensions: bool = True,
 ) -> argparse.Namespace:
-    """Parse argv (default sys.argv[1:]) followed by COMMANDLINE_ARGS; exits with status 2 on unknown flags."""
+    """Parse argv (default sys.argv[1:]) followed by COMMANDLINE_ARGS; exits with status 2 on unknown flags.
+
+    Before parsing, every enabled extension's `preload(parser)` (see `preload_files`; skipped when
+    `preload_extensions` is False) and then each of `extra_arg_adders` may add flags. One that fails (on import or
+    while adding) is logged with its file and the others go on: a broken extension must not stop start-up."""
+    global preload_args
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
 
     parser = build_parser()
-    for add_args in extra_arg_adders:
-        # A broken extension preload must not stop the webui from starting.
-        try:
-            add_args(parser)
-        except Exception:
-            logger.exception("an extension's preload(parser) failed; its flags are unavailable")
-
     env_args = environ.get("COMMANDLINE_ARGS", "")
     try:
         argv += shlex.split(env_args)
     except ValueError as error:
         parser.error(f"cannot split COMMANDLINE_ARGS ({error}): {env_args!r}")
+
+    pre = preparse_args(argv)
+    adders = [(path, extension_preloader(path)) for path in (preload_files(pre) if preload_extensions else [])]
+    adders += [(None, add_args) for add_args in extra_arg_adders]
+    preload_args = pre
+    try:
+        for path, add_args in adders:
+            try:
+                add_args(parser)
+            except (Exception, SystemExit):
+                logger.exception("an extension's preload(parser) failed%s; its flags are unavailable",
+                                 f" ({path})" if path else "")
+    finally:
+        preload_args = None
 
     args = parser.parse_args(argv)
     _resolve_paths(args)

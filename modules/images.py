@@ -3,8 +3,10 @@
 Names: `<path>/<YYYY-MM-DD>/00012-1234567890.png` for samples, `grid-0003.png` for grids, with the number one
 above the highest already in the folder. Unlike A1111, concurrent savers (threads or processes) can never pick the
 same name or overwrite each other, and a reader never sees a partly written file: the image is written to a hidden
-temporary file in the same folder, then published under its final name with a no-clobber hard link (or, where the
-filesystem has no hard links, an O_EXCL reservation followed by an atomic rename).
+temporary file in the same folder, flushed to disk (fsync), then published under its final name with a no-clobber
+hard link (or, where the filesystem has no hard links, an O_EXCL reservation followed by an atomic rename). A process
+killed while writing leaves only a hidden `.tmp-<pid>-*.tmp` file, never a partial image; the next process to save
+into that folder removes such leftovers of dead processes.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import math
 import os
 import re
 import string
+import threading
+import time
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 
+import psutil
 from PIL import Image, ImageColor, PngImagePlugin
 
 from modules.infotext import EXIF_IFD_POINTER, EXIF_USER_COMMENT, encode_user_comment, read_info_from_image
@@ -369,15 +374,93 @@ def _fit_name(stem: str, extension: str, name_max: int) -> str:
     return stem[: name_max - max(4, len(extension) + 1)] + "." + extension
 
 
+_TEMP_PREFIX = ".tmp-"
+_TEMP_SUFFIX = ".tmp"
+_RESERVE_PREFIX = ".reserve-"
+_STALE_RESERVATION_S = 60.0       # a sequence claim is held across one link() call: minutes old means its owner died
+_STALE_UNOWNED_TEMP_S = 3600.0    # a temp file without a writer pid in its name (older versions): by age only
+_swept_directories: set[str] = set()
+_sweep_lock = threading.Lock()
+
+
 def _temporary_path(directory: str) -> str:
-    # Hidden and ending in .tmp: folder watchers skip it and it never parses as a sequence number.
-    return os.path.join(directory, f".tmp-{uuid.uuid4().hex}.tmp")
+    # Hidden and ending in .tmp: folder watchers skip it and it never parses as a sequence number or an image. The
+    # writer's pid tells a later process whether the writer is gone (killed mid-write) so the file can be removed.
+    return os.path.join(directory, f"{_TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}{_TEMP_SUFFIX}")
+
+
+def _temporary_owner(name: str) -> int | None:
+    """The writer pid in a temp file name, None for names without one."""
+    pid = name[len(_TEMP_PREFIX):].split("-", 1)[0]
+    return int(pid) if pid.isdigit() and "-" in name[len(_TEMP_PREFIX):] else None
+
+
+def remove_stale_temporary_files(directory: str) -> list[str]:
+    """Delete what killed writers left in `directory`: temp files of processes that no longer run (or, without a pid
+    in the name, older than an hour) and sequence-number claims older than a minute. Returns the removed paths.
+
+    Only hidden files this module creates are touched; a live writer's temp file (this process or another) stays."""
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue  # gone meanwhile
+        if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
+            owner = _temporary_owner(name)
+            if owner is None:
+                stale = age > _STALE_UNOWNED_TEMP_S
+            else:
+                stale = owner != os.getpid() and not psutil.pid_exists(owner)
+        elif name.startswith(_RESERVE_PREFIX):
+            stale = age > _STALE_RESERVATION_S
+        else:
+            continue
+        if stale:
+            _remove_quietly(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def _sweep_once(directory: str) -> None:
+    """Clean a folder of dead writers' leftovers the first time this process writes into it."""
+    key = os.path.abspath(directory)
+    with _sweep_lock:
+        if key in _swept_directories:
+            return
+        _swept_directories.add(key)
+    remove_stale_temporary_files(directory)
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
+    """Flush a file (or a folder's entries) to disk, so a power loss cannot publish a name over missing data."""
+    try:
+        fd = os.open(path, os.O_RDONLY if directory else os.O_RDWR)
+    except OSError:
+        if directory:
+            return  # folders cannot be opened on Windows; there the rename is as durable as it gets
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _write_temporary(directory: str, write: Callable[[str], None]) -> str:
+    _sweep_once(directory)
     path = _temporary_path(directory)
     try:
         write(path)
+        _fsync_path(path)
     except BaseException:
         _remove_quietly(path)
         raise
@@ -497,6 +580,7 @@ def _write_text_atomically(path: str, text: str) -> None:
             file.write(text)
 
     os.replace(_write_temporary(directory, write), path)
+    _fsync_path(directory, directory=True)
 
 
 def save_image(
@@ -600,6 +684,7 @@ def save_image(
     except BaseException:
         _remove_quietly(temp_path)
         raise
+    _fsync_path(path, directory=True)  # the new name itself survives a power loss
 
     # A1111's UI reads this to avoid saving the same image twice.
     image.already_saved_as = fullfn

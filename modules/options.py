@@ -194,6 +194,14 @@ def default_option_table() -> dict[str, OptionInfo]:
             True, "Ignore selected VAE for checkpoints that have their own .vae.pt next to them"),
         "auto_vae_precision": OptionInfo(True, "Automatically revert VAE to 32-bit floats when it produces NaNs"),
     }))
+    table.update(options_section(("optimizations", "Optimizations"), {
+        "compile_models": OptionInfo(False, "Compile the UNet and VAE decoder with torch.compile and CUDA graphs "
+                                            "(CUDA only; the first image of each new size compiles; applies when "
+                                            "a checkpoint is loaded, like --compile)"),
+        "persistent_cond_cache": OptionInfo(True, "Persistent cond cache: reuse prompt encodings across jobs"),
+        "vae_tiling": OptionInfo("Auto", "Tiled VAE encode/decode (Auto: only after running out of GPU memory)",
+                                 choices=["Auto", "Always", "Never"]),
+    }))
     table.update(options_section(("img2img", "img2img"), {
         "inpainting_mask_weight": OptionInfo(1.0, "Inpainting conditioning mask strength",
                                              component_args=_slider(0.0, 1.0, 0.01),
@@ -208,6 +216,12 @@ def default_option_table() -> dict[str, OptionInfo]:
     }))
     table.update(options_section(("compatibility", "Compatibility"), {
         "use_old_emphasis_implementation": OptionInfo(False, "Use old emphasis implementation"),
+    }))
+    table.update(options_section(("api", "API"), {
+        "api_max_image_side": OptionInfo(4096, "API: largest width or height a request may ask for",
+                                         component_args=_slider(64, 16384, 64)),
+        "api_keep_finished_jobs": OptionInfo(100, "API: how many finished async jobs keep their results",
+                                             component_args=_slider(1, 10000, 1)),
     }))
     table.update(options_section(("sampler-params", "Sampler parameters"), {
         "eta_ddim": OptionInfo(0.0, "Eta for DDIM", component_args=_slider(0.0, 1.0, 0.01), infotext="Eta DDIM"),
@@ -242,7 +256,7 @@ def default_option_table() -> dict[str, OptionInfo]:
         "live_preview_content": OptionInfo("Prompt", "Live preview subject",
                                            choices=["Combined", "Prompt", "Negative prompt"]),
         "show_progress_type": OptionInfo("Auto", "Live preview method",
-                                         choices=["Auto", "Full", "Approx cheap"]),
+                                         choices=["Auto", "Full", "TAESD", "Approx cheap"]),
     }))
     table.update(options_section(("hidden", "Hidden options"), {
         "disabled_extensions": OptionInfo([], "Disable these extensions"),
@@ -396,7 +410,7 @@ class Options:
             if not isinstance(loaded, dict):
                 problem = f"top level is {type(loaded).__name__}, expected an object"
         if problem is not None:
-            backup = _backup_corrupt_file(path)
+            backup = backup_corrupt_file(path)
             logger.warning("settings file %s is corrupt (%s); moved it to %s and using defaults", path, problem, backup)
             loaded = {}
 
@@ -446,7 +460,7 @@ def write_json_atomic(path: str, content: Any) -> None:
         raise
 
 
-def _backup_corrupt_file(path: str) -> str:
+def backup_corrupt_file(path: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     backup = f"{path}.corrupt-{stamp}"
     counter = 1

@@ -6,12 +6,14 @@ Gradio or HTTP. Hooks for scripts are called at named points, never patched in.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -19,7 +21,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 from tqdm import tqdm
 
-from modules import images, infotext, masking
+from modules import images, infotext, masking, memory, script_callbacks, upscaling
+from modules.models import acceleration
 from modules.models.loader import SDModel, cast
 from modules.networks import extra as extra_networks
 from modules.networks.registry import NetworkRegistry
@@ -114,14 +117,124 @@ class Job:
     all_subseeds: list[int] = field(default_factory=list)
     clip_skip: int = 1
     comments: list[str] = field(default_factory=list)  # warnings for the user, e.g. a LoRA that was not found
+    # scripts (modules.scripts): the tab's ScriptRunner and the UI's script values, A1111's p.scripts/p.script_args
+    scripts: Any = field(default=None, repr=False, compare=False)
+    script_args: list[Any] = field(default_factory=list, repr=False, compare=False)
+    # the application's Context, set by shared.run_job, so scripts can call process_images(p) as in A1111
+    context: Context | None = field(default=None, repr=False, compare=False)
+    # A1111's flags for scripts: the always-on scripts' setup() ran for this job (it runs once, even when a selectable
+    # script calls process_images several times on copies), and the hires pass is sampling now
+    scripts_setup_complete: bool = field(default=False, repr=False, compare=False)
+    is_hr_pass: bool = field(default=False, repr=False, compare=False)
+    # A1111's per-batch attributes, set while each batch runs: its prompts (network tags removed once the networks
+    # are active), negative prompts, seeds and subseeds, the batch number and, per image, the index in the batch
+    prompts: list[str] = field(default_factory=list, repr=False, compare=False)
+    negative_prompts: list[str] = field(default_factory=list, repr=False, compare=False)
+    seeds: list[int] = field(default_factory=list, repr=False, compare=False)
+    subseeds: list[int] = field(default_factory=list, repr=False, compare=False)
+    iteration: int = field(default=0, repr=False, compare=False)
+    batch_index: int = field(default=0, repr=False, compare=False)
 
     @property
     def is_img2img(self) -> bool:
         return bool(self.init_images)
 
     @property
+    def sd_model(self) -> SDModel | None:
+        """A1111's `p.sd_model`: the loaded model wrapper (`SDModel`) of the job's context; None outside a run."""
+        return self.context.model if self.context is not None else None
+
+    @sd_model.setter
+    def sd_model(self, value: Any) -> None:
+        """Accepted and ignored (A1111 scripts write `p.sd_model = shared.sd_model`): a job always runs on the model
+        of its context."""
+
+    @property
     def mode(self) -> str:
         return "img2img" if self.is_img2img else "txt2img"
+
+
+class PostprocessImageArgs:
+    """What a script's postprocess_image hook receives: it may replace `image` (A1111's class of that name)."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.image = image
+
+
+class PostprocessBatchListArgs:
+    """What a script's postprocess_batch_list hook receives: `images`, the decoded batch as a list of PIL images
+    (A1111: a list of tensors); a script may replace or reorder the list, and what it leaves is saved and returned.
+    An image added beyond the batch gets the seed and prompt of the batch's last image."""
+
+    def __init__(self, images: list[Image.Image]) -> None:
+        self.images = images
+
+
+class PostSampleArgs:
+    """What a script's post_sample hook receives: `samples`, the batch's final latents before VAE decoding
+    (replace it to change what is decoded)."""
+
+    def __init__(self, samples: torch.Tensor) -> None:
+        self.samples = samples
+
+
+# --- A1111's processing class names (for extensions) ------------------------------------------------------------
+#
+# Every job is a `Job`; the UI and the API build plain `Job`s. A1111 extensions test the kind of job with
+# `isinstance(p, StableDiffusionProcessingImg2Img)`, so these names are thin subclasses whose metaclass answers
+# `isinstance` for a plain `Job` from its mode (img2img = it has init images); an instance of one of these classes
+# (an extension constructing `StableDiffusionProcessingTxt2Img(prompt=..., ...)`) is judged by its class. The
+# constructors take A1111's keyword arguments: `sd_model` is ignored (a job runs on its context's model), `mask` is
+# `image_mask`, None for a field with a non-None default means that default, and A1111-only names (`restore_faces`,
+# `tiling`, ...) are kept as plain attributes. `process_images` accepts them like any Job. Nothing in the core uses
+# them.
+
+_A1111_RENAMED = {"mask": "image_mask"}
+
+
+def _field_defaults_not_none() -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(Job)
+                     if f.default is not None or f.default_factory is not dataclasses.MISSING)
+
+
+class _JobKind(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        if type.__instancecheck__(StableDiffusionProcessing, obj):
+            return type.__instancecheck__(cls, obj)
+        return isinstance(obj, Job) and cls.a1111_mode in (None, obj.mode)
+
+
+class StableDiffusionProcessing(Job, metaclass=_JobKind):
+    """A1111's base class name: `isinstance(p, StableDiffusionProcessing)` is True for every job."""
+
+    a1111_mode: ClassVar[str | None] = None
+
+    def __init__(self, sd_model: Any = None, **kwargs: Any) -> None:
+        known = {f.name for f in dataclasses.fields(Job)}
+        not_none = _field_defaults_not_none()
+        values = {_A1111_RENAMED.get(key, key): value for key, value in kwargs.items()}
+        if isinstance(values.get("comments"), dict):  # A1111 keeps comments as a dict of texts
+            values["comments"] = list(values["comments"])
+        super().__init__(**{key: value for key, value in values.items()
+                            if key in known and not (value is None and key in not_none)})
+        for key, value in values.items():
+            if key not in known:
+                try:
+                    setattr(self, key, value)
+                except AttributeError:  # a read-only property such as `mode`
+                    log.debug("%s: ignoring argument %s", type(self).__name__, key)
+
+
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    """A1111's txt2img job class: `isinstance(p, StableDiffusionProcessingTxt2Img)` is True for txt2img jobs."""
+
+    a1111_mode = "txt2img"
+
+
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    """A1111's img2img job class: `isinstance(p, StableDiffusionProcessingImg2Img)` is True for img2img jobs."""
+
+    a1111_mode = "img2img"
 
 
 @dataclass
@@ -219,8 +332,8 @@ def validate(job: Job) -> None:
     if job.inpainting_fill not in range(len(MASKED_CONTENT)):
         raise JobError(f"inpainting_fill must be 0..3, got {job.inpainting_fill}")
     if job.hr_upscaler and job.enable_hr and job.hr_upscaler not in LATENT_UPSCALE_MODES \
-            and job.hr_upscaler not in IMAGE_UPSCALERS:
-        valid = ", ".join([*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS])
+            and job.hr_upscaler not in IMAGE_UPSCALERS and not upscaling.is_known(job.hr_upscaler):
+        valid = ", ".join([*LATENT_UPSCALE_MODES, *upscaling.upscaler_names()])
         raise JobError(f"Unknown hires upscaler {job.hr_upscaler!r}. Valid upscalers: {valid}")
     samplers.resolve(job.sampler_name, job.scheduler)  # raises ValueError listing the valid names
 
@@ -264,6 +377,9 @@ def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Imag
     return canvas
 
 
+PERSISTENT_COND_CACHE_SIZE = 32  # prompt encodings kept on the model across jobs
+
+
 def fill_needed(total: int, used: int) -> bool:
     return total - used >= 2
 
@@ -280,14 +396,27 @@ class Sampling:
         self.encoder = PromptEncoder(model, comma_padding_backtrack=int(opts.comma_padding_backtrack),
                                      emphasis=opts.emphasis, clip_skip=int(opts.CLIP_stop_at_last_layers),
                                      sdxl_clip_l_skip=bool(opts.sdxl_clip_l_skip), embeddings=ctx.embeddings)
-        self._cond_cache: dict[tuple[tuple[str, ...], int], Conditioning] = {}
-        self._networks_state: tuple | None = None
+        self._cond_cache: OrderedDict[tuple, Conditioning] = OrderedDict()  # used when the model's is off
+        self._networks_key: str | None = None
+        self._time_ids: dict[tuple, torch.Tensor] = {}
+        # What else decides an encoding, for the cache shared across jobs on the model (persistent_cond_cache).
+        self._encoder_state = (int(opts.comma_padding_backtrack), opts.emphasis, int(opts.CLIP_stop_at_last_layers),
+                               bool(opts.sdxl_clip_l_skip), ctx.embeddings.signature if ctx.embeddings else None)
 
     def encode(self, prompts: list[str], min_chunks: int = 1) -> Conditioning:
-        key = (tuple(prompts), min_chunks)
-        if key not in self._cond_cache:
-            self._cond_cache[key] = self.encoder.encode(prompts, min_chunks)
-        return self._cond_cache[key]
+        """Encodings by text, cached for this job, or on the model across jobs (setting persistent_cond_cache):
+        the same prompt in the next job then costs no text-encoder run."""
+        persistent = bool(self.ctx.opts.persistent_cond_cache)
+        cache = self.model.cond_cache if persistent else self._cond_cache
+        key = (tuple(prompts), min_chunks, self._encoder_state, self._networks_key)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        with memory.on_device(self.model, "text_encoders"):
+            cache[key] = self.encoder.encode(prompts, min_chunks)
+        while persistent and len(cache) > PERSISTENT_COND_CACHE_SIZE:
+            cache.popitem(last=False)
+        return cache[key]
 
     def activate_networks(self, job: Job, prompts: list[str]) -> list[str]:
         """Apply the networks named by the batch's first prompt; returns the prompts without the tags."""
@@ -298,10 +427,7 @@ class Sampling:
             activation.infotext.pop("Lora hashes", None)
         job.extra_generation_params.update(activation.infotext)
         job.comments += [w for w in activation.warnings if w not in job.comments]
-        state = (tuple(prompts), repr(networks))
-        if state != self._networks_state:  # a LoRA's text-encoder part changes encodings
-            self._cond_cache.clear()
-            self._networks_state = state
+        self._networks_key = repr(networks)  # a LoRA's text-encoder part changes encodings: part of their key
         return prompts
 
     def guidance(self, prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None = None
@@ -321,29 +447,44 @@ class Sampling:
             neg = [height, width, *crop, opts.sdxl_refiner_low_aesthetic_score]
         else:
             pos = neg = [height, width, *crop, height, width]
-        dtype, device = self.model.policy.dtype, self.model.policy.device
-        time_ids = torch.tensor([pos] * len(step.owners) + [neg] * batch, dtype=dtype, device=device)
-        return {"text_embeds": step.pooled, "time_ids": time_ids}
+        key = (tuple(pos), tuple(neg), len(step.owners), batch)
+        if key not in self._time_ids:  # made once per size: a tensor built from a list is a host-to-device copy
+            dtype, device = self.model.policy.dtype, self.model.policy.device
+            self._time_ids[key] = torch.tensor([pos] * len(step.owners) + [neg] * batch, dtype=dtype,
+                                               device=device)
+        return {"text_embeds": step.pooled, "time_ids": self._time_ids[key]}
+
+    def _vae_tiling(self) -> str:
+        """The tiled-VAE setting; under --lowvram "Auto" means always (a whole SDXL decode alone needs ~3 GB)."""
+        setting = str(self.ctx.opts.vae_tiling)
+        return "Always" if setting == "Auto" and memory.mode_of(self.model) == "lowvram" else setting
 
     @torch.no_grad()
     def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        vae = self.model.vae
-        dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-        return (dist.mean * vae.config.scaling_factor).to(self.model.policy.dtype)
+        model = self.model
+        vae = model.vae
+        with memory.on_device(model, "vae"):
+            mean = memory.vae_encode(vae, pixels.to(model.policy.device, vae.dtype), self._vae_tiling())
+        return (mean * vae.config.scaling_factor).to(model.policy.dtype)
 
     @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.model.vae
-        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        if self.model.policy.nan_check and vae.dtype != torch.float32 and not torch.isfinite(decoded).all():
-            log.warning("VAE produced NaN/inf in %s; decoding again in float32 (use --no-half-vae to avoid this)",
-                        str(vae.dtype).removeprefix("torch."))
-            cast(vae, torch.float32)
-            try:
-                decoded = vae.decode(latents.float() / vae.config.scaling_factor).sample
-            finally:
-                cast(vae, self.model.policy.vae_dtype)
-        return decoded.float()
+        model = self.model
+        vae = model.vae
+        tiling = self._vae_tiling()
+        scaled = latents.to(model.policy.device, vae.dtype) / vae.config.scaling_factor
+        with memory.on_device(model, "vae"):
+            decoded = memory.vae_decode(vae, scaled, tiling)
+            if model.policy.nan_check and vae.dtype != torch.float32 and not torch.isfinite(decoded).all():
+                # A1111's auto_vae_precision: the VAE stays in float32 from now on (SDXL's original VAE overflows
+                # in float16 on every image; decoding each one twice would cost more than float32 does).
+                log.warning("VAE produced NaN/inf in %s; decoding again in float32 and keeping this VAE in float32 "
+                            "(use --no-half-vae to start that way)", str(vae.dtype).removeprefix("torch."))
+                cast(vae, torch.float32)
+                decoded = memory.vae_decode(vae, latents.float().to(model.policy.device) / vae.config.scaling_factor,
+                                            tiling)
+        # a copy: a compiled decoder's output lives in its CUDA-graph pool and is overwritten by the next decode
+        return decoded.to(torch.float32, copy=True)
 
     @torch.no_grad()
     def denoise(self, job: Job, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor,
@@ -356,7 +497,6 @@ class Sampling:
         `mask` (1 = repaint) keeps the unmasked latents on the original's noised trajectory.
         Returns None when the job was interrupted or skipped.
         """
-        state = self.ctx.state
         model = self.model
         device = model.policy.device
         scheduler = sampler.scheduler
@@ -379,18 +519,44 @@ class Sampling:
             latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
         total = len(timesteps)
         bar = tqdm(total=total, desc=f"{job.mode} {job_no + 1}/{job_count}", leave=False, disable=None)
+        with memory.on_device(model, "unet"):
+            return self._loop(job, sampler, latents, noise, init_latents, timesteps, guidance, image_rng, job_no,
+                              job_count, strength, image_conditioning, mask, bar)
+
+    def _loop(self, job: Job, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor,
+              init_latents: torch.Tensor, timesteps: torch.Tensor, guidance: PromptGuidance,
+              image_rng: rng_mod.ImageRNG, job_no: int, job_count: int, strength: float | None,
+              image_conditioning: torch.Tensor | None, mask: torch.Tensor | None, bar: tqdm) -> torch.Tensor | None:
+        """The steps. Nothing here waits for the GPU (no .item(), no tensor built from a list per step): the host
+        queues the next step while the GPU runs this one; only progress listeners that want pixels synchronise."""
+        state = self.ctx.state
+        model = self.model
+        scheduler = sampler.scheduler
+        total = len(timesteps)
         for i, t in enumerate(timesteps):
             if state.interrupted or state.skipped:
                 bar.close()
                 return None
             step_cond = guidance.at_step(i)
             model_in = scheduler.scale_model_input(guidance.expand(latents, step_cond), t)
+            embeds = step_cond.embeds
+            if script_callbacks.has_callbacks("cfg_denoiser"):
+                model_in, embeds = _cfg_denoiser_callbacks(model_in, image_conditioning, t, i, total, step_cond)
             if image_conditioning is not None:
                 model_in = torch.cat([model_in, guidance.expand(image_conditioning, step_cond)], dim=1)
-            out = model.unet(model_in.to(model.policy.dtype), t, encoder_hidden_states=step_cond.embeds,
+            acceleration.step_begin(model)
+            out = model.unet(model_in.to(model.policy.dtype), t, encoder_hidden_states=embeds,
                              added_cond_kwargs=self.added_cond(step_cond, len(latents), job.width, job.height)
                              ).sample
+            if script_callbacks.has_callbacks("cfg_denoised"):
+                params = script_callbacks.CFGDenoisedParams(out, i, total, model.unet)
+                script_callbacks.cfg_denoised_callback(params)
+                out = params.x
             guided = guidance.combine(out.float(), step_cond, job.cfg_scale)
+            if script_callbacks.has_callbacks("cfg_after_cfg"):  # the guided prediction; a callback may replace it
+                params = script_callbacks.AfterCFGCallbackParams(guided, i, total)
+                script_callbacks.cfg_after_cfg_callback(params)
+                guided = params.x
             latents = sampler.step(guided, t, latents, image_rng.generators)
             if mask is not None and strength is not None:
                 if i + 1 < total:
@@ -402,6 +568,16 @@ class Sampling:
             state.on_progress(ProgressEvent(job_no, job_count, i + 1, total, latents))
         bar.close()
         return latents
+
+
+def _cfg_denoiser_callbacks(x: torch.Tensor, image_cond: torch.Tensor | None, t: torch.Tensor, step: int,
+                            total: int, cond: StepConditioning) -> tuple[torch.Tensor, torch.Tensor]:
+    """Extensions' on_cfg_denoiser: they may change the UNet's input latents and text conditioning."""
+    n_parts = len(cond.owners)  # rows: every prompt part, then one unconditional row per image
+    params = script_callbacks.CFGDenoiserParams(x, image_cond, t, step, total, cond.embeds[:n_parts],
+                                                cond.embeds[n_parts:])
+    script_callbacks.cfg_denoiser_callback(params)
+    return params.x, torch.cat([params.text_cond, params.text_uncond])
 
 
 # --- inpainting helpers --------------------------------------------------------------------------------------
@@ -511,22 +687,44 @@ def create_infotext(job: Job, ctx: Context, index: int, sampler: samplers.Sample
                                    version=VERSION if opts.add_version_to_infotext else None)
 
 
-def process_images(job: Job, ctx: Context) -> Processed:
-    """Run a job to completion: per-image seeds, sampling, decoding, compositing, saving, infotexts."""
-    opts = ctx.opts
-    restore = {k: getattr(opts, k) for k in job.override_settings if k in opts.data_labels}
+def process_images(job: Job, ctx: Context | None = None) -> Processed:
+    """Run a job to completion: per-image seeds, sampling, decoding, compositing, saving, infotexts.
+
+    Without `ctx`, the job's own `context` is used (set by shared.run_job): scripts call `process_images(p)`."""
+    ctx = ctx if ctx is not None else job.context
+    if ctx is None:
+        raise JobError("process_images needs a Context: run the job through shared.run_job")
+    owns_context = job.context is None
+    if owns_context:  # for this call only: scripts' hooks read p.sd_model and may call process_images(p)
+        job.context = ctx
     try:
-        for key, value in job.override_settings.items():
-            if key in opts.data_labels:
-                try:
+        setup_scripts(job)
+        _script_hook(job, "before_process")
+        opts = ctx.opts
+        restore = {k: getattr(opts, k) for k in job.override_settings if k in opts.data_labels}
+        try:
+            for key, value in job.override_settings.items():
+                if key in opts.data_labels:
+                    try:
+                        opts.set(key, value)
+                    except (ValueError, KeyError) as e:
+                        raise JobError(f"override_settings: {e}") from e
+            return _process(job, ctx)
+        finally:
+            if job.override_settings_restore_afterwards:
+                for key, value in restore.items():
                     opts.set(key, value)
-                except (ValueError, KeyError) as e:
-                    raise JobError(f"override_settings: {e}") from e
-        return _process(job, ctx)
     finally:
-        if job.override_settings_restore_afterwards:
-            for key, value in restore.items():
-                opts.set(key, value)
+        if owns_context:
+            job.context = None
+
+
+def setup_scripts(job: Job) -> None:
+    """The always-on scripts' `setup(p, *args)`, once per job and before any other hook (A1111's `setup_scrips`);
+    `ScriptRunner.run` calls it before a selectable script, `process_images` otherwise."""
+    if job.scripts is not None and not job.scripts_setup_complete:
+        job.scripts_setup_complete = True
+        _script_hook(job, "setup")
 
 
 def _process(job: Job, ctx: Context) -> Processed:
@@ -544,6 +742,7 @@ def _process(job: Job, ctx: Context) -> Processed:
                                     for p in job.all_negative_prompts]
     job.all_seeds, job.all_subseeds = rng_mod.resolve_seeds(job.seed, n_images, job.subseed, job.subseed_strength)
     _call_hooks(ctx, "process", job)
+    _script_hook(job, "process")
     if job.is_img2img and job.image_mask is not None:
         job.extra_generation_params.setdefault("Mask blur", job.mask_blur)
         if job.inpaint_full_res:
@@ -567,10 +766,16 @@ def _process(job: Job, ctx: Context) -> Processed:
         lo, hi = batch_no * job.batch_size, (batch_no + 1) * job.batch_size
         seeds, subseeds = job.all_seeds[lo:hi], job.all_subseeds[lo:hi]
         prompts, negatives = job.all_prompts[lo:hi], job.all_negative_prompts[lo:hi]
+        job.iteration, job.seeds, job.subseeds = batch_no, list(seeds), list(subseeds)
+        job.prompts, job.negative_prompts = list(prompts), list(negatives)
+        _script_hook(job, "before_process_batch", batch_number=batch_no, prompts=prompts, seeds=seeds,
+                     subseeds=subseeds)
         sampler = _sampler_for(job, ctx, seeds)
         if sampler.eta is not None and sampler.eta != samplers.A1111_ETA_DDIM and "eta" in sampler.step_kwargs:
             job.extra_generation_params["Eta DDIM"] = sampler.eta  # A1111 records a non-default eta
         prompts = sampling.activate_networks(job, prompts)
+        job.prompts = list(prompts)
+        _script_hook(job, "process_batch", batch_number=batch_no, prompts=prompts, seeds=seeds, subseeds=subseeds)
         guidance = sampling.guidance(prompts, negatives, job.steps)
         if job.is_img2img:
             result = _img2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, lo, batch_no)
@@ -585,10 +790,20 @@ def _process(job: Job, ctx: Context) -> Processed:
                 interrupted = True
                 break
             continue  # skipped
+        _script_hook(job, "postprocess_batch", result, batch_number=batch_no)
+        if job.scripts is not None:  # scripts may replace the batch's list of images (A1111: may add or remove)
+            batch_list = PostprocessBatchListArgs(list(result))
+            _script_hook(job, "postprocess_batch_list", batch_list, batch_number=batch_no)
+            result = list(batch_list.images)
         for offset, image in enumerate(result):
-            index = lo + offset
-            text = create_infotext(job, ctx, index, sampler)
+            index = lo + min(offset, len(seeds) - 1)  # an image a script added shares the last one's seed
+            job.batch_index = offset
             _call_hooks(ctx, "postprocess_image", job, image)
+            if job.scripts is not None:  # a script may replace the image before it is saved and shown
+                pp = PostprocessImageArgs(image)
+                _script_hook(job, "postprocess_image", pp)
+                image = pp.image
+            text = create_infotext(job, ctx, index, sampler)  # after the hooks: they may add infotext items
             outputs.append(image)
             infotexts.append(text)
             if opts.samples_save and not job.do_not_save_samples:
@@ -613,6 +828,7 @@ def _process(job: Job, ctx: Context) -> Processed:
         sd_model_hash=model.checkpoint.shorthash, sd_vae_name=model.vae_info.name if model.vae_info else None,
         sd_vae_hash=model.vae_info.shorthash if model.vae_info else None)
     _call_hooks(ctx, "postprocess", job, processed)
+    _script_hook(job, "postprocess", processed)
     return processed
 
 
@@ -634,6 +850,13 @@ def _hires_infotext_params(job: Job) -> None:
         extra["Hires negative prompt"] = job.hr_negative_prompt
 
 
+def _script_hook(job: Job, name: str, *args: Any, **kwargs: Any) -> None:
+    """Call a hook of the job's ScriptRunner (it runs the always-on scripts and reports their errors)."""
+    hook = getattr(job.scripts, name, None) if job.scripts is not None else None
+    if hook is not None:
+        hook(job, *args, **kwargs)
+
+
 def _call_hooks(ctx: Context, name: str, *args: Any) -> None:
     for hook in ctx.hooks:
         fn = getattr(hook, name, None)
@@ -649,12 +872,20 @@ def _save(image: Image.Image, job: Job, ctx: Context, text: str, seed: int, prom
     else:
         folder = job.outpath_samples or opts.outdir_samples or getattr(opts, f"outdir_{job.mode}_samples")
     folder = os.path.join(ctx.data_dir, folder)  # relative settings are relative to the data dir
+    # extensions' on_before_image_saved may replace the image or edit the text chunks; the numbered file name is
+    # only chosen while writing, so they see the folder and on_image_saved sees the path
+    params = script_callbacks.ImageSaveParams(image, job, folder, {"parameters": text} if opts.enable_pnginfo else {})
+    script_callbacks.before_image_saved_callback(params)
+    pnginfo = dict(params.pnginfo or {})
+    info = pnginfo.pop("parameters", None)
     path, _ = images.save_image(
-        image, folder, seed=seed, prompt=prompt, extension=opts.grid_format if grid else opts.samples_format,
-        info=text if opts.enable_pnginfo else None, grid=grid, suffix=suffix,
+        params.image, folder, seed=seed, prompt=prompt, extension=opts.grid_format if grid else opts.samples_format,
+        info=info, grid=grid, suffix=suffix, existing_info=pnginfo or None,
         save_to_dirs=opts.grid_save_to_dirs if grid else opts.save_to_dirs,
         directories_filename_pattern=opts.directories_filename_pattern,
         samples_filename_pattern=opts.samples_filename_pattern)
+    params.filename = path
+    script_callbacks.image_saved_callback(params)
     if ctx.on_image_saved:
         ctx.on_image_saved(path)
     return path
@@ -688,13 +919,18 @@ def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
     noise = image_rng.first().to(model.policy.dtype)
     image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width) if model.is_inpaint \
         else None
+    _script_hook(job, "process_before_every_sampling", x=noise, noise=noise, c=guidance, uc=None)
     latents = sampling.denoise(job, sampler, noise, noise, guidance, job.steps, image_rng, batch_no,
                                job.n_iter, image_conditioning=image_cond)
     if latents is None:
         return None
     if not job.enable_hr:
-        return _decode_to_images(sampling, latents)
-    return _hires_pass(job, ctx, sampling, latents, seeds, subseeds, batch_no)
+        return _decode_to_images(sampling, _post_sample(job, latents))
+    job.is_hr_pass = True
+    try:
+        return _hires_pass(job, ctx, sampling, latents, seeds, subseeds, batch_no)
+    finally:
+        job.is_hr_pass = False
 
 
 def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tensor, seeds: list[int],
@@ -708,14 +944,16 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
             index = batch_no * job.batch_size + offset
             _save(image, job, ctx, create_infotext(job, ctx, index, _sampler_for(job, ctx, seeds)),
                   seed=seeds[offset], prompt=job.all_prompts[index], suffix="-before-highres-fix")
+    _script_hook(job, "before_hr")  # scripts may still change the hires prompts, sampler, steps and strength
     if upscaler in LATENT_UPSCALE_MODES:
         mode, antialias = LATENT_UPSCALE_MODES[upscaler]
         kwargs = {"antialias": antialias} if mode in ("bilinear", "bicubic") else {}
         hr_latents = F.interpolate(latents.float(), size=(target_h // f, target_w // f), mode=mode, **kwargs)
     else:
-        resample = IMAGE_UPSCALERS[upscaler] or Image.Resampling.LANCZOS
+        # "None"/"Lanczos"/"Nearest" are PIL resizes; other names are model files (modules/upscaling.py)
         first = _decode_to_images(sampling, latents)
-        pixels = torch.stack([pil_to_tensor(im.resize((target_w, target_h), resample)) for im in first])
+        pixels = torch.stack([pil_to_tensor(upscaling.upscale(im, upscaler, size=(target_w, target_h)))
+                              for im in first])
         hr_latents = sampling.vae_encode(pixels.to(model.policy.device))
     hr_latents = hr_latents.to(model.policy.dtype)
     shape = (model.latent_channels, target_h // f, target_w // f)
@@ -729,13 +967,23 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     hr_negatives = [job.hr_negative_prompt or p for p in job.all_negative_prompts[lo:lo + len(seeds)]]
     steps = job.hr_second_pass_steps or job.steps
     guidance = sampling.guidance(hr_prompts, hr_negatives, job.steps, hires_steps=steps)
-    hr_job = Job(**{**job.__dict__, "width": target_w, "height": target_h})
+    hr_job = dataclasses.replace(job, width=target_w, height=target_h)  # fields only: scripts add attributes
     image_cond = None
     if model.is_inpaint:
         image_cond = _inpaint_model_conditioning(sampling, len(seeds), target_h, target_w)
+    _script_hook(job, "process_before_every_sampling", x=hr_latents, noise=noise, c=guidance, uc=None)
     result = sampling.denoise(hr_job, hr_sampler, hr_latents, noise, guidance, steps, image_rng, batch_no,
                               job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond)
-    return None if result is None else _decode_to_images(sampling, result)
+    return None if result is None else _decode_to_images(sampling, _post_sample(job, result))
+
+
+def _post_sample(job: Job, latents: torch.Tensor) -> torch.Tensor:
+    """Scripts' post_sample: they see (and may replace) the batch's final latents before decoding."""
+    if job.scripts is None:
+        return latents
+    ps = PostSampleArgs(latents)
+    _script_hook(job, "post_sample", ps)
+    return ps.samples
 
 
 def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers.Sampler,
@@ -791,6 +1039,7 @@ def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
     elif model.is_inpaint:
         image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width, pixels.cpu(),
                                                  torch.ones(len(seeds), 1, *shape[1:]))
+    _script_hook(job, "process_before_every_sampling", x=init_latents, noise=noise, c=guidance, uc=None)
     latents = sampling.denoise(job, sampler, init_latents, noise, guidance, job.steps, image_rng, batch_no,
                                job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond,
                                mask=None if model.is_inpaint else mask)
@@ -798,7 +1047,7 @@ def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
         return None
     if mask is not None and not model.is_inpaint:
         latents = init_latents * (1 - mask) + latents * mask
-    generated = _decode_to_images(sampling, latents)
+    generated = _decode_to_images(sampling, _post_sample(job, latents))
     return [_composite(image, original, setup) for image, original, setup in zip(generated, originals, setups)]
 
 

@@ -7,18 +7,19 @@ receives what it needs explicitly through `processing.Context`.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import os
-import threading
 
 from modules import cmd_args, devices
 from modules.models.manager import ModelManager
 from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lora_registry
-from modules.options import Options
-from modules.processing import Context, Job, Processed, process_images
+from modules.options import OptionInfo, Options  # noqa: F401 (extensions use shared.OptionInfo)
+from modules.processing import Context, Job, JobError, Processed, process_images
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.state import State
 from modules.styles import StyleDatabase
+from modules.tasks import QUEUED, FifoLock, TaskRegistry
 
 log = logging.getLogger("webui")
 
@@ -30,10 +31,15 @@ prompt_styles: StyleDatabase | None = None
 embeddings: EmbeddingDatabase | None = None
 loras: NetworkRegistry | None = None
 hypernetworks: NetworkRegistry | None = None
-queue_lock = threading.Lock()   # one generation at a time (A1111's queue_lock)
+queue_lock = FifoLock()         # one generation at a time, first come first served (A1111's queue_lock)
+tasks = TaskRegistry()          # every generation's task id and status (API progress and job routes)
 config_path: str = ""
 _counting_encoder: tuple | None = None  # the token counter's encoder, reused while the model and settings stay
 cache_path: str = ""
+
+
+class JobInterrupted(JobError):
+    """A queued job its owner interrupted before it started."""
 
 
 def initialize(args: argparse.Namespace | None = None) -> None:
@@ -46,6 +52,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     opts = Options(frozen=cmd_opts.freeze_settings)
     opts.load(config_path)
     state = State()
+    tasks.keep = int(opts.api_keep_finished_jobs)
     policy = devices.choose_policy(use_cpu=cmd_opts.use_cpu, device_id=cmd_opts.device_id,
                                    no_half=cmd_opts.no_half, no_half_vae=cmd_opts.no_half_vae,
                                    precision=cmd_opts.precision, bf16=cmd_opts.bf16,
@@ -53,8 +60,14 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     for folder in (cmd_opts.ckpt_dir, cmd_opts.vae_dir, cmd_opts.lora_dir, cmd_opts.hypernetwork_dir,
                    cmd_opts.embeddings_dir):
         os.makedirs(folder, exist_ok=True)
+    if policy.is_cuda:
+        from modules.models.acceleration import set_compile_cache_dir
+
+        set_compile_cache_dir(cmd_opts.data_dir)  # compiled kernels survive a restart
     models = ModelManager([cmd_opts.ckpt_dir], [cmd_opts.vae_dir], policy, opts, cache_path,
-                          hashing=not cmd_opts.no_hashing, extra_checkpoint=cmd_opts.ckpt)
+                          hashing=not cmd_opts.no_hashing, extra_checkpoint=cmd_opts.ckpt,
+                          medvram=cmd_opts.medvram, lowvram=cmd_opts.lowvram, medvram_sdxl=cmd_opts.medvram_sdxl,
+                          compile_models=getattr(cmd_opts, "compile", False))
     opts.onchange("sd_vae", lambda *_: models.reload_vae() if models.current else None, call=False)
     prompt_styles = StyleDatabase(cmd_opts.styles_file[0])
     embeddings = EmbeddingDatabase([cmd_opts.embeddings_dir], hash_cache=cache_path)
@@ -65,15 +78,44 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     models.refresh()
 
 
+_preview_worker: concurrent.futures.ThreadPoolExecutor | None = None
+_preview_pending: concurrent.futures.Future | None = None
+
+
 def _live_preview(event) -> None:
-    """Every `show_progress_every_n_steps` steps, put a preview of the current latents into `state`."""
+    """Every `show_progress_every_n_steps` steps, put a preview of the current latents into `state`.
+
+    On CUDA the preview is made on a side thread: reading pixels back waits for the GPU, and the sampling loop must
+    not (it keeps queueing steps). A preview still being made when the next one is due makes that one skipped."""
+    global _preview_worker, _preview_pending
     every = int(opts.show_progress_every_n_steps)
     if not opts.live_previews_enable or every <= 0 or event.latent is None or event.step % every:
         return
+    model = models.current
+    taesd_dir = os.path.join(cmd_opts.models_dir, "VAE-taesd")
+    step = event.job_no * event.total_steps + event.step
+    if model is None or not event.latent.is_cuda:
+        _make_preview(model, event.latent, opts.show_progress_type, taesd_dir, step)
+        return
+    if _preview_pending is not None and not _preview_pending.done():
+        return
+    if _preview_worker is None:
+        _preview_worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")
+    _preview_pending = _preview_worker.submit(_make_preview, model, event.latent, opts.show_progress_type, taesd_dir,
+                                              step)
+
+
+def _make_preview(model, latent, method: str, taesd_dir: str, step: int) -> None:
     from modules.previews import decode_preview
 
-    state.current_image = decode_preview(models.current, event.latent, opts.show_progress_type)
-    state.current_image_step = event.job_no * event.total_steps + event.step
+    try:
+        image = decode_preview(model, latent, method, taesd_dir)
+    except Exception as e:  # a preview must never fail the job
+        log.warning("Live preview failed: %s", e)
+        return
+    if state.busy:
+        state.current_image = image
+        state.current_image_step = step
 
 
 def save_settings() -> None:
@@ -101,11 +143,46 @@ def token_count(prompt: str, steps: int) -> tuple[int, int]:
     return prompt_token_count(prompt, steps, _counting_encoder[1].count_tokens)
 
 
-def run_job(job: Job, label: str = "") -> Processed:
-    """Run one job under the queue lock with progress state set up: what the UI, API and scripts call."""
-    with queue_lock:
-        state.begin(label or job.mode, job.n_iter)
+def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | None = None) -> Processed:
+    """Run one job in its turn of the FIFO queue with progress state set up: what the UI, API and scripts call.
+
+    `owner` (a browser session) lets Interrupt/Skip and progress reach only that session's job; `task_id` names
+    the job for the API's progress and job routes (a fresh id when not given; an id already registered as queued,
+    by the async job API, is used as is)."""
+    existing = tasks.get(task_id) if task_id else None
+    task = existing if existing is not None and existing.status == QUEUED else tasks.add(task_id, label or job.mode)
+    if owner is not None:
+        state.enqueue(owner)
+    try:
+        queue_lock.acquire()
+    finally:
+        cancelled = owner is not None and state.dequeue(owner)
+    try:
+        if cancelled or not tasks.start(task):
+            tasks.finish(task, cancelled=True)
+            raise JobInterrupted("Interrupted before it started.")
+        state.begin(label or job.mode, job.n_iter, owner=owner, task_id=task.id)
         try:
-            return process_images(job, context())
+            job.context = context()
+            # a selected script (modules.scripts) runs instead of the plain job, inside the same turn of the queue
+            processed = job.scripts.run(job, *job.script_args) if job.scripts is not None else None
+            if processed is None:
+                processed = process_images(job, job.context)
+        except BaseException as e:
+            tasks.finish(task, error=str(e) or type(e).__name__)
+            raise
         finally:
             state.end()
+            job.context = None  # valid for this turn of the queue only; a kept result must not pin the model
+        tasks.finish(task, cancelled=task.cancel_requested and state.interrupted)
+        return processed
+    finally:
+        queue_lock.release()
+
+
+def __getattr__(name: str):
+    """Module attributes computed on access, for A1111 extensions: `shared.sd_model` is the loaded model wrapper
+    (`models.current`, None before a model is loaded or before `initialize`). Read-only; it never loads a model."""
+    if name == "sd_model":
+        return models.current if models is not None else None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,6 +25,9 @@ class State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.listeners: list[Callable[[ProgressEvent], None]] = []  # e.g. the UI's progress bar
+        self.waiting: dict[str, int] = {}     # owner -> jobs queued behind the running one
+        self.cancelled: set[str] = set()      # owners whose queued job was interrupted before it started
+        self.shutting_down = False            # set once at server shutdown; outlives reset()
         self.reset()
 
     def reset(self) -> None:
@@ -42,10 +45,16 @@ class State:
         self.current_image_step = -1
         self.textinfo = ""
         self.time_start: float | None = None
+        self.owner: str | None = None       # who started the job (a browser session); None: API or script
+        self.task_id: str | None = None     # the queue's id of the running job
 
-    def begin(self, job: str = "", job_count: int = 1) -> None:
+    def begin(self, job: str = "", job_count: int = 1, owner: str | None = None, task_id: str | None = None) -> None:
         with self.lock:
             self.reset()
+            # a job that got the queue just before shutdown must stop at its first step, not run to the end
+            self.interrupted = self.shutting_down
+            self.owner = owner
+            self.task_id = task_id
             self.job = job
             self.job_count = job_count
             self.job_timestamp = time.strftime("%Y%m%d%H%M%S")
@@ -59,11 +68,47 @@ class State:
             self.current_image = None
             self.time_start = None
 
-    def interrupt(self) -> None:
-        self.interrupted = True
+    def interrupt(self, owner: str | None = None) -> None:
+        """Stop the running job. With an owner, only that owner's job: the running one if it is theirs, else
+        their queued job before it starts; another session's job is never touched."""
+        with self.lock:
+            if owner is None or (self.busy and self.owner == owner):
+                self.interrupted = True
+            elif self.waiting.get(owner):
+                self.cancelled.add(owner)
 
-    def skip(self) -> None:
-        self.skipped = True
+    def stop_all(self) -> None:
+        """Server shutdown: interrupt the running job and any job that starts from now on."""
+        with self.lock:
+            self.shutting_down = True
+            self.interrupted = True
+
+    def skip(self, owner: str | None = None) -> None:
+        if owner is None or (self.busy and self.owner == owner):
+            self.skipped = True
+
+    def enqueue(self, owner: str) -> None:
+        with self.lock:
+            self.waiting[owner] = self.waiting.get(owner, 0) + 1
+
+    def dequeue(self, owner: str) -> bool:
+        """Leave the queue; True when the owner interrupted this job while it waited."""
+        with self.lock:
+            self.waiting[owner] -= 1
+            if not self.waiting[owner]:
+                del self.waiting[owner]
+            if owner in self.cancelled:
+                self.cancelled.discard(owner)
+                return True
+            return False
+
+    def eta(self) -> float | None:
+        """Seconds left, from the time spent so far and the progress made (None before the first step)."""
+        progress = self.progress()
+        if not self.busy or progress <= 0.011:
+            return None
+        elapsed = time.time() - self.time_start
+        return max(0.0, elapsed / progress - elapsed)
 
     def on_progress(self, event: ProgressEvent) -> None:
         self.job_no = event.job_no

@@ -54,11 +54,21 @@ class StyleDatabase:
         self.styles = {}
         if not os.path.isfile(self.path):
             return
-        with open(self.path, encoding="utf-8-sig", newline="") as f:
-            for row in csv.DictReader(f, skipinitialspace=True):
-                name = (row.get("name") or "").strip()
-                if name:  # A1111 also skips rows without a name
-                    self.styles[name] = PromptStyle(name, row.get("prompt") or "", row.get("negative_prompt") or "")
+        try:
+            with open(self.path, encoding="utf-8-sig", newline="") as f:
+                for row in csv.DictReader(f, skipinitialspace=True):
+                    name = (row.get("name") or "").strip()
+                    if name:  # A1111 also skips rows without a name
+                        self.styles[name] = PromptStyle(name, row.get("prompt") or "",
+                                                        row.get("negative_prompt") or "")
+        except (UnicodeDecodeError, csv.Error, OSError) as error:
+            # a damaged file must not stop the app, nor be overwritten by the next save: keep it aside for the user
+            from modules.options import backup_corrupt_file
+
+            self.styles = {}
+            backup = backup_corrupt_file(self.path)
+            log.warning("styles file %s is unreadable (%s); moved it to %s and starting without styles",
+                        self.path, error, backup)
 
     def _selected(self, names: list[str]) -> list[PromptStyle]:
         missing = [n for n in names if n not in self.styles]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+READY_LINE = "Startup complete."
 
 
 def free_port() -> int:
@@ -38,9 +39,14 @@ def running_webui(data_dir: Path, *flags: str) -> Iterator[tuple[str, Path]]:
                 pytest.fail(f"server exited early:\n{log_path.read_text()[-3000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
+                    pass
             except OSError:
                 time.sleep(0.5)
+                continue
+            # the port opens before the API is mounted on it: webui.py prints this line once everything is served
+            if READY_LINE in log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.2)
         else:
             pytest.fail(f"server did not start:\n{log_path.read_text()[-3000:]}")
         yield f"http://127.0.0.1:{port}", log_path

@@ -51,3 +51,22 @@ def test_generate_from_the_page(server, page):  # noqa: F811
     assert "Seed: 31337, Size: 64x64" in text
     new = set((data_dir / "outputs").rglob("*.png")) - before
     assert [Path(p).name.split("-", 1)[1] for p in new] == ["31337.png"]
+
+
+TAB_NAMES = ("txt2img", "img2img", "Extras", "PNG Info", "Checkpoint Merger", "Settings", "Extensions")
+
+
+def test_every_tab_opens_and_is_screenshotted(server, page):  # noqa: F811
+    """Each A1111 tab is there and shows its controls; a screenshot of each goes to tests/artifacts/."""
+    url, _, _ = server
+    artifacts = Path(__file__).parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
+    first_control = {"txt2img": "#txt2img_prompt", "img2img": "#img2img_prompt", "Extras": "#extras_upscaler_1",
+                     "PNG Info": "#pnginfo_image", "Checkpoint Merger": "#modelmerger_primary_model_name",
+                     "Settings": "#settings_submit", "Extensions": "#extensions_apply"}
+    for name in TAB_NAMES:
+        page.get_by_role("tab", name=name, exact=True).click()
+        page.locator(first_control[name]).first.wait_for(state="visible", timeout=20000)
+        page.screenshot(path=str(artifacts / f"tab_{name.lower().replace(' ', '_')}.png"), full_page=True)

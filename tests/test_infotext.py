@@ -6,6 +6,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from modules.infotext import (
@@ -315,3 +317,25 @@ def test_emphasis_default_when_prompt_uses_weights(prompt, negative, uses_emphas
 def test_explicit_emphasis_is_kept():
     parsed = parse_generation_parameters("(cat:1.3)\nSteps: 1, Seed: 1, Size: 8x8, Emphasis: No norm")
     assert parsed["Emphasis"] == "No norm"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_infotext_parser_never_raises_on_arbitrary_text(text):
+    from modules.infotext import parse_generation_parameters
+    from modules.ui.paste import infotext_values
+
+    params = parse_generation_parameters(text)
+    assert isinstance(params, dict) and "Prompt" in params
+    assert isinstance(infotext_values(text), dict)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["Steps", "Seed", "Size", "CFG scale", "Sampler", "Hires upscale",
+                                           "Variation seed", "Seed resize from", "Clip skip", "Lora hashes"]),
+                          st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=20)), max_size=8))
+def test_infotext_parser_survives_hostile_values_for_known_keys(pairs):
+    from modules.ui.paste import infotext_values
+
+    line = ", ".join(f"{key}: {value}" for key, value in pairs)
+    assert isinstance(infotext_values(f"prompt\n{line}"), dict)

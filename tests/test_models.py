@@ -218,3 +218,19 @@ def test_switching_checkpoints_frees_the_previous_one(app, tiny_checkpoints):
     assert after <= baseline * 1.10, f"RSS grew from {baseline >> 20} MiB to {after >> 20} MiB"
     if torch.cuda.is_available():  # pragma: no cover - CI has no GPU
         assert torch.cuda.memory_allocated() < 2 * 1024**3
+
+
+def test_safetensors_twin_is_preferred_and_pickles_are_marked(tmp_path):
+    from modules.models.registry import CheckpointRegistry
+    from modules.ui.common import checkpoint_label
+
+    for name in ("model.ckpt", "model.safetensors", "other.ckpt"):
+        (tmp_path / name).write_bytes(b"x")
+    registry = CheckpointRegistry([str(tmp_path)], cache_path=None, hashing=False)
+    registry.refresh()
+    assert registry.find("model").name == "model.safetensors"
+    assert registry.find("model.ckpt").name == "model.ckpt"
+    marks = {c.name: c.is_pickle for c in registry.checkpoints}
+    assert marks == {"model.safetensors": False, "model.ckpt": True, "other.ckpt": True}
+    assert checkpoint_label("other.ckpt", is_pickle=True) == "other.ckpt ⚠ pickle"
+    assert checkpoint_label("model.safetensors") == "model.safetensors"

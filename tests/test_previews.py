@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+from pathlib import Path
+
+import pytest
 import torch
 
 from modules import previews
@@ -30,3 +35,52 @@ def test_state_holds_a_preview_every_n_steps(app):
     seen.clear()
     app.run_job(Job(prompt="a red circle", seed=1, steps=4, width=64, height=64, do_not_save_samples=True))
     assert all(preview_step == -1 for _, preview_step in seen)
+
+
+def _original_taesd_file(folder, seed: int = 0):
+    """A TAESD decoder saved the way madebyollin's file is: one Sequential whose item 0 is the clamp."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    decoder = AutoencoderTiny().decoder.eval()
+    state = {f"{int(k.split('.')[1]) + 1}.{k.split('.', 2)[2]}": v for k, v in decoder.state_dict().items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / "taesd_decoder.pth")
+    return decoder
+
+
+def test_taesd_preview_from_the_original_file_layout(app, tmp_path):
+    model = app.models.get()
+    folder = tmp_path / "VAE-taesd"
+    assert previews.preview_method(model, "TAESD", str(folder)) == "Full"  # not installed: falls back
+    reference = _original_taesd_file(folder)
+    assert previews.preview_method(model, "Auto", str(folder)) == "TAESD"
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    image = previews.decode_preview(model, latents, "Auto", str(folder))
+    with torch.no_grad():
+        expected = ((reference(latents[:1])[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert image.size == (64, 64)
+    assert (torch.tensor(list(image.getdata())).view(64, 64, 3).numpy() == expected).all()
+
+
+def test_taesd_live_preview_during_a_job(app):
+    _original_taesd_file(Path(app.cmd_opts.models_dir) / "VAE-taesd")
+    previews._taesd_cache.clear()
+    app.opts.set("show_progress_every_n_steps", 1)
+    app.run_job(Job(prompt="a red circle", seed=1, steps=2, width=64, height=64, do_not_save_samples=True))
+    assert [Path(p).name for p in previews._taesd_cache] == ["taesd_decoder.pth"]  # it made the previews
+
+
+def test_a_code_running_taesd_pickle_is_refused(app, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    folder = tmp_path / "VAE-taesd"
+    folder.mkdir()
+    (folder / "taesd_decoder.pth").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(Exception, match="taesd_decoder.pth"):
+        previews.decode_preview(app.models.get(), torch.zeros(1, 4, 8, 8), "TAESD", str(folder))
+    assert not marker.exists()

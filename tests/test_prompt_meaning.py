@@ -27,9 +27,10 @@ def _share(images: list[np.ndarray], colour: str) -> float:
 
 
 def test_emphasis_weight_changes_the_colour_share(app):
-    strong = _share(_images(app, "a large (red:1.5) square in the center, blue background"), "red")
-    weak = _share(_images(app, "a large (red:0.5) square in the center, blue background"), "red")
-    assert strong > weak
+    """"a red blue circle" names two colours, so the weight on "red" decides how much of the circle is red."""
+    strong = _share(_images(app, "a large (red:1.5) blue circle in the center, white background"), "red")
+    weak = _share(_images(app, "a large (red:0.5) blue circle in the center, white background"), "red")
+    assert strong > 2 * weak
 
 
 def test_prompt_editing_lands_between_the_two_prompts(app):
@@ -47,12 +48,13 @@ def test_prompt_editing_lands_between_the_two_prompts(app):
 
 
 def test_and_combines_two_prompts(app):
-    left = _images(app, "a large red circle on the left, white background")
-    right = _images(app, "a large blue square on the right, white background")
-    both = _images(app, "a large red circle on the left, white background AND "
-                        "a large blue square on the right, white background")
-    assert _share(both, "blue") > _share(left, "blue")
-    assert _share(both, "red") > _share(right, "red")
+    """Composable diffusion: a red circle AND a blue circle in the same place make a purple one, which neither
+    sub-prompt draws alone."""
+    red = "a large red circle in the center, white background"
+    blue = "a large blue circle in the center, white background"
+    both = _share(_images(app, f"{red} AND {blue}"), "purple")
+    assert both > 0.03
+    assert both > 5 * max(_share(_images(app, red), "purple"), _share(_images(app, blue), "purple"))
 
 
 def test_clip_skip_2_still_follows_the_prompt(app):

@@ -146,10 +146,11 @@ def test_inpaint_by_drawing_on_the_editor_in_the_browser(server, pictures):  # n
             page.wait_for_selector("#txt2img_prompt textarea")
             page.locator("#tab_img2img-button").click()
             page.locator("#img2img_inpaint_tab-button").click()
+            # A stroke drawn before the editor has placed its background is lost: let the page settle first.
             page.locator("#img2maskimg input[type=file]").set_input_files(str(init))
             canvas = page.locator("#img2maskimg canvas").first
             canvas.wait_for()
-            page.wait_for_timeout(1000)  # let the editor place the uploaded background
+            page.wait_for_timeout(1500)
             canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -164,6 +165,13 @@ def test_inpaint_by_drawing_on_the_editor_in_the_browser(server, pictures):  # n
             page.locator("#img2img_seed input").fill("2718")
             page.locator("#img2img_seed input").press("Tab")
             page.locator("#img2img_generate").click()
+            # Either the result or an error toast; an error fails at once with the page's own message.
+            page.wait_for_function(
+                "() => document.querySelector('#img2img_gallery img') || document.querySelector('.toast-body')",
+                timeout=90000)
+            errors = page.locator(".toast-body").all_inner_texts()
+            page.screenshot(path=str(ARTIFACTS / "img2img_inpaint_after_generate.png"), full_page=True)
+            assert not errors, errors
             page.locator("#img2img_gallery img").first.wait_for(timeout=60000)
             page.wait_for_function(
                 "() => document.querySelector('#img2img_infotext textarea').value.includes('Seed')")

@@ -53,6 +53,10 @@ def test_legacy_karras_sampler_name_and_all_fields():
         # parse_generation_parameters' defaults for infotexts without hires fix (A1111 pastes them as well).
         "hr_resize_x": 0,
         "hr_resize_y": 0,
+        "hr_sampler_name": "Use same sampler",
+        "hr_scheduler": "Use same scheduler",
+        "hr_prompt": "",
+        "hr_negative_prompt": "",
     }
     assert isinstance(values["steps"], int) and isinstance(values["seed"], int)
 
@@ -186,6 +190,14 @@ def test_png_info_send_to_txt2img_in_browser(server, page, tmp_path):  # noqa: F
     assert page.locator("#txt2img_sampling input").input_value() == "Euler a"
     assert page.locator("#txt2img_scheduler input").input_value() == "Karras"
     page.screenshot(path=str(ARTIFACTS / "pnginfo_sent_to_txt2img.png"), full_page=True)
+
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_send_to_img2img").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#img2img_prompt textarea')?.value || '') === 'a blue square\\nsecond line'")
+    page.locator("#img2img_image img").first.wait_for(timeout=20000)
+    assert page.locator("#img2img_seed input").input_value() == "31337"
+    assert page.locator("#img2img_steps input[type=number]").input_value() == "12"
 
 
 def test_paste_button_and_seed_size_buttons_in_browser(server, page):  # noqa: F811

@@ -6,7 +6,7 @@
 #   python_cmd     interpreter used to create the venv (default: python3.11, else python3)
 #   VENV_DIR       where the venv lives (default: <repo>/venv)
 #   TORCH_COMMAND  command that installs torch, run with eval inside the venv
-#                  (e.g. "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu")
+#                  (e.g. "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu")
 
 WEBUI_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV_DIR="${VENV_DIR:-$WEBUI_ROOT/venv}"
@@ -55,21 +55,20 @@ webui_activate_venv() {
 }
 
 webui_install_torch() {
-    if python -c 'import torch' >/dev/null 2>&1; then
+    if python -c 'import torch, torchvision' >/dev/null 2>&1; then
         return 0
     fi
     if [[ -n "${TORCH_COMMAND:-}" ]]; then
         webui_log "installing torch with TORCH_COMMAND: $TORCH_COMMAND"
         eval "$TORCH_COMMAND" || webui_die "TORCH_COMMAND failed: $TORCH_COMMAND"
-    elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
-        webui_log "NVIDIA GPU found: installing torch==2.14.1 (CUDA build from PyPI)"
-        python -m pip install torch==2.14.1 || webui_die "pip could not install torch==2.14.1"
     else
-        # No NVIDIA GPU. On this kind of machine pip finds the CPU build on local disk. Elsewhere PyPI serves the
-        # (large) CUDA build, which also runs on CPU; CPU-only users can set
-        # TORCH_COMMAND="pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" instead.
-        webui_log "no NVIDIA GPU found: installing torch==2.13.0"
-        python -m pip install torch==2.13.0 || webui_die "pip could not install torch==2.13.0"
+        # One pair for every machine: torchvision is needed by spandrel (Extras upscalers), and the CPU-only torch
+        # builds have no matching torchvision here. PyPI's torch 2.14.1 is the CUDA build, so GPU users get CUDA;
+        # it runs on CPU too. CPU-only users who want a smaller install can set TORCH_COMMAND
+        # (e.g. "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu").
+        webui_log "installing torch==2.14.1 and torchvision==0.29.1"
+        python -m pip install torch==2.14.1 torchvision==0.29.1 \
+            || webui_die "pip could not install torch==2.14.1 torchvision==0.29.1"
     fi
     python -c 'import torch' || webui_die "torch was installed but cannot be imported; see the pip output above."
 }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -54,6 +57,9 @@ class SDModel:
     policy: DevicePolicy
     vae_info: VaeInfo | None = None               # None: the checkpoint's own VAE
     metadata: dict[str, str] = field(default_factory=dict)
+    compiled: bool = False                        # UNet and VAE decoder run through torch.compile
+    # prompt encodings kept across jobs (setting persistent_cond_cache), keyed by text and encoder state
+    cond_cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     @property
     def family(self) -> str:
@@ -129,8 +135,12 @@ def load_vae_file(vae: VaeInfo, family: str, policy: DevicePolicy, cache_path: s
 
 
 def load_model(checkpoint: CheckpointInfo, policy: DevicePolicy, vae: VaeInfo | None = None,
-               cache_path: str | None = None) -> SDModel:
-    """Read, classify and build a checkpoint. Raises CheckpointLoadError naming the file on any problem."""
+               cache_path: str | None = None, place: Callable[[SDModel], None] | None = None) -> SDModel:
+    """Read, classify and build a checkpoint. Raises CheckpointLoadError naming the file on any problem.
+
+    Without `place` every component goes to the policy's device. With it, components are built on the CPU in their
+    final dtypes and `place(model)` decides where they live (memory modes offload, the fast path applies)."""
+    target = policy if place is None else dataclasses.replace(policy, device=torch.device("cpu"))
     name = os.path.basename(checkpoint.filename)
     state_dict = load_state_dict(checkpoint.filename)
     try:
@@ -149,14 +159,14 @@ def load_model(checkpoint: CheckpointInfo, policy: DevicePolicy, vae: VaeInfo | 
     scheduler_config = architecture.family_config(family, "scheduler")
     if found.v_prediction:
         scheduler_config["prediction_type"] = "v_prediction"
-    vae_model = load_vae_file(vae, family, policy, cache_path) if vae else _move(builtin_vae, policy.device,
-                                                                                   policy.vae_dtype)
+    vae_model = load_vae_file(vae, family, target, cache_path) if vae else _move(builtin_vae, target.device,
+                                                                                   target.vae_dtype)
     model = SDModel(
         checkpoint=checkpoint,
         detection=found,
-        unet=_move(unet, policy.device, policy.dtype),
+        unet=_move(unet, target.device, target.dtype),
         vae=vae_model,
-        text_encoders=[_move(te, policy.device, policy.dtype) for te in text_encoders],
+        text_encoders=[_move(te, target.device, target.dtype) for te in text_encoders],
         tokenizers=tokenizers,
         scheduler_config=scheduler_config,
         policy=policy,
@@ -166,6 +176,8 @@ def load_model(checkpoint: CheckpointInfo, policy: DevicePolicy, vae: VaeInfo | 
     )
     for module in model.components():
         module.requires_grad_(False)
+    if place is not None:
+        place(model)
     log.info("Loaded %s (%s) on %s, %s", checkpoint.title, detection.FAMILY_LABELS[family], policy.device,
              str(policy.dtype).removeprefix("torch."))
     return model

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 
+import torch
+
+from modules import memory
 from modules.devices import DevicePolicy, torch_gc
-from modules.models import demo
+from modules.models import acceleration, demo
 from modules.models.loader import SDModel, VaeInfo, find_vae_files, load_model, resolve_vae
 from modules.models.registry import CheckpointInfo, CheckpointRegistry
 from modules.models.safe_load import CheckpointLoadError
@@ -17,7 +21,9 @@ log = logging.getLogger("webui")
 
 class ModelManager:
     def __init__(self, checkpoint_dirs: list[str], vae_dirs: list[str], policy: DevicePolicy, opts,
-                 cache_path: str | None, hashing: bool = True, extra_checkpoint: str | None = None) -> None:
+                 cache_path: str | None, hashing: bool = True, extra_checkpoint: str | None = None,
+                 medvram: bool = False, lowvram: bool = False, medvram_sdxl: bool = False,
+                 compile_models: bool = False) -> None:
         self.registry = CheckpointRegistry(checkpoint_dirs, cache_path, hashing=hashing,
                                            extra_files=[extra_checkpoint] if extra_checkpoint else [])
         self.vae_dirs = vae_dirs
@@ -26,6 +32,10 @@ class ModelManager:
         self.cache_path = cache_path
         self.extra_checkpoint = extra_checkpoint
         self.current: SDModel | None = None
+        # Models switched away from, kept in RAM (setting sd_checkpoint_cache), most recent last.
+        self.cached: OrderedDict[tuple[str, str | None], SDModel] = OrderedDict()
+        self.memory_flags = {"medvram": medvram, "lowvram": lowvram, "medvram_sdxl": medvram_sdxl}
+        self.compile_flag = compile_models
         self.lock = threading.RLock()
         self.listeners: list = []  # called with the new SDModel after each load (script_callbacks.model_loaded)
 
@@ -89,25 +99,79 @@ class ModelManager:
     def unload(self) -> None:
         with self.lock:
             self.current = None
+            self.cached.clear()
             torch_gc()
 
+    # --- placement and the RAM cache -------------------------------------------------------------------------
+    def _place(self, model: SDModel) -> None:
+        """Put a freshly built (CPU) model where its memory mode says, then apply the CUDA fast path."""
+        mode = memory.mode_for(is_sdxl=model.is_sdxl, **self.memory_flags)
+        memory.place(model, mode, self.policy.device)
+        if mode == "normal":
+            compile_models = self.compile_flag or bool(self.opts.compile_models)
+            acceleration.apply_fast_path(model, compile_models=compile_models)
+        elif self.compile_flag or self.opts.compile_models:
+            log.warning("torch.compile is not used with --%s (offloaded weights move between devices)",
+                        mode)
+
+    def _cache_limit(self) -> int:
+        return max(0, int(self.opts.sd_checkpoint_cache or 0))
+
+    def _stash(self, model: SDModel) -> None:
+        """Keep a model that is switched away from in RAM (off the GPU) when the cache setting allows."""
+        limit = self._cache_limit()
+        if limit <= 0:
+            return
+        if memory.mode_of(model) == "normal" and model.policy.is_cuda:
+            acceleration.unfuse_qkv(model.unet)  # a move copies the fused views apart
+            for module in model.components():
+                torch.nn.Module.to(module, "cpu")
+        elif memory.mode_of(model) == "medvram":
+            memory.offload_all(model)  # the part used last is still on the GPU
+        self.cached[_cache_key(model.checkpoint.filename, model.vae_info)] = model
+        while len(self.cached) > limit:
+            self.cached.popitem(last=False)
+
+    def _activate(self, model: SDModel | None) -> SDModel | None:
+        """Bring a model taken from the RAM cache back to its device."""
+        if model is None:
+            return None
+        info = model.checkpoint
+        if memory.mode_of(model) == "normal" and model.policy.is_cuda:
+            for module in model.components():
+                torch.nn.Module.to(module, model.policy.device)
+            acceleration.apply_fast_path(model, compile_models=model.compiled)
+        log.info("Switched to %s from the RAM cache", info.title)
+        return model
+
+    def _build(self, info: CheckpointInfo, vae: VaeInfo | None) -> SDModel:
+        return load_model(info, self.policy, vae=vae, cache_path=self.cache_path, place=self._place)
+
     def _load(self, info: CheckpointInfo, force: bool = False) -> None:
-        previous = self.current.checkpoint if self.current else None
-        if previous and previous.filename == info.filename and not force:
+        previous = self.current
+        if previous and previous.checkpoint.filename == info.filename and not force:
             return
         vae = resolve_vae(self.opts.sd_vae, info.filename, self.vae_dirs)
-        # Free the old model before reading the new one: two full models rarely fit in VRAM/RAM.
+        # Free (or stash) the old model before reading the new one: two full models rarely fit in VRAM.
         self.current = None
+        # Take the target out of the cache first, so that stashing the previous model cannot evict it.
+        cached = self.cached.pop(_cache_key(info.filename, vae), None)
+        if previous is not None and not force:
+            self._stash(previous)
         torch_gc()
         try:
-            self.current = load_model(info, self.policy, vae=vae, cache_path=self.cache_path)
+            self.current = self._activate(cached) or self._build(info, vae)
         except CheckpointLoadError:
             if previous is not None:
-                log.warning("Loading %s failed; going back to %s", info.name, previous.title)
-                self.current = load_model(previous, self.policy,
-                                          vae=resolve_vae(self.opts.sd_vae, previous.filename, self.vae_dirs),
-                                          cache_path=self.cache_path)
+                log.warning("Loading %s failed; going back to %s", info.name, previous.checkpoint.title)
+                back_vae = resolve_vae(self.opts.sd_vae, previous.checkpoint.filename, self.vae_dirs)
+                back = self.cached.pop(_cache_key(previous.checkpoint.filename, back_vae), None)
+                self.current = self._activate(back) or self._build(previous.checkpoint, back_vae)
             raise
         self.opts.set("sd_model_checkpoint", info.title)
         for listener in self.listeners:
             listener(self.current)
+
+
+def _cache_key(filename: str, vae: VaeInfo | None) -> tuple[str, str | None]:
+    return filename, vae.filename if vae else None

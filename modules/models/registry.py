@@ -28,6 +28,12 @@ class CheckpointInfo:
         return hashes.short_hash(self.sha256) if self.sha256 else None
 
     @property
+    def is_pickle(self) -> bool:
+        """A pickle-format file (.ckpt/.pt/.pth/.bin): loaded through the restricted unpickler, but the UI marks it
+        so users see which files carry that risk."""
+        return not self.filename.lower().endswith(".safetensors")
+
+    @property
     def title(self) -> str:
         return f"{self.name} [{self.shorthash}]" if self.shorthash else self.name
 
@@ -75,6 +81,8 @@ class CheckpointRegistry:
             if self.hashing:
                 info.sha256 = hashes.sha256(full, self.cache_path, title=f"checkpoint/{name}")
             infos.append(info)
+        # a .safetensors twin (same name, other suffix) comes first, so lookups by name pick it over the pickle
+        infos.sort(key=lambda c: (os.path.splitext(c.name)[0].lower(), c.is_pickle))
         self.checkpoints = infos
         return infos
 

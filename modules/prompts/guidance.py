@@ -25,6 +25,14 @@ class StepConditioning:
     pooled: torch.Tensor | None       # SDXL
     owners: list[int]                 # image index of each part
     weights: list[float]              # AND weight of each part
+    # owners as an index tensor on the embeds' device, made once: indexing with a Python list would copy it
+    # host-to-device at every step
+    owner_index: torch.Tensor | None = None
+
+    @property
+    def one_part_per_image(self) -> bool:
+        """The common case (no AND): part i belongs to image i with weight 1, so CFG is one vectorised op."""
+        return self.owners == list(range(len(self.owners))) and all(w == 1.0 for w in self.weights)
 
 
 def text_at(schedule: Schedule, step: int) -> str:
@@ -81,18 +89,27 @@ class PromptGuidance:
         chunks = max(self.count_chunks(t) for t in key)  # one token length for the whole UNet batch
         encoded = [self._encoded(t, chunks) for t in key]
         pooled = None if encoded[0].pooled is None else torch.cat([e.pooled for e in encoded])
-        result = StepConditioning(torch.cat([e.embeds for e in encoded]), pooled, owners, weights)
+        embeds = torch.cat([e.embeds for e in encoded])
+        owner_index = torch.tensor(owners, dtype=torch.long).to(embeds.device)
+        result = StepConditioning(embeds, pooled, owners, weights, owner_index)
         self._last = (key, result)
         return result
 
     def expand(self, x: torch.Tensor, conditioning: StepConditioning) -> torch.Tensor:
         """Latent rows matching the embeds: one per AND part (its image's latent), then the batch again."""
-        return torch.cat([x[conditioning.owners], x])
+        if conditioning.one_part_per_image and len(conditioning.owners) == len(x):
+            return torch.cat([x, x])
+        index = conditioning.owner_index
+        if index is None or index.device != x.device:
+            index = torch.tensor(conditioning.owners, dtype=torch.long, device=x.device)
+        return torch.cat([x[index], x])
 
     @staticmethod
     def combine(out: torch.Tensor, conditioning: StepConditioning, cfg_scale: float) -> torch.Tensor:
         n_parts = len(conditioning.owners)
         cond, uncond = out[:n_parts], out[n_parts:]
+        if conditioning.one_part_per_image and n_parts == len(uncond):
+            return uncond + (cond - uncond) * cfg_scale
         guided = uncond.clone()
         for row, (image, weight) in enumerate(zip(conditioning.owners, conditioning.weights, strict=True)):
             guided[image] += (cond[row] - uncond[image]) * (weight * cfg_scale)

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from modules import hashes
 from modules.models.loader import SDModel
-from modules.models.safe_load import CheckpointLoadError, load_pickle
+from modules.models.safe_load import CheckpointLoadError, load_pickle, load_state_dict
 
 log = logging.getLogger("webui")
 
@@ -71,10 +70,10 @@ class Embedding:
 def _read_file(path: Path) -> Any:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as e:  # safetensors raises its own error types
-            raise EmbeddingLoadError(f"{path.name}: cannot read safetensors data ({e})") from e
+        try:  # through safe_load: the header is validated first (sizes, offsets, dtypes), with a clear message
+            return load_state_dict(path)
+        except CheckpointLoadError as e:
+            raise EmbeddingLoadError(str(e)) from e
     try:
         return load_pickle(path, "the file")
     except CheckpointLoadError as e:
@@ -167,6 +166,12 @@ class EmbeddingDatabase:
         self.skipped: dict[str, str] = {}
         self.ids_lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
         self._signature: tuple | None = None
+        self._generation = 0  # bumped at every (re)load
+
+    @property
+    def signature(self) -> tuple[int, int]:
+        """Changes whenever the set of embeddings may have changed (a key for caches of prompt encodings)."""
+        return self._generation, len(self.loaded)
 
     def _scan(self) -> list[tuple[str, float, int]]:
         found: list[tuple[str, float, int]] = []
@@ -205,6 +210,7 @@ class EmbeddingDatabase:
         return True
 
     def _load_files(self, model: SDModel, files: list[tuple[str, float, int]]) -> None:
+        self._generation += 1
         expected = expected_widths(model)
         loaded: dict[str, Embedding] = {}
         skipped: dict[str, str] = {}

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import gradio as gr
+import torch
 from PIL import Image
 
-from modules import shared
+from modules import devices, shared
 from modules.models.demo import DEMO_FILENAME
 from modules.models.safe_load import CheckpointLoadError
 from modules.processing import JobError, Processed
@@ -22,12 +23,14 @@ from modules.state import ProgressEvent
 log = logging.getLogger("webui")
 
 
-def checkpoint_label(title: str) -> str:
-    return f"{title} (demo model)" if title.startswith(DEMO_FILENAME) else title
+def checkpoint_label(title: str, is_pickle: bool = False) -> str:
+    if title.startswith(DEMO_FILENAME):
+        return f"{title} (demo model)"
+    return f"{title} ⚠ pickle" if is_pickle else title
 
 
 def checkpoint_choices() -> list[tuple[str, str]]:
-    return [(checkpoint_label(t), t) for t in shared.models.registry.titles()]
+    return [(checkpoint_label(c.title, c.is_pickle), c.title) for c in shared.models.registry.checkpoints]
 
 
 def current_checkpoint_title() -> str | None:
@@ -150,12 +153,21 @@ def info_html(processed: Processed) -> str:
     return f'<div class="infotext">{text}</div>{comments}'
 
 
+def progress_text(event: ProgressEvent, eta: float | None) -> str:
+    """ "Batch 1/2 · step 3/20 · ETA 4s": what the page shows beside the bar."""
+    text = f"Batch {event.job_no + 1}/{event.job_count} · step {event.step}/{event.total_steps}"
+    return text if eta is None else f"{text} · ETA {eta:.0f}s"
+
+
 @contextmanager
-def progress_bar(progress: gr.Progress) -> Iterator[None]:
-    """Mirror the core's progress events into the page's progress bar while a job runs."""
+def progress_bar(progress: gr.Progress, owner: str | None = None) -> Iterator[None]:
+    """Mirror the core's progress events into the page's progress bar while a job runs; with an owner, only the
+    events of that session's job (another session's job may be running while this one waits)."""
     def listener(event: ProgressEvent) -> None:
+        if owner is not None and shared.state.owner != owner:
+            return
         done = event.job_no * event.total_steps + event.step
-        progress((done, event.job_count * event.total_steps), desc=f"Batch {event.job_no + 1}/{event.job_count}",
+        progress((done, event.job_count * event.total_steps), desc=progress_text(event, shared.state.eta()),
                  unit="steps")
 
     shared.state.listeners.append(listener)
@@ -166,6 +178,18 @@ def progress_bar(progress: gr.Progress) -> Iterator[None]:
 
 
 USER_ERRORS = (JobError, ValueError, CheckpointLoadError)
+OUT_OF_MEMORY = ("Out of memory: try a smaller size or batch, or start with --medvram / --lowvram. "
+                 "The server is still running.")
+
+
+def _as_page_error(error: BaseException) -> gr.Error | None:
+    """The message the page shows for an error the user can act on; None for anything else."""
+    if isinstance(error, torch.OutOfMemoryError):
+        devices.torch_gc()
+        return gr.Error(f"{OUT_OF_MEMORY} ({str(error).splitlines()[0] if str(error) else 'allocation failed'})")
+    if isinstance(error, USER_ERRORS):
+        return gr.Error(str(error))
+    return None
 
 
 def run_safely(fn):
@@ -177,23 +201,25 @@ def run_safely(fn):
         def generator_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except USER_ERRORS as e:
-                raise gr.Error(str(e)) from e
+            except (*USER_ERRORS, torch.OutOfMemoryError) as e:
+                raise _as_page_error(e) from e
         return generator_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            raise gr.Error(str(e)) from e
+        except (*USER_ERRORS, torch.OutOfMemoryError) as e:
+            raise _as_page_error(e) from e
     return wrapper
 
 
-def run_with_previews(run: Callable[[], Processed], progress: gr.Progress) -> Iterator[Processed | Image.Image]:
+def run_with_previews(run: Callable[[], Processed], progress: gr.Progress,
+                      owner: str | None = None) -> Iterator[Processed | Image.Image]:
     """Run a job in a worker thread; yield live preview images while it samples, then the finished result.
 
-    The core makes previews every N steps (shared.state.current_image); this only polls and hands them on."""
+    The core makes previews every N steps (shared.state.current_image); this only polls and hands on those of
+    the owner's job."""
     outcome: dict[str, object] = {}
 
     def work() -> None:
@@ -203,11 +229,13 @@ def run_with_previews(run: Callable[[], Processed], progress: gr.Progress) -> It
             outcome["error"] = e
 
     shown = -1
-    with progress_bar(progress):
+    with progress_bar(progress, owner):
         worker = threading.Thread(target=work, name="generation", daemon=True)
         worker.start()
         while worker.is_alive():
             worker.join(0.2)
+            if owner is not None and shared.state.owner != owner:
+                continue
             image, step = shared.state.current_image, shared.state.current_image_step
             if image is not None and step != shown and worker.is_alive():
                 shown = step
@@ -217,10 +245,22 @@ def run_with_previews(run: Callable[[], Processed], progress: gr.Progress) -> It
     yield outcome["processed"]
 
 
-def stream_job(run: Callable[[], Processed], progress: gr.Progress) -> Iterator[tuple]:
-    """(gallery, infotext, html) updates for a generating tab: live previews first, then the results."""
-    for item in run_with_previews(run, progress):
+def session_of(request: gr.Request | None) -> str | None:
+    """The browser session a request came from (Gradio's session hash); None outside a page (tests, API)."""
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def stream_job(run: Callable[[], Processed], progress: gr.Progress,
+               owner: str | None = None) -> Iterator[tuple]:
+    """(gallery, infotext, html, infotexts) updates for a generating tab: live previews, then the results."""
+    for item in run_with_previews(run, progress, owner):
         if isinstance(item, Processed):
-            yield item.images, item.info, info_html(item)
+            yield item.images, item.info, info_html(item), gallery_infotexts(item)
         else:
-            yield [item], gr.skip(), gr.skip()
+            yield [item], gr.skip(), gr.skip(), gr.skip()
+
+
+def gallery_infotexts(processed: Processed) -> list[str]:
+    """The infotext of each gallery image, in gallery order (Processed.infotexts already is: the grid's first)."""
+    texts = list(processed.infotexts)
+    return texts + [processed.info] * (len(processed.images) - len(texts))

@@ -9,12 +9,13 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from modules import shared
+from modules import scripts, shared
 from modules.infotext import as_ui_number
 from modules.processing import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES, Job
 from modules.sampling import samplers
-from modules.ui.common import model_default_size, run_safely, stream_job
-from modules.ui.txt2img import token_counter
+from modules.ui.common import model_default_size, run_safely, session_of, stream_job
+from modules.ui.output_panel import create_output_panel
+from modules.ui.txt2img import interrupt_own_job, skip_own_job, token_counter
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
@@ -102,7 +103,9 @@ def generate(mode: str, init_img: Any, sketch: Any, inpaint: Any, upload_img: An
              prompt: str, negative_prompt: str, sampler_name: str, scheduler: str, steps: float, cfg_scale: float,
              denoising_strength: float, seed: float, width: float, height: float, batch_count: float,
              batch_size: float, resize_mode: int, mask_blur: float, mask_mode: int, inpainting_fill: int,
-             inpaint_area: int, padding: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
+             inpaint_area: int, padding: float, request: gr.Request,
+             progress: gr.Progress = gr.Progress(), *script_args: object) -> Iterator[tuple]:
+    """`script_args`: the Script dropdown and every script's inputs (modules.scripts); missing ones get defaults."""
     mode = mode if mode in MODES else "img2img"
     image, mask = init_image_and_mask(mode, init_img, sketch, inpaint, upload_img, upload_mask)
     job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
@@ -116,10 +119,14 @@ def generate(mode: str, init_img: Any, sketch: Any, inpaint: Any, upload_img: An
         job.inpainting_fill = int(inpainting_fill if inpainting_fill is not None else 1)
         job.inpaint_full_res = bool(inpaint_area)
         job.inpaint_full_res_padding = int(padding)
-    yield from stream_job(lambda: shared.run_job(job, "img2img"), progress)
+    scripts.scripts_img2img.attach(job, script_args)
+    owner = session_of(request)
+    yield from stream_job(lambda: shared.run_job(job, "img2img", owner=owner), progress, owner)
 
 
-def create_tab(default_size: tuple[int, int] | None = None) -> None:
+def create_tab(default_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Build the tab; returns its components by field name (prompt fields as txt2img's, the images, the sub-tabs)
+    so other tabs can send images and parameters here."""
     default_size = default_size or model_default_size()
     with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
         with gr.Row():
@@ -137,7 +144,7 @@ def create_tab(default_size: tuple[int, int] | None = None) -> None:
             with gr.Column():
                 # which sub-tab is active: set by the sub-tabs' select events, an ordinary input for the API
                 mode = gr.Radio(list(MODES), value="img2img", label="Mode", visible=False, elem_id="img2img_mode")
-                with gr.Tabs(elem_id="mode_img2img"):
+                with gr.Tabs(elem_id="mode_img2img") as mode_tabs:
                     with gr.Tab("img2img", id="img2img_img2img_tab", elem_id="img2img_img2img_tab") as tab_plain:
                         init_img = gr.Image(label="Image for img2img", type="pil", sources=["upload", "clipboard"],
                                             image_mode="RGBA", height=480, elem_id="img2img_image")
@@ -190,11 +197,11 @@ def create_tab(default_size: tuple[int, int] | None = None) -> None:
                 denoising = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
                                       elem_id="img2img_denoising_strength")
                 seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="img2img_seed")
+                scripts.ensure_loaded()
+                with gr.Group(elem_id="img2img_script_container"):
+                    script_inputs = scripts.scripts_img2img.setup_ui()
             with gr.Column():
-                gallery = gr.Gallery(label="Output", elem_id="img2img_gallery", columns=4, format="png")
-                infotext = gr.Textbox(label="Generation parameters", interactive=False, lines=3,
-                                      elem_id="img2img_infotext")
-                html_info = gr.HTML(elem_id="html_info_img2img")
+                panel = create_output_panel("img2img")
 
         hidden = {"queue": False, "api_visibility": "undocumented"}
         for tab, name in ((tab_plain, "img2img"), (tab_sketch, "Sketch"), (tab_inpaint, "Inpaint"),
@@ -204,11 +211,16 @@ def create_tab(default_size: tuple[int, int] | None = None) -> None:
         inputs = [mode, init_img, sketch, inpaint, upload_img, upload_mask, prompt, negative, sampler, scheduler,
                   steps, cfg, denoising, seed, width, height, batch_count, batch_size, resize_mode, mask_blur,
                   mask_mode, inpainting_fill, inpaint_area, padding]
-        outputs = [gallery, infotext, html_info]
-        generate_button.click(generate, inputs=inputs, outputs=outputs, api_name="img2img")
-        prompt.submit(generate, inputs=inputs, outputs=outputs, api_visibility="undocumented")
+        outputs = panel.result_outputs
+        handler = scripts.with_script_parameters(generate, len(script_inputs))
+        generate_button.click(handler, inputs=inputs + script_inputs, outputs=outputs, api_name="img2img")
+        prompt.submit(handler, inputs=inputs + script_inputs, outputs=outputs, api_visibility="undocumented")
         for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
             box.change(token_counter, inputs=[box, steps], outputs=[counter], queue=False, show_progress="hidden",
                        api_visibility="undocumented")
-        interrupt.click(lambda: shared.state.interrupt(), inputs=[], outputs=[], **hidden)
-        skip.click(lambda: shared.state.skip(), inputs=[], outputs=[], **hidden)
+        interrupt.click(interrupt_own_job, inputs=[], outputs=[], **hidden)
+        skip.click(skip_own_job, inputs=[], outputs=[], **hidden)
+    return {"mode": mode, "mode_tabs": mode_tabs, "init_img": init_img, "inpaint": inpaint, "prompt": prompt,
+            "negative_prompt": negative, "sampler_name": sampler, "scheduler": scheduler, "steps": steps,
+            "cfg_scale": cfg, "seed": seed, "width": width, "height": height, "batch_size": batch_size,
+            "denoising_strength": denoising, "inpaint_controls": inpaint_controls, "output_panel": panel}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from modules import script_callbacks
 from modules.infotext import parse_generation_parameters, sampler_from_infotext, scheduler_from_infotext
 
 
@@ -43,6 +44,14 @@ TXT2IMG_FIELDS: tuple[tuple[str, str, Callable[[object], object]], ...] = (
     ("hr_second_pass_steps", "Hires steps", _int),
     ("hr_resize_x", "Hires resize-1", _int),
     ("hr_resize_y", "Hires resize-2", _int),
+    ("hr_sampler_name", "Hires sampler", _text),
+    ("hr_scheduler", "Hires schedule type", _text),
+    ("hr_prompt", "Hires prompt", _text),
+    ("hr_negative_prompt", "Hires negative prompt", _text),
+    ("subseed", "Variation seed", _int),
+    ("subseed_strength", "Variation seed strength", _float),
+    ("seed_resize_from_w", "Seed resize from-1", _int),
+    ("seed_resize_from_h", "Seed resize from-2", _int),
 )
 
 
@@ -70,11 +79,20 @@ def txt2img_values(params: Mapping[str, object]) -> dict[str, object]:
     return values
 
 
+def parse_pasted(text: str, styles=None) -> dict[str, object]:
+    """`parse_generation_parameters`, then the extensions' `on_infotext_pasted(infotext, params)` callbacks, which may
+    edit the parsed params in place (A1111 runs them at the end of parsing)."""
+    params = parse_generation_parameters(text, styles=styles)
+    script_callbacks.infotext_pasted_callback(text, params)
+    return params
+
+
 def infotext_values(text: str, styles=None) -> dict[str, object]:
-    """Parse an infotext and map it onto the txt2img fields; empty text gives no values."""
+    """Parse an infotext (extensions' infotext_pasted callbacks included) and map it onto the txt2img fields; empty
+    text gives no values."""
     if not text or not text.strip():
         return {}
-    return txt2img_values(parse_generation_parameters(text, styles=styles))
+    return txt2img_values(parse_pasted(text, styles=styles))
 
 
 def seed_from_infotext(text: str | None) -> int | None:

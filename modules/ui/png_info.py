@@ -45,7 +45,7 @@ def send_to_txt2img(text: str, field_names: list[str]) -> list:
 
 
 def create_tab(txt2img_fields: dict[str, gr.components.Component] | None = None,
-               tabs: gr.Tabs | None = None) -> None:
+               tabs: gr.Tabs | None = None, img2img_fields: dict | None = None) -> None:
     """The tab; "Send to txt2img" fills `txt2img_fields` (txt2img.create_tab's result) and selects the txt2img tab
     of `tabs` (the app's gr.Tabs)."""
     with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -57,12 +57,15 @@ def create_tab(txt2img_fields: dict[str, gr.components.Component] | None = None,
                 html_info = gr.HTML(elem_id="pnginfo_html_info")
                 generation_info = gr.Textbox(label="Parameters", lines=6, interactive=False,
                                              elem_id="pnginfo_generation_info")
-                send_button = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+                with gr.Row():
+                    send_button = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+                    send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img",
+                                             visible=img2img_fields is not None and tabs is not None)
 
         image.change(image_info, inputs=[image], outputs=[generation_info, html_info], api_name="pnginfo")
 
         if txt2img_fields:
-            names = list(txt2img_fields)
+            names = [name for name in txt2img_fields if name in txt2img.FIELD_NAMES]
             outputs = [txt2img_fields[name] for name in names]
             if tabs is not None:
                 outputs.append(tabs)
@@ -71,3 +74,7 @@ def create_tab(txt2img_fields: dict[str, gr.components.Component] | None = None,
                 updates = send_to_txt2img(text, names)
                 return updates if tabs is not None else updates[:-1]
             send_button.click(send, inputs=[generation_info], outputs=outputs, show_progress="hidden")
+        if img2img_fields is not None and tabs is not None:
+            from modules.ui import send_to
+
+            send_to.connect_image_source(send_img2img, image, generation_info, img2img_fields, tabs)

@@ -141,6 +141,15 @@ def current_values() -> list[Any]:
     return [option_value(key) for key in SETTINGS_KEYS]
 
 
+EXPOSED_WARNING = ("Warning: this server is reachable from the network and has no login. Anyone who can reach it "
+                   "can generate images and change these settings. Start it with --gradio-auth user:pass.")
+
+
+def exposed_without_login(args) -> bool:
+    exposed = bool(args.listen or args.share or args.server_name)
+    return exposed and not (args.gradio_auth or getattr(args, "gradio_auth_path", None))
+
+
 def create_tab() -> None:
     """The Settings tab; must be called inside the app's gr.Tabs."""
     keys = settings_keys()
@@ -153,6 +162,8 @@ def create_tab() -> None:
 
     components: list[gr.components.Component] = []
     with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+        if exposed_without_login(shared.cmd_opts):
+            gr.HTML(f'<p class="warning" id="settings_exposed_warning">{EXPOSED_WARNING}</p>')
         with gr.Row():
             submit = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
         result = gr.HTML(FROZEN_MESSAGE if shared.opts.frozen else "", elem_id="settings_result")

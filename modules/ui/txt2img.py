@@ -6,27 +6,77 @@ from collections.abc import Callable, Iterator
 
 import gradio as gr
 
-from modules import shared
+from modules import scripts, shared
 from modules.infotext import as_ui_number
-from modules.processing import Job
+from modules.processing import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Job
 from modules.sampling import samplers
 from modules.styles import PromptStyle
 from modules.ui import paste
-from modules.ui.common import run_safely, stream_job
+from modules.ui.common import run_safely, session_of, stream_job
+from modules.ui.output_panel import create_output_panel
 
 # The txt2img inputs by field name, in the /txt2img endpoint's order (other tabs send values to these).
 FIELD_NAMES = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "width",
-               "height", "batch_count", "batch_size", "styles")
+               "height", "batch_count", "batch_size", "styles",
+               "enable_hr", "hr_upscaler", "hr_second_pass_steps", "denoising_strength", "hr_scale", "hr_resize_x",
+               "hr_resize_y", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
+               "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+SAME_SAMPLER = "Use same sampler"
+SAME_SCHEDULER = "Use same scheduler"
+
+
+def hires_upscaler_names() -> list[str]:
+    """Latent modes, then image upscalers (with the model files in the upscaler folders when available)."""
+    names = list(LATENT_UPSCALE_MODES)
+    try:
+        from modules import upscaling
+
+        names += [u.name for u in upscaling.list_upscalers() if u.name != "None"]
+    except ImportError:
+        names += [n for n in IMAGE_UPSCALERS if n != "None"]
+    return names
+
+
+def build_job(prompt: str, negative_prompt: str, sampler_name: str, scheduler: str, steps: float,
+              cfg_scale: float, seed: float, width: float, height: float, batch_count: float, batch_size: float,
+              styles: list[str] | None = None, enable_hr: bool = False, hr_upscaler: str = "Latent",
+              hr_second_pass_steps: float = 0, denoising_strength: float = 0.7, hr_scale: float = 2.0,
+              hr_resize_x: float = 0, hr_resize_y: float = 0, hr_sampler_name: str = SAME_SAMPLER,
+              hr_scheduler: str = SAME_SCHEDULER, hr_prompt: str = "", hr_negative_prompt: str = "",
+              subseed: float = -1, subseed_strength: float = 0.0, seed_resize_from_w: float = 0,
+              seed_resize_from_h: float = 0) -> Job:
+    """The txt2img tab's fields as a Job (A1111's field meanings and defaults)."""
+    return Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
+               steps=int(steps), cfg_scale=as_ui_number(float(cfg_scale)), seed=int(seed), width=int(width),
+               height=int(height), n_iter=int(batch_count), batch_size=int(batch_size), styles=list(styles or []),
+               enable_hr=bool(enable_hr), hr_upscaler=hr_upscaler, hr_second_pass_steps=int(hr_second_pass_steps),
+               denoising_strength=as_ui_number(float(denoising_strength)), hr_scale=as_ui_number(float(hr_scale)),
+               hr_resize_x=int(hr_resize_x), hr_resize_y=int(hr_resize_y),
+               hr_sampler_name=None if hr_sampler_name in (SAME_SAMPLER, "", None) else hr_sampler_name,
+               hr_scheduler=None if hr_scheduler in (SAME_SCHEDULER, "", None) else hr_scheduler,
+               hr_prompt=hr_prompt or "", hr_negative_prompt=hr_negative_prompt or "", subseed=int(subseed),
+               subseed_strength=float(subseed_strength), seed_resize_from_w=int(seed_resize_from_w) or -1,
+               seed_resize_from_h=int(seed_resize_from_h) or -1)
 
 
 @run_safely
 def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: str, steps: float,
              cfg_scale: float, seed: float, width: float, height: float, batch_count: float, batch_size: float,
-             styles: list[str] | None = None, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:
-    job = Job(prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
-              steps=int(steps), cfg_scale=as_ui_number(float(cfg_scale)), seed=int(seed), width=int(width),
-              height=int(height), n_iter=int(batch_count), batch_size=int(batch_size), styles=list(styles or []))
-    yield from stream_job(lambda: shared.run_job(job, "txt2img"), progress)
+             styles: list[str] | None, enable_hr: bool, hr_upscaler: str, hr_second_pass_steps: float,
+             denoising_strength: float, hr_scale: float, hr_resize_x: float, hr_resize_y: float,
+             hr_sampler_name: str, hr_scheduler: str, hr_prompt: str, hr_negative_prompt: str, subseed: float,
+             subseed_strength: float, seed_resize_from_w: float, seed_resize_from_h: float,
+             request: gr.Request, progress: gr.Progress = gr.Progress(), *script_args: object) -> Iterator[tuple]:
+    """`script_args`: the Script dropdown and every script's inputs (modules.scripts); missing ones get defaults.
+
+    `request`/`progress` stay before them: Gradio injects those by position among the named parameters."""
+    job = build_job(prompt, negative_prompt, sampler_name, scheduler, steps, cfg_scale, seed, width, height,
+                    batch_count, batch_size, styles, enable_hr, hr_upscaler, hr_second_pass_steps,
+                    denoising_strength, hr_scale, hr_resize_x, hr_resize_y, hr_sampler_name, hr_scheduler, hr_prompt,
+                    hr_negative_prompt, subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h)
+    scripts.scripts_txt2img.attach(job, script_args)
+    owner = session_of(request)
+    yield from stream_job(lambda: shared.run_job(job, "txt2img", owner=owner), progress, owner)
 
 
 def token_counter(text: str, steps: float) -> str:
@@ -67,8 +117,8 @@ def reuse_seed(last_infotext: str) -> gr.Number:
 
 
 def create_tab(default_size: tuple[int, int] = (512, 512),
-               below_prompt: Callable[[gr.Textbox], object] | None = None) -> dict[str, gr.components.Component]:
-    """Build the tab; returns its input components by field name (`FIELD_NAMES`).
+               below_prompt: Callable[[gr.Textbox], object] | None = None) -> dict[str, object]:
+    """Build the tab; returns its input components by field name (`FIELD_NAMES`) and its "output_panel".
 
     `below_prompt(prompt)` builds extra UI right under the prompt row (the extra-networks browser)."""
     with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
@@ -120,26 +170,87 @@ def create_tab(default_size: tuple[int, int] = (512, 512),
                                             elem_classes=["tool"])
                     reuse_seed_button = gr.Button("♻️", elem_id="txt2img_reuse_seed", scale=0, min_width=40,
                                                   elem_classes=["tool"])
+                    seed_extras = gr.Checkbox(label="Extra", value=False, elem_id="txt2img_subseed_show", scale=1)
+                with gr.Group(visible=False, elem_id="txt2img_seed_extras") as seed_extras_group:
+                    with gr.Row():
+                        subseed = gr.Number(label="Variation seed", value=-1, precision=0, elem_id="txt2img_subseed")
+                        random_subseed = gr.Button("🎲️", elem_id="txt2img_random_subseed", scale=0, min_width=40,
+                                                   elem_classes=["tool"])
+                        subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
+                                                     elem_id="txt2img_subseed_strength")
+                    with gr.Row():
+                        seed_resize_from_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
+                                                       elem_id="txt2img_seed_resize_from_w")
+                        seed_resize_from_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
+                                                       elem_id="txt2img_seed_resize_from_h")
+                with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr"):
+                    enable_hr = gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")
+                    with gr.Row():
+                        hr_upscaler = gr.Dropdown(label="Upscaler", choices=hires_upscaler_names(), value="Latent",
+                                                  elem_id="txt2img_hr_upscaler")
+                        hr_second_pass_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps",
+                                                         elem_id="txt2img_hires_steps")
+                        denoising_strength = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",
+                                                       elem_id="txt2img_denoising_strength")
+                    with gr.Row():
+                        hr_scale = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by", elem_id="txt2img_hr_scale")
+                        hr_resize_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to",
+                                                elem_id="txt2img_hr_resize_x")
+                        hr_resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
+                                                elem_id="txt2img_hr_resize_y")
+                    with gr.Row():
+                        hr_sampler = gr.Dropdown(label="Hires sampling method", value=SAME_SAMPLER,
+                                                 choices=[SAME_SAMPLER, *samplers.sampler_names()],
+                                                 elem_id="hr_sampler")
+                        hr_scheduler = gr.Dropdown(label="Hires schedule type", value=SAME_SCHEDULER,
+                                                   choices=[SAME_SCHEDULER, *samplers.schedule_type_labels()],
+                                                   elem_id="hr_scheduler")
+                    with gr.Row():
+                        hr_prompt = gr.Textbox(label="Hires prompt", value="", lines=2, elem_id="hires_prompt",
+                                               placeholder="Prompt for hires fix pass.\nLeave empty to use the same "
+                                                           "prompt as in first pass.")
+                        hr_negative = gr.Textbox(label="Hires negative prompt", value="", lines=2,
+                                                 elem_id="hires_neg_prompt",
+                                                 placeholder="Negative prompt for hires fix pass.\nLeave empty to use "
+                                                             "the same negative prompt as in first pass.")
+                scripts.ensure_loaded()
+                with gr.Group(elem_id="txt2img_script_container"):
+                    script_inputs = scripts.scripts_txt2img.setup_ui()
             with gr.Column():
-                gallery = gr.Gallery(label="Output", elem_id="txt2img_gallery", columns=4, format="png")
-                infotext = gr.Textbox(label="Generation parameters", interactive=False, lines=3,
-                                      elem_id="txt2img_infotext")
-                html_info = gr.HTML(elem_id="html_info_txt2img")
+                panel = create_output_panel("txt2img")
         inputs = [prompt, negative, sampler, scheduler, steps, cfg, seed, width, height, batch_count, batch_size,
-                  styles]
-        outputs = [gallery, infotext, html_info]
-        generate_button.click(generate, inputs=inputs, outputs=outputs, api_name="txt2img")
-        prompt.submit(generate, inputs=inputs, outputs=outputs)
+                  styles, enable_hr, hr_upscaler, hr_second_pass_steps, denoising_strength, hr_scale, hr_resize_x,
+                  hr_resize_y, hr_sampler, hr_scheduler, hr_prompt, hr_negative, subseed, subseed_strength,
+                  seed_resize_from_w, seed_resize_from_h]
+        outputs = panel.result_outputs
+        infotext = panel.infotext
+        handler = scripts.with_script_parameters(generate, len(script_inputs))
+        generate_button.click(handler, inputs=inputs + script_inputs, outputs=outputs, api_name="txt2img")
+        prompt.submit(handler, inputs=inputs + script_inputs, outputs=outputs, api_visibility="undocumented")
         for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
             box.change(token_counter, inputs=[box, steps], outputs=[counter], queue=False, show_progress="hidden")
         save_style_button.click(save_style, inputs=[style_name, prompt, negative], outputs=[styles])
-        interrupt.click(lambda: shared.state.interrupt(), inputs=[], outputs=[], queue=False)
-        skip.click(lambda: shared.state.skip(), inputs=[], outputs=[], queue=False)
+        interrupt.click(interrupt_own_job, inputs=[], outputs=[], queue=False)
+        skip.click(skip_own_job, inputs=[], outputs=[], queue=False)
         paste_button.click(paste_parameters, inputs=[prompt, infotext], outputs=inputs, show_progress="hidden")
         clear_prompt.click(lambda: ("", ""), inputs=[], outputs=[prompt, negative], queue=False,
                            show_progress="hidden")
         random_seed.click(lambda: -1, inputs=[], outputs=[seed], queue=False, show_progress="hidden")
+        random_subseed.click(lambda: -1, inputs=[], outputs=[subseed], queue=False, show_progress="hidden")
+        seed_extras.change(lambda show: gr.Group(visible=show), inputs=[seed_extras], outputs=[seed_extras_group],
+                           queue=False, show_progress="hidden")
         reuse_seed_button.click(reuse_seed, inputs=[infotext], outputs=[seed], queue=False, show_progress="hidden")
         res_switch.click(lambda w, h: (h, w), inputs=[width, height], outputs=[width, height], queue=False,
                          show_progress="hidden")
-    return dict(zip(FIELD_NAMES, inputs))
+    fields = dict(zip(FIELD_NAMES, inputs, strict=True))
+    fields["output_panel"] = panel
+    return fields
+
+
+def interrupt_own_job(request: gr.Request) -> None:
+    """Interrupt only this browser session's job (running or queued); another user's job runs on."""
+    shared.state.interrupt(owner=session_of(request) or "")
+
+
+def skip_own_job(request: gr.Request) -> None:
+    shared.state.skip(owner=session_of(request) or "")

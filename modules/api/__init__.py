@@ -1,0 +1,637 @@
+"""A1111's /sdapi/v1 REST API, plus task ids and an async job API.
+
+Translation only: JSON in, the core's Job through `shared.run_job` (the one FIFO queue the UI uses too), JSON out.
+Every client mistake is a 4xx with A1111's error body `{error, detail, body, errors}`, never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import io
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import psutil
+import torch
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from modules import auth, devices, shared, tasks
+from modules.api import models
+from modules.infotext import parse_generation_parameters, read_info_from_image
+from modules.models.safe_load import CheckpointLoadError
+from modules.processing import LATENT_UPSCALE_MODES, Job, JobError, Processed
+from modules.sampling import samplers
+from modules.ui import paste
+
+log = logging.getLogger("webui.api")
+
+# Fields copied one to one from a request into the Job (same names in A1111's request and our Job).
+_JOB_FIELDS = {f.name for f in dataclasses.fields(Job)} - {"init_images", "image_mask", "all_prompts",
+                                                              "all_negative_prompts", "all_seeds", "all_subseeds",
+                                                              "comments", "clip_skip", "extra_generation_params"}
+# Request field -> the key in `paste.txt2img_values` that an `infotext` fills (only when the request left it unset).
+_INFOTEXT_FIELDS = ("prompt", "negative_prompt", "steps", "cfg_scale", "seed", "width", "height", "batch_size",
+                    "denoising_strength", "enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
+                    "hr_resize_x", "hr_resize_y", "subseed", "subseed_strength", "sampler_name", "scheduler")
+
+
+class ApiError(HTTPException):
+    pass
+
+
+def _error_body(error: str, detail: Any, body: Any = "", errors: Any = "") -> dict[str, Any]:
+    return {"error": error, "detail": detail, "body": body, "errors": errors}
+
+
+# --- images ------------------------------------------------------------------------------------------------------
+
+def decode_base64_image(data: str, what: str = "image") -> Image.Image:
+    """A PIL image from base64, with or without a `data:image/...;base64,` prefix; 400 naming the field if not."""
+    if not isinstance(data, str) or not data:
+        raise ApiError(400, f"{what}: empty image data")
+    if data.startswith("data:"):
+        data = data.split(",", 1)[-1]
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(400, f"{what}: invalid base64 ({e})") from e
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except Image.DecompressionBombError as e:
+        raise ApiError(413, f"{what}: image too large ({e})") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ApiError(400, f"{what}: not an image ({e})") from e
+    return image
+
+
+def encode_png(image: Image.Image, info: str | None) -> str:
+    buffer = io.BytesIO()
+    meta = PngImagePlugin.PngInfo()
+    if info:
+        meta.add_text("parameters", info)
+    image.save(buffer, format="PNG", pnginfo=meta)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+# --- requests -> Job ---------------------------------------------------------------------------------------------
+
+def _apply_infotext(request: models.Txt2ImgRequest) -> dict[str, Any]:
+    """The request's fields, with an `infotext` filling those the client did not set (A1111's behaviour)."""
+    values = request.model_dump()
+    if request.infotext:
+        parsed = paste.txt2img_values(parse_generation_parameters(request.infotext))
+        for name in _INFOTEXT_FIELDS:
+            if name in parsed and name not in request.model_fields_set:
+                values[name] = parsed[name]
+    return values
+
+
+def _check_size(values: dict[str, Any]) -> None:
+    limit = int(shared.opts.api_max_image_side)
+    for name in ("width", "height"):
+        value = values[name]
+        if not isinstance(value, int) or value <= 0 or value % 8:
+            raise ApiError(422, f"{name} must be a positive multiple of 8, got {value}")
+        if value > limit:
+            raise ApiError(422, f"{name} {value} is above the limit of {limit} (setting api_max_image_side)")
+
+
+def build_job(request: models.Txt2ImgRequest, img2img: bool) -> Job:
+    values = _apply_infotext(request)
+    _check_size(values)
+    sampler = values.get("sampler_name") or values.get("sampler_index") or "Euler"
+    try:
+        info, schedule = samplers.resolve(sampler, values.get("scheduler"))
+    except ValueError as e:
+        raise ApiError(400, str(e)) from e
+    fields = {k: v for k, v in values.items() if k in _JOB_FIELDS and v is not None}
+    fields["sampler_name"] = info.name
+    fields["scheduler"] = schedule.label if values.get("scheduler") or schedule.name != "automatic" else None
+    fields["styles"] = list(values.get("styles") or [])
+    fields["override_settings"] = dict(values.get("override_settings") or {})
+    unknown = [key for key in fields["override_settings"] if key not in shared.opts.data_labels]
+    if unknown:
+        raise ApiError(400, f"override_settings: unknown setting(s): {', '.join(sorted(unknown))}")
+    fields["do_not_save_samples"] = not values.get("save_images", False) or values.get("do_not_save_samples", False)
+    fields["do_not_save_grid"] = not values.get("save_images", False) or values.get("do_not_save_grid", False)
+    if not img2img:
+        fields.setdefault("hr_upscaler", "Latent")
+        fields.pop("resize_mode", None)
+        return Job(**fields)
+    init = values.get("init_images") or []
+    if not init:
+        raise ApiError(404, "Init image not found")
+    fields["init_images"] = [decode_base64_image(data, f"init_images[{i}]") for i, data in enumerate(init)]
+    if values.get("mask"):
+        fields["image_mask"] = decode_base64_image(values["mask"], "mask")
+        fields["mask_blur"] = values["mask_blur"] if values.get("mask_blur") is not None else values["mask_blur_x"]
+    return Job(**fields)
+
+
+def _response(request: models.Txt2ImgRequest, processed: Processed, include: list[Image.Image] | None = None
+              ) -> dict[str, Any]:
+    images = []
+    if request.send_images:
+        texts = processed.infotexts  # one per image, the grid's first (A1111)
+        images = [encode_png(image, texts[i] if i < len(texts) else None) for i, image in enumerate(processed.images)]
+        images += [encode_png(image, None) for image in include or []]
+    parameters = request.model_dump()
+    for key in ("init_images", "mask"):
+        if parameters.get(key):
+            parameters[key] = None  # A1111 does not echo the (large) input images
+    return {"images": images, "parameters": parameters, "info": json.dumps(processed.js())}
+
+
+def attach_scripts(job: Job, request: models.Txt2ImgRequest, img2img: bool) -> None:
+    """A1111's script_name/script_args and alwayson_scripts onto the tab's script runner and the job's args
+    (slot 0 = the selected script's index, then every script's slice at its args_from:args_to)."""
+    from modules import scripts
+
+    scripts.ensure_loaded()
+    runner = scripts.scripts_img2img if img2img else scripts.scripts_txt2img
+    if not request.script_name and not request.alwayson_scripts:
+        if runner.alwayson_scripts:
+            runner.attach(job, runner.default_args())  # always-on scripts run with their defaults, as in A1111
+        return
+    args = runner.default_args()
+    if request.script_name:
+        script = runner.title_map.get(request.script_name.lower())
+        if script is None or script not in runner.selectable_scripts:
+            raise ApiError(422, f"Selectable script not found: {request.script_name}")
+        args[0] = runner.selectable_scripts.index(script) + 1
+        _fill_slice(args, script, list(request.script_args or []))
+    for title, value in (request.alwayson_scripts or {}).items():
+        script = runner.title_map.get(str(title).lower())
+        if script is None or script not in runner.alwayson_scripts:
+            raise ApiError(422, f"Always-on script not found: {title}")
+        script_args = value.get("args", []) if isinstance(value, dict) else []
+        if not isinstance(script_args, list):
+            raise ApiError(422, f"alwayson_scripts[{title!r}].args must be a list")
+        _fill_slice(args, script, script_args)
+    runner.attach(job, args)
+
+
+def _fill_slice(args: list[Any], script: Any, values: list[Any]) -> None:
+    width = (script.args_to or 0) - (script.args_from or 0)
+    for offset, value in enumerate(values[:width]):
+        args[script.args_from + offset] = value
+
+
+def generate(request: models.Txt2ImgRequest, img2img: bool, task_id: str | None = None) -> dict[str, Any]:
+    job = build_job(request, img2img)
+    attach_scripts(job, request, img2img)
+    try:
+        processed = shared.run_job(job, "img2img" if img2img else "txt2img",
+                                   task_id=task_id or request.force_task_id)
+    except tasks.QueueClosed as e:  # the server is shutting down: the job never ran, a retry later may work
+        raise ApiError(503, str(e)) from e
+    except (JobError, ValueError, KeyError, CheckpointLoadError) as e:
+        raise ApiError(400, str(e)) from e
+    except torch.OutOfMemoryError as e:
+        devices.torch_gc()
+        raise ApiError(503, f"Out of memory: try a smaller size or batch ({str(e).splitlines()[0]})") from e
+    return _response(request, processed, job.init_images if img2img and request.include_init_images else None)
+
+
+# --- async jobs ---------------------------------------------------------------------------------------------------
+
+def submit_job(request: models.JobRequest) -> dict[str, Any]:
+    if request.type not in ("txt2img", "img2img"):
+        raise ApiError(422, f"type must be txt2img or img2img, got {request.type!r}")
+    img2img = request.type == "img2img"
+    build_job(request, img2img)  # validate now: a bad request is a 4xx here, not a failed job later
+    task = shared.tasks.add(request.force_task_id, request.type)
+
+    def work() -> None:
+        try:
+            task.result = generate(request, img2img, task_id=task.id)
+        except HTTPException as e:
+            if task.status not in (tasks.DONE, tasks.FAILED, tasks.CANCELLED):
+                shared.tasks.finish(task, error=str(e.detail))
+            elif task.error is None and task.status != tasks.CANCELLED:
+                task.error = str(e.detail)
+        except Exception as e:  # the worker must survive anything a job does
+            log.exception("async job %s failed", task.id)
+            if task.status not in (tasks.DONE, tasks.FAILED, tasks.CANCELLED):
+                shared.tasks.finish(task, error=str(e))
+
+    threading.Thread(target=work, name=f"job-{task.id}", daemon=True).start()
+    return {"id": task.id, "status": task.status}
+
+
+def job_status(job_id: str) -> dict[str, Any]:
+    task = shared.tasks.get(job_id)
+    if task is None:
+        raise ApiError(404, f"No job with id {job_id!r}")
+    record: dict[str, Any] = {"id": task.id, "type": task.label, "status": task.status, "created": task.created,
+                              "started": task.started, "finished": task.finished, "error": task.error,
+                              "queue_position": shared.tasks.position(task.id)}
+    record["progress"] = _task_progress(task)
+    if task.status == tasks.DONE:
+        record["result"] = task.result
+    return record
+
+
+def cancel_job(job_id: str) -> dict[str, Any]:
+    task = shared.tasks.request_cancel(job_id)
+    if task is None:
+        raise ApiError(404, f"No job with id {job_id!r}")
+    if task.status == tasks.RUNNING:
+        shared.state.interrupt()
+    return {"id": task.id, "status": task.status, "cancel_requested": task.cancel_requested}
+
+
+def _task_progress(task: tasks.Task) -> float:
+    if task.status == tasks.RUNNING:
+        return shared.state.progress()
+    return 1.0 if task.status in (tasks.DONE, tasks.FAILED, tasks.CANCELLED) else 0.0
+
+
+# --- the other routes ---------------------------------------------------------------------------------------------
+
+def progress(skip_current_image: bool = False, id_task: str | None = None) -> dict[str, Any]:
+    state = shared.state
+    result: dict[str, Any] = {
+        "progress": state.progress(), "eta_relative": state.eta() or 0.0,
+        "state": {"skipped": state.skipped, "interrupted": state.interrupted,
+                  "stopping_generation": state.stopping_generation, "job": state.job, "job_count": state.job_count,
+                  "job_timestamp": state.job_timestamp, "job_no": state.job_no, "sampling_step": state.sampling_step,
+                  "sampling_steps": state.sampling_steps},
+        "current_image": None, "textinfo": state.textinfo or None, "current_task": state.task_id,
+    }
+    if id_task:
+        task = shared.tasks.get(id_task)
+        if task is None:
+            raise ApiError(404, f"No task with id {id_task!r}")
+        result.update({"id_task": task.id, "status": task.status, "queued": task.status == tasks.QUEUED,
+                       "queue_position": shared.tasks.position(task.id), "completed": task.status == tasks.DONE,
+                       "progress": _task_progress(task)})
+        if task.status != tasks.RUNNING:
+            result["eta_relative"] = 0.0
+            return result
+    if not skip_current_image and shared.opts.live_previews_enable and state.current_image is not None:
+        result["current_image"] = encode_png(state.current_image, None)
+    return result
+
+
+def pending_tasks() -> dict[str, Any]:
+    running = shared.tasks.running()
+    return {"tasks": [t.id for t in shared.tasks.pending()], "running": running.id if running else None}
+
+
+def set_options(body: dict[str, Any]) -> dict[str, Any]:
+    opts = shared.opts
+    unknown = [key for key in body if key not in opts.data_labels]
+    if unknown:
+        raise ApiError(400, f"Unknown setting(s): {', '.join(sorted(unknown))}")
+    checkpoint = body.get("sd_model_checkpoint")
+    if checkpoint is not None and shared.models.registry.find(checkpoint) is None:
+        raise ApiError(400, f"model {checkpoint!r} not found")
+    try:
+        converted = {key: opts.cast_value(key, value) for key, value in body.items()}
+    except (ValueError, KeyError) as e:
+        raise ApiError(400, str(e)) from e
+    for key, value in converted.items():
+        if key == "sd_model_checkpoint":
+            with shared.queue_lock:
+                try:
+                    shared.models.select(value)
+                except CheckpointLoadError as e:
+                    raise ApiError(400, str(e)) from e
+        else:
+            opts.set(key, value, is_api=True)
+    shared.save_settings()
+    return {}
+
+
+def png_info(request: models.PNGInfoRequest) -> dict[str, Any]:
+    if not request.image.strip():
+        return {"info": "", "items": {}, "parameters": {}}
+    image = decode_base64_image(request.image)
+    info, items = read_info_from_image(image)
+    items = {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in items.items()}
+    return {"info": info or "", "items": items, "parameters": parse_generation_parameters(info or "")}
+
+
+def memory() -> dict[str, Any]:
+    process = psutil.Process(os.getpid())
+    ram = psutil.virtual_memory()
+    result: dict[str, Any] = {"ram": {"free": ram.available, "used": process.memory_info().rss, "total": ram.total}}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            stats = torch.cuda.memory_stats()
+            result["cuda"] = {"system": {"free": free, "used": total - free, "total": total},
+                              "active": {"current": stats.get("active_bytes.all.current", 0),
+                                         "peak": stats.get("active_bytes.all.peak", 0)}}
+        else:
+            result["cuda"] = {"error": "unavailable"}
+    except Exception as e:  # memory reporting must never fail the route
+        result["cuda"] = {"error": str(e)}
+    return result
+
+
+def _upscalers() -> list[dict[str, Any]]:
+    from modules import upscaling
+
+    return [{"name": u.name, "model_name": u.model_name, "model_path": u.model_path, "model_url": u.model_url,
+             "scale": u.scale} for u in upscaling.list_upscalers()]
+
+
+def _embeddings() -> dict[str, Any]:
+    database = shared.embeddings
+    if shared.models.current is not None:
+        database.refresh(shared.models.current)
+
+    def describe(embedding) -> dict[str, Any]:
+        return {"step": embedding.step, "sd_checkpoint": embedding.sd_checkpoint,
+                "sd_checkpoint_name": embedding.sd_checkpoint_name,
+                "shape": int(next(iter(embedding.vectors.values())).shape[-1]), "vectors": embedding.vectors_count}
+
+    return {"loaded": {name: describe(e) for name, e in database.loaded.items()},
+            "skipped": {name: {"reason": reason} for name, reason in database.skipped.items()}}
+
+
+def _refresh_checkpoints() -> dict[str, Any]:
+    shared.models.refresh()
+    return {}
+
+
+def _refresh_vae() -> dict[str, Any]:
+    shared.models.vae_files()  # rescans the VAE folders
+    return {}
+
+
+def _refresh_embeddings() -> dict[str, Any]:
+    _embeddings()
+    return {}
+
+
+def _refresh_loras() -> dict[str, Any]:
+    shared.loras.refresh()
+    shared.hypernetworks.refresh()
+    return {}
+
+
+def _unload() -> dict[str, Any]:
+    with shared.queue_lock:
+        shared.models.unload()
+    return {}
+
+
+def _reload() -> dict[str, Any]:
+    with shared.queue_lock:
+        shared.models.get()
+    return {}
+
+
+def _interrogate(request: models.InterrogateRequest) -> JSONResponse:
+    decode_base64_image(request.image)
+    return JSONResponse(_error_body("NotImplemented", "No interrogation model is installed (CLIP/DeepBooru "
+                                    "interrogation is not available in this WebUI)."), status_code=501)
+
+
+def add_routes(app: FastAPI) -> None:
+    credentials = auth.parse_credentials(getattr(shared.cmd_opts, "api_auth", None))
+    basic = HTTPBasic(auto_error=False)
+
+    limiter = auth.FailureLimiter()
+
+    def require_login(request: Request, login: HTTPBasicCredentials | None = Depends(basic)) -> None:
+        client = request.client.host if request.client else "?"
+        wait = limiter.retry_after(client)
+        if wait > 0:
+            raise HTTPException(429, f"Too many failed logins; retry in {wait:.1f} s",
+                                headers={"Retry-After": str(int(wait) + 1), "WWW-Authenticate": "Basic"})
+        if login is None:
+            raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+        if not auth.check(credentials, login.username, login.password):
+            limiter.failed(client)
+            raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+        limiter.succeeded(client)
+
+    router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(require_login)] if credentials else [])
+    post, get = router.post, router.get
+
+    @post("/txt2img")
+    def txt2img(request: models.Txt2ImgRequest) -> dict[str, Any]:
+        return generate(request, img2img=False)
+
+    @post("/img2img")
+    def img2img(request: models.Img2ImgRequest) -> dict[str, Any]:
+        return generate(request, img2img=True)
+
+    @post("/jobs")
+    def jobs_submit(request: models.JobRequest) -> dict[str, Any]:
+        return submit_job(request)
+
+    get("/jobs/{job_id}")(job_status)
+    router.delete("/jobs/{job_id}")(cancel_job)
+    get("/progress")(progress)
+    get("/pending-tasks")(pending_tasks)
+
+    @post("/interrupt")
+    def interrupt() -> dict[str, Any]:
+        shared.state.interrupt()
+        return {}
+
+    @post("/skip")
+    def skip() -> dict[str, Any]:
+        shared.state.skip()
+        return {}
+
+    get("/options")(lambda: shared.opts.all_values())
+
+    @post("/options")
+    def options(body: dict[str, Any]) -> dict[str, Any]:
+        return set_options(body)
+
+    get("/cmd-flags")(lambda: {k: v for k, v in vars(shared.cmd_opts).items()
+                               if isinstance(v, (str, int, float, bool, list)) or v is None})
+    get("/samplers")(lambda: [{"name": s.name, "aliases": list(s.aliases), "options": dict(s.options)}
+                              for s in samplers.SAMPLERS])
+    get("/schedulers")(lambda: [{"name": t.name, "label": t.label, "aliases": list(getattr(t, "aliases", []) or []),
+                                 "default_rho": getattr(t, "default_rho", -1),
+                                 "need_inner_model": getattr(t, "need_inner_model", False)}
+                                for t in samplers.SCHEDULE_TYPES])
+    get("/upscalers")(_upscalers)
+    get("/latent-upscale-modes")(lambda: [{"name": name} for name in LATENT_UPSCALE_MODES])
+    get("/sd-models")(lambda: [{"title": c.title, "model_name": c.model_name, "hash": c.shorthash,
+                                "sha256": c.sha256, "filename": c.filename, "config": None}
+                               for c in shared.models.registry.checkpoints])
+    get("/sd-vae")(lambda: [{"model_name": v.name, "filename": v.filename} for v in shared.models.vae_files()])
+    get("/hypernetworks")(lambda: [{"name": e.name, "path": e.path} for e in shared.hypernetworks.refresh()])
+    get("/loras")(lambda: [{"name": e.name, "alias": e.alias, "path": e.path, "metadata": e.metadata}
+                           for e in shared.loras.refresh()])
+    get("/embeddings")(_embeddings)
+    get("/prompt-styles")(lambda: [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+                                   for s in shared.prompt_styles.styles.values()])
+    get("/face-restorers")(lambda: [])
+    get("/realesrgan-models")(lambda: [{"name": u["name"], "path": u["model_path"], "scale": u["scale"]}
+                                       for u in _upscalers() if "realesrgan" in (u["model_path"] or "").lower()])
+    get("/memory")(memory)
+
+    @post("/png-info")
+    def pnginfo(request: models.PNGInfoRequest) -> dict[str, Any]:
+        return png_info(request)
+
+    @post("/interrogate")
+    def interrogate(request: models.InterrogateRequest) -> JSONResponse:
+        return _interrogate(request)
+
+    post("/refresh-checkpoints")(_refresh_checkpoints)
+    post("/refresh-vae")(_refresh_vae)
+    post("/refresh-embeddings")(_refresh_embeddings)
+    post("/refresh-loras")(_refresh_loras)
+    post("/unload-checkpoint")(_unload)
+    post("/reload-checkpoint")(_reload)
+    _add_extras_routes(router)
+    _add_script_routes(router)
+    app.include_router(router)
+    _add_error_handlers(app)
+    if getattr(shared.cmd_opts, "api_log", False):
+        @app.middleware("http")
+        async def log_requests(request: Request, call_next):
+            started = time.time()
+            response = await call_next(request)
+            if request.url.path.startswith("/sdapi"):
+                log.info("API %s %s %s %.3fs", request.method, request.url.path, response.status_code,
+                         time.time() - started)
+            return response
+
+
+def _add_extras_routes(router: APIRouter) -> None:
+    try:
+        from modules import postprocessing  # noqa: F401
+    except ImportError:
+        return
+    from modules.api import extras
+
+    extras.add_routes(router)
+
+
+def _add_script_routes(router: APIRouter) -> None:
+    @router.get("/scripts")
+    def scripts_list() -> dict[str, list[str]]:
+        from modules import scripts
+
+        scripts.ensure_loaded()
+        return {"txt2img": [t.lower() for t in scripts.scripts_txt2img.titles],
+                "img2img": [t.lower() for t in scripts.scripts_img2img.titles]}
+
+    @router.get("/script-info")
+    def script_info() -> list[dict[str, Any]]:
+        from modules import scripts
+
+        scripts.ensure_loaded()
+        result = []
+        for runner in (scripts.scripts_txt2img, scripts.scripts_img2img):
+            runner.ensure_ui()
+            for script in runner.scripts:
+                controls = runner.inputs[script.args_from:script.args_to] if script.args_from is not None else []
+                result.append({"name": runner.title_of(script).lower(), "is_alwayson": script in
+                               runner.alwayson_scripts, "is_img2img": runner.is_img2img,
+                               "args": [{"label": getattr(c, "label", None), "value": _jsonable(getattr(
+                                   c, "value", None)), "minimum": getattr(c, "minimum", None),
+                                   "maximum": getattr(c, "maximum", None), "step": getattr(c, "step", None),
+                                   "choices": _jsonable(getattr(c, "choices", None))} for c in controls]})
+        return result
+
+    from modules import extensions as ext
+
+    @router.get("/extensions")
+    def extensions() -> list[dict[str, Any]]:
+        return ext.api_list()
+
+    def _extension_call(fn, *args, **kwargs) -> dict[str, Any]:
+        try:
+            with shared.queue_lock:
+                result = fn(*args, **kwargs)
+        except ext.ExtensionError as e:
+            status = 403 if str(e) == ext.INSECURE_MESSAGE else 400
+            raise ApiError(status, str(e)) from e
+        return result.api_record() if result is not None else {}
+
+    @router.post("/extensions/install")
+    def extension_install(body: models.ExtensionInstallRequest) -> dict[str, Any]:
+        return _extension_call(ext.install, body.url, shared.cmd_opts, branch=body.branch, folder_name=body.name)
+
+    @router.post("/extensions/update")
+    def extension_update(body: models.ExtensionNameRequest) -> dict[str, Any]:
+        return _extension_call(ext.update, body.name, shared.cmd_opts)
+
+    @router.post("/extensions/remove")
+    def extension_remove(body: models.ExtensionNameRequest) -> dict[str, Any]:
+        return _extension_call(ext.uninstall, body.name, shared.cmd_opts)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse(_error_body("RequestValidationError", detail, errors=errors), status_code=422)
+
+    @app.exception_handler(tasks.QueueClosed)
+    async def _closed(request: Request, exc: tasks.QueueClosed) -> JSONResponse:
+        # any route waiting for the queue (options, unload, extensions) while the server shuts down
+        return JSONResponse(_error_body("QueueClosed", str(exc)), status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("API error on %s %s", request.method, request.url.path)
+        return JSONResponse(_error_body(type(exc).__name__, str(exc) or type(exc).__name__), status_code=500)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(_error_body(type(exc).__name__, exc.detail), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+
+def mount(app: FastAPI) -> None:
+    add_routes(app)
+    # Gradio registers a catch-all route; ours must be matched first.
+    app.router.routes[:] = sorted(app.router.routes, key=lambda r: not getattr(r, "path", "").startswith("/sdapi"))
+
+
+def create_api_app() -> FastAPI:
+    from starlette.middleware import Middleware
+
+    from modules.security import SecurityMiddleware, middleware_kwargs
+
+    app = FastAPI(title="Stable Diffusion API", version="v1",
+                  middleware=[Middleware(SecurityMiddleware, **middleware_kwargs(shared.cmd_opts))])
+    add_routes(app)
+    return app
+
+
+def serve_app(app: FastAPI, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def serve_api_only(host: str, port: int) -> None:
+    serve_app(create_api_app(), host, port)

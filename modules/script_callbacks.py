@@ -1,0 +1,328 @@
+"""A1111's callback registry for extensions: `on_X(fn)` registers, `X_callback(...)` calls every registered function.
+
+Each callback remembers the file that registered it (A1111's rule: the first stack frame outside this module), so
+`remove_current_script_callbacks()` can drop one script's callbacks and an error names the culprit. A failing callback
+is logged with its file and never propagates: one broken extension must not stop saving or sampling.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("webui")
+
+
+@dataclass
+class ScriptCallback:
+    script: str                 # file that registered it
+    callback: Callable[..., Any]
+    name: str | None = None
+
+
+@dataclass
+class ImageSaveParams:
+    """What `on_before_image_saved` may change (image, pnginfo) and what `on_image_saved` reports.
+
+    `filename`: before saving, the folder the image goes to (the numbered name is chosen atomically while writing);
+    after saving, the file's full path."""
+
+    image: Any
+    p: Any
+    filename: str
+    pnginfo: dict[str, Any]
+
+
+@dataclass
+class CFGDenoiserParams:
+    """Before each UNet call. `x` are the model-input latents (every conditioning row, then the unconditional rows),
+    `sigma` the scheduler's timestep; changing `x`, `text_cond` or `text_uncond` changes what the UNet sees."""
+
+    x: Any
+    image_cond: Any
+    sigma: Any
+    sampling_step: int
+    total_sampling_steps: int
+    text_cond: Any
+    text_uncond: Any
+    denoiser: Any = None
+
+
+@dataclass
+class CFGDenoisedParams:
+    """After each UNet call, before guidance is combined: `x` is the UNet's output, which a callback may replace."""
+
+    x: Any
+    sampling_step: int
+    total_sampling_steps: int
+    inner_model: Any = None
+
+
+@dataclass
+class AfterCFGCallbackParams:
+    """After guidance is combined, every step: `x` is the guided model prediction the scheduler steps with (noise or
+    v, as the diffusers scheduler takes it; A1111's k-diffusion gives the denoised latents), which a callback may
+    replace."""
+
+    x: Any
+    sampling_step: int
+    total_sampling_steps: int
+
+
+@dataclass
+class UiTrainTabParams:
+    txt2img_preview_params: list[Any] = field(default_factory=list)
+
+
+CALLBACK_NAMES = (
+    "callbacks_app_started", "callbacks_model_loaded", "callbacks_ui_tabs", "callbacks_ui_train_tabs",
+    "callbacks_ui_settings", "callbacks_before_image_saved", "callbacks_image_saved", "callbacks_extra_noise",
+    "callbacks_cfg_denoiser", "callbacks_cfg_denoised", "callbacks_cfg_after_cfg", "callbacks_before_component",
+    "callbacks_after_component", "callbacks_image_grid", "callbacks_infotext_pasted", "callbacks_script_unloaded",
+    "callbacks_before_ui", "callbacks_on_reload", "callbacks_list_optimizers", "callbacks_list_unets",
+    "callbacks_before_token_counter",
+)
+callback_map: dict[str, list[ScriptCallback]] = {name: [] for name in CALLBACK_NAMES}
+
+
+def _caller_file() -> str:
+    """The file of the first frame outside this module (the script that registered or removes callbacks)."""
+    here = os.path.normcase(os.path.abspath(__file__))
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if os.path.normcase(os.path.abspath(filename)) != here:
+                return filename
+            frame = frame.f_back
+    finally:
+        del frame
+    return "unknown file"
+
+
+def add_callback(callbacks: list[ScriptCallback], fun: Callable[..., Any], *, name: str | None = None,
+                 filename: str | None = None) -> None:
+    callbacks.append(ScriptCallback(filename or _caller_file(), fun, name))
+
+
+def _run(kind: str, *args: Any) -> list[Any]:
+    """Call every callback of a kind; a failing one is logged with its file and skipped. Returns the results."""
+    results = []
+    for c in list(callback_map[f"callbacks_{kind}"]):
+        try:
+            results.append(c.callback(*args))
+        except Exception:
+            log.exception("Error executing callback %s for %s (registered by %s)", c.name or
+                          getattr(c.callback, "__name__", "?"), kind, c.script)
+    return results
+
+
+def has_callbacks(kind: str) -> bool:
+    """Whether any callback of a kind is registered (lets hot loops skip building parameter objects)."""
+    return bool(callback_map[f"callbacks_{kind}"])
+
+
+def clear_callbacks() -> None:
+    for callbacks in callback_map.values():
+        callbacks.clear()
+
+
+def remove_current_script_callbacks() -> None:
+    """Remove every callback registered by the calling script file (A1111: used by scripts that reload)."""
+    filename = _caller_file()
+    if filename == "unknown file":
+        return
+    for callbacks in callback_map.values():
+        callbacks[:] = [c for c in callbacks if c.script != filename]
+
+
+def remove_callbacks_for_function(callback_func: Callable[..., Any]) -> None:
+    for callbacks in callback_map.values():
+        callbacks[:] = [c for c in callbacks if c.callback != callback_func]
+
+
+# --- invokers (called by the application) ----------------------------------------------------------------------
+
+def app_started_callback(demo: Any, app: Any) -> None:
+    _run("app_started", demo, app)
+
+
+def model_loaded_callback(sd_model: Any) -> None:
+    _run("model_loaded", sd_model)
+
+
+def ui_tabs_callback() -> list[tuple[Any, str, str]]:
+    """Every extension tab as (blocks, title, elem_id); a callback's result may be None or a list of tabs."""
+    tabs: list[tuple[Any, str, str]] = []
+    for result in _run("ui_tabs"):
+        tabs += result or []
+    return tabs
+
+
+def ui_train_tabs_callback(params: UiTrainTabParams) -> None:
+    _run("ui_train_tabs", params)
+
+
+def ui_settings_callback() -> None:
+    _run("ui_settings")
+
+
+def before_image_saved_callback(params: ImageSaveParams) -> None:
+    _run("before_image_saved", params)
+
+
+def image_saved_callback(params: ImageSaveParams) -> None:
+    _run("image_saved", params)
+
+
+def extra_noise_callback(params: Any) -> None:
+    _run("extra_noise", params)
+
+
+def cfg_denoiser_callback(params: CFGDenoiserParams) -> None:
+    _run("cfg_denoiser", params)
+
+
+def cfg_denoised_callback(params: CFGDenoisedParams) -> None:
+    _run("cfg_denoised", params)
+
+
+def cfg_after_cfg_callback(params: AfterCFGCallbackParams) -> None:
+    _run("cfg_after_cfg", params)
+
+
+def before_component_callback(component: Any, **kwargs: Any) -> None:
+    _run("before_component", component, kwargs)
+
+
+def after_component_callback(component: Any, **kwargs: Any) -> None:
+    _run("after_component", component, kwargs)
+
+
+def image_grid_callback(params: Any) -> None:
+    _run("image_grid", params)
+
+
+def infotext_pasted_callback(infotext: str, params: dict[str, Any]) -> None:
+    _run("infotext_pasted", infotext, params)
+
+
+def script_unloaded_callback() -> None:
+    _run("script_unloaded")
+
+
+def before_ui_callback() -> None:
+    _run("before_ui")
+
+
+def on_reload_callback() -> None:
+    _run("on_reload")
+
+
+def before_token_counter_callback(params: Any) -> None:
+    _run("before_token_counter", params)
+
+
+# --- registration (called by extensions) -----------------------------------------------------------------------
+
+def on_app_started(callback: Callable[[Any, Any], None], *, name: str | None = None) -> None:
+    """`callback(demo, app)` once the Gradio app (and its FastAPI `app`) is running: add routes here."""
+    add_callback(callback_map["callbacks_app_started"], callback, name=name)
+
+
+def on_model_loaded(callback: Callable[[Any], None], *, name: str | None = None) -> None:
+    """`callback(sd_model)` whenever a checkpoint has been loaded."""
+    add_callback(callback_map["callbacks_model_loaded"], callback, name=name)
+
+
+def on_ui_tabs(callback: Callable[[], list[tuple[Any, str, str]] | None], *, name: str | None = None) -> None:
+    """`callback()` returns [(gr.Blocks, title, elem_id)]: extra top-level tabs."""
+    add_callback(callback_map["callbacks_ui_tabs"], callback, name=name)
+
+
+def on_ui_train_tabs(callback: Callable[[UiTrainTabParams], None], *, name: str | None = None) -> None:
+    add_callback(callback_map["callbacks_ui_train_tabs"], callback, name=name)
+
+
+def on_ui_settings(callback: Callable[[], None], *, name: str | None = None) -> None:
+    """`callback()` before the settings tab is built: add options with `shared.opts.add_option(key, OptionInfo)`."""
+    add_callback(callback_map["callbacks_ui_settings"], callback, name=name)
+
+
+def on_before_image_saved(callback: Callable[[ImageSaveParams], None], *, name: str | None = None) -> None:
+    """`callback(params)` before an image is written; it may replace `params.image` or edit `params.pnginfo`."""
+    add_callback(callback_map["callbacks_before_image_saved"], callback, name=name)
+
+
+def on_image_saved(callback: Callable[[ImageSaveParams], None], *, name: str | None = None) -> None:
+    """`callback(params)` after an image was written; `params.filename` is its path."""
+    add_callback(callback_map["callbacks_image_saved"], callback, name=name)
+
+
+def on_extra_noise(callback: Callable[[Any], None], *, name: str | None = None) -> None:
+    add_callback(callback_map["callbacks_extra_noise"], callback, name=name)
+
+
+def on_cfg_denoiser(callback: Callable[[CFGDenoiserParams], None], *, name: str | None = None) -> None:
+    """`callback(params)` before every UNet call of the sampling loop."""
+    add_callback(callback_map["callbacks_cfg_denoiser"], callback, name=name)
+
+
+def on_cfg_denoised(callback: Callable[[CFGDenoisedParams], None], *, name: str | None = None) -> None:
+    """`callback(params)` after every UNet call, before the guidance is combined."""
+    add_callback(callback_map["callbacks_cfg_denoised"], callback, name=name)
+
+
+def on_cfg_after_cfg(callback: Callable[[AfterCFGCallbackParams], None], *, name: str | None = None) -> None:
+    """`callback(params)` after every step's guidance is combined, before the scheduler step."""
+    add_callback(callback_map["callbacks_cfg_after_cfg"], callback, name=name)
+
+
+def on_before_component(callback: Callable[..., None], *, name: str | None = None) -> None:
+    """Registered but never fired: components are not intercepted as they are created (A1111 patches Gradio)."""
+    add_callback(callback_map["callbacks_before_component"], callback, name=name)
+
+
+def on_after_component(callback: Callable[..., None], *, name: str | None = None) -> None:
+    """Registered but never fired: components are not intercepted as they are created (A1111 patches Gradio)."""
+    add_callback(callback_map["callbacks_after_component"], callback, name=name)
+
+
+def on_image_grid(callback: Callable[[Any], None], *, name: str | None = None) -> None:
+    add_callback(callback_map["callbacks_image_grid"], callback, name=name)
+
+
+def on_infotext_pasted(callback: Callable[[str, dict[str, Any]], None], *, name: str | None = None) -> None:
+    """`callback(infotext, params)` when an infotext is pasted into a tab (paste button, PNG info, send-to), after
+    it is parsed and before the fields are filled: the callback may add, change or remove keys of `params`."""
+    add_callback(callback_map["callbacks_infotext_pasted"], callback, name=name)
+
+
+def on_script_unloaded(callback: Callable[[], None], *, name: str | None = None) -> None:
+    """`callback()` before scripts are reloaded (free what the script holds)."""
+    add_callback(callback_map["callbacks_script_unloaded"], callback, name=name)
+
+
+def on_before_ui(callback: Callable[[], None], *, name: str | None = None) -> None:
+    """`callback()` before the UI is built."""
+    add_callback(callback_map["callbacks_before_ui"], callback, name=name)
+
+
+def on_before_reload(callback: Callable[[], None], *, name: str | None = None) -> None:
+    add_callback(callback_map["callbacks_on_reload"], callback, name=name)
+
+
+def on_list_optimizers(callback: Callable[[list[Any]], None], *, name: str | None = None) -> None:
+    add_callback(callback_map["callbacks_list_optimizers"], callback, name=name)
+
+
+def on_list_unets(callback: Callable[[list[Any]], None], *, name: str | None = None) -> None:
+    add_callback(callback_map["callbacks_list_unets"], callback, name=name)
+
+
+def on_before_token_counter(callback: Callable[[Any], None], *, name: str | None = None) -> None:
+    add_callback(callback_map["callbacks_before_token_counter"], callback, name=name)

@@ -1,0 +1,196 @@
+"""The one generation queue: first come, first served, one job at a time on the model, each with a task id.
+
+UI, API and scripts all pass through `shared.run_job`, which takes a turn here. A plain threading.Lock does not
+promise order (a late caller may overtake a waiting one), so the lock is a ticket queue. Each task is recorded
+(queued / running / done / failed / cancelled) so the API can report a job by id, list pending tasks, and keep
+finished results for a while (the async job API).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+
+
+class QueueClosed(RuntimeError):
+    """The queue takes no more jobs (the server is shutting down); raised to every caller still waiting in it."""
+
+
+class FifoLock:
+    """A lock granted in the order it was asked for; usable as a context manager like threading.Lock.
+
+    `close()` is for shutdown: callers waiting for their turn (and any that ask later) get QueueClosed at once
+    instead of hanging until the process dies; the current holder keeps the lock until it releases it."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self._abandoned: set[int] = set()  # tickets of callers that gave up (queue closed); their turn is skipped
+        self._held = False
+        self._closed_reason: str | None = None
+
+    def acquire(self) -> bool:
+        with self._condition:
+            if self._closed_reason is not None:
+                raise QueueClosed(self._closed_reason)
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                if self._closed_reason is not None:
+                    self._abandoned.add(ticket)
+                    raise QueueClosed(self._closed_reason)
+                self._condition.wait()
+            if self._closed_reason is not None:  # the turn came just as the queue closed: pass it on, do not run
+                self._advance()
+                raise QueueClosed(self._closed_reason)
+            self._held = True
+        return True
+
+    def release(self) -> None:
+        with self._condition:
+            self._held = False
+            self._advance()
+
+    def _advance(self) -> None:
+        self._serving += 1
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._condition.notify_all()
+
+    def locked(self) -> bool:
+        with self._condition:
+            return self._next_ticket != self._serving
+
+    def close(self, reason: str) -> None:
+        """Refuse every waiting and future caller with QueueClosed(reason); the holder is not disturbed."""
+        with self._condition:
+            self._closed_reason = reason
+            self._condition.notify_all()
+
+    def reopen(self) -> None:
+        """Take callers again (an application re-initialised in the same process, as the tests do)."""
+        with self._condition:
+            self._closed_reason = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nobody holds or waits for the lock; False if `timeout` seconds passed first."""
+        with self._condition:
+            return self._condition.wait_for(lambda: not self._held and self._next_ticket == self._serving, timeout)
+
+    def __enter__(self) -> FifoLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass
+class Task:
+    id: str
+    label: str
+    status: str = QUEUED
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    result: Any = None          # what the API returns for it when done (set by the caller)
+    error: str | None = None
+    cancel_requested: bool = False
+
+
+class TaskRegistry:
+    """Every generation's task record, in arrival order; finished ones are kept up to `keep` (oldest dropped)."""
+
+    def __init__(self, keep: int = 100) -> None:
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._tasks: OrderedDict[str, Task] = OrderedDict()
+        self._closed_reason: str | None = None
+
+    @staticmethod
+    def new_id() -> str:
+        return f"task({uuid.uuid4().hex[:15]})"  # A1111's id_task shape
+
+    def add(self, task_id: str | None, label: str) -> Task:
+        with self._lock:
+            if self._closed_reason is not None:
+                raise QueueClosed(self._closed_reason)
+            task_id = task_id or self.new_id()
+            if task_id in self._tasks and self._tasks[task_id].status in (QUEUED, RUNNING):
+                raise ValueError(f"Task id {task_id!r} is already queued or running")
+            task = self._tasks[task_id] = Task(task_id, label)
+            self._tasks.move_to_end(task_id)
+            self._forget_old()
+            return task
+
+    def get(self, task_id: str) -> Task | None:
+        with self._lock:
+            return self._tasks.get(task_id)
+
+    def pending(self) -> list[Task]:
+        """Queued tasks in the order they will run."""
+        with self._lock:
+            return [t for t in self._tasks.values() if t.status == QUEUED]
+
+    def running(self) -> Task | None:
+        with self._lock:
+            return next((t for t in self._tasks.values() if t.status == RUNNING), None)
+
+    def position(self, task_id: str) -> int | None:
+        """0-based place in the queue of a queued task, None otherwise."""
+        ids = [t.id for t in self.pending()]
+        return ids.index(task_id) if task_id in ids else None
+
+    def start(self, task: Task) -> bool:
+        """Mark running; False when it was cancelled while it waited (then it must not run)."""
+        with self._lock:
+            if task.cancel_requested:
+                task.status, task.finished = CANCELLED, time.time()
+                return False
+            task.status, task.started = RUNNING, time.time()
+            return True
+
+    def finish(self, task: Task, error: str | None = None, cancelled: bool = False) -> None:
+        with self._lock:
+            task.status = CANCELLED if cancelled else FAILED if error else DONE
+            task.error, task.finished = error, time.time()
+            self._forget_old()
+
+    def request_cancel(self, task_id: str) -> Task | None:
+        """Flag a task; a queued one will not run, a running one must be interrupted by the caller."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is not None and task.status in (QUEUED, RUNNING):
+                task.cancel_requested = True
+            return task
+
+    def close(self, reason: str) -> list[Task]:
+        """Shutdown: every queued task fails with `reason` (it will never run) and new tasks are refused.
+        Returns the tasks it failed; the running one is left to finish (or be interrupted) by its caller."""
+        with self._lock:
+            self._closed_reason = reason
+            failed = [t for t in self._tasks.values() if t.status == QUEUED]
+            for task in failed:
+                task.status, task.error, task.finished = FAILED, reason, time.time()
+            return failed
+
+    def reopen(self) -> None:
+        with self._lock:
+            self._closed_reason = None
+
+    def _forget_old(self) -> None:
+        finished = [k for k, t in self._tasks.items() if t.status not in (QUEUED, RUNNING)]
+        for key in finished[:max(0, len(finished) - self.keep)]:
+            del self._tasks[key]

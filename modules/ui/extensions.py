@@ -1,0 +1,123 @@
+"""The Extensions tab (A1111 layout): installed list with enable checkboxes and update status, Check for updates,
+Apply and restart, Install from URL, Uninstall. The work is done by modules.extensions."""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+import threading
+import time
+
+import gradio as gr
+
+from modules import extensions, shared
+
+
+def installed_table(items: list[extensions.Extension]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(e.name)}{' (built-in)' if e.is_builtin else ''}</td>"
+        f"<td>{html.escape(e.remote or '')}</td><td>{html.escape(e.branch or '')}</td>"
+        f"<td>{html.escape(e.version)}</td>"
+        f"<td>{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.commit_date)) if e.commit_date else ''}</td>"
+        f"<td>{html.escape(e.status or 'unknown')}</td></tr>" for e in items)
+    return ('<table id="extensions_table"><thead><tr><th>Extension</th><th>URL</th><th>Branch</th><th>Version</th>'
+            f'<th>Date</th><th>Update</th></tr></thead><tbody>{rows}</tbody></table>')
+
+
+def _state() -> tuple[list[extensions.Extension], list[str], list[str]]:
+    items = extensions.list_extensions(shared.opts, shared.cmd_opts)
+    return items, [e.name for e in items], [e.name for e in items if e.enabled]
+
+
+def refresh() -> tuple:
+    items, names, enabled = _state()
+    removable = [e.name for e in items if not e.is_builtin]
+    return gr.CheckboxGroup(choices=names, value=enabled), installed_table(items), gr.Dropdown(choices=removable)
+
+
+def check_for_updates() -> str:
+    items, _, _ = _state()
+    extensions.check_updates(items)
+    return installed_table(items)
+
+
+def apply_enabled(enabled: list[str]) -> None:
+    names = [e.name for e in extensions.list_extensions(shared.opts, shared.cmd_opts)]
+    disabled = sorted(n for n in names if n not in set(enabled or []))
+    shared.opts.set("disabled_extensions", disabled)
+    shared.save_settings()
+
+
+def restart_server(delay: float = 0.5) -> None:
+    """Replace this process with a fresh one with the same arguments (A1111's Apply and restart), after the
+    response has gone out."""
+    def later() -> None:
+        time.sleep(delay)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+    threading.Thread(target=later, daemon=True).start()
+
+
+def apply_and_restart(enabled: list[str]) -> str:
+    apply_enabled(enabled)
+    restart_server()
+    return "Restarting…"
+
+
+def install_from_url(url: str, branch: str, folder: str) -> tuple:
+    try:
+        with shared.queue_lock:  # never while a job runs: install.py may change the environment
+            extension = extensions.install(url, shared.cmd_opts, branch=branch or None, folder_name=folder or None)
+    except extensions.ExtensionError as e:
+        raise gr.Error(str(e)) from e
+    message = f"Installed into {extension.path}. Use Installed tab to restart."
+    return (message, *refresh())
+
+
+def uninstall(name: str, confirmed: bool) -> tuple:
+    if not confirmed:
+        raise gr.Error("Tick the confirmation box to uninstall.")
+    try:
+        extensions.uninstall(name, shared.cmd_opts)
+    except extensions.ExtensionError as e:
+        raise gr.Error(str(e)) from e
+    return (f"Removed {name}. Restart to unload its scripts.", *refresh())
+
+
+def create_tab() -> None:
+    items, names, enabled = _state()
+    allowed = extensions.cmd_args_allow(shared.cmd_opts)
+    with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+        if not allowed:
+            gr.HTML(f'<p class="warning" id="extensions_disabled">{html.escape(extensions.INSECURE_MESSAGE)}</p>')
+        with gr.Tabs(elem_id="tabs_extensions"):
+            with gr.Tab("Installed", id="installed"):
+                with gr.Row():
+                    apply_button = gr.Button("Apply and restart UI", variant="primary", elem_id="extensions_apply")
+                    check_button = gr.Button("Check for updates", elem_id="extensions_check")
+                enabled_box = gr.CheckboxGroup(choices=names, value=enabled, label="Enabled",
+                                               elem_id="extensions_enabled")
+                table = gr.HTML(installed_table(items), elem_id="extensions_installed_html")
+                with gr.Row():
+                    remove_name = gr.Dropdown(choices=[e.name for e in items if not e.is_builtin],
+                                              label="Uninstall extension", elem_id="extensions_remove_name")
+                    remove_confirm = gr.Checkbox(label="Yes, delete its folder", elem_id="extensions_remove_confirm")
+                    remove_button = gr.Button("Uninstall", elem_id="extensions_remove", interactive=allowed)
+                status = gr.HTML(elem_id="extensions_status")
+            with gr.Tab("Install from URL", id="install_from_url"):
+                url = gr.Textbox(label="URL for extension's git repository", elem_id="install_url")
+                branch = gr.Textbox(label="Specific branch name", placeholder="Leave empty for default main branch",
+                                    elem_id="install_branch")
+                folder = gr.Textbox(label="Local directory name", placeholder="Leave empty for auto",
+                                    elem_id="install_dirname")
+                install_button = gr.Button("Install", variant="primary", elem_id="install_button",
+                                           interactive=allowed)
+                install_result = gr.HTML(elem_id="extension_install_result")
+        refresh_outputs = [enabled_box, table, remove_name]
+        check_button.click(check_for_updates, inputs=[], outputs=[table], api_visibility="undocumented")
+        apply_button.click(apply_and_restart, inputs=[enabled_box], outputs=[status], api_visibility="undocumented")
+        install_button.click(install_from_url, inputs=[url, branch, folder], outputs=[install_result, *refresh_outputs],
+                             api_visibility="undocumented")
+        remove_button.click(uninstall, inputs=[remove_name, remove_confirm], outputs=[status, *refresh_outputs],
+                            api_visibility="undocumented")
