@@ -32,4 +32,4 @@ for arg in "$@"; do
         break
     fi
 done
-exec python -m pytest "${test_paths[@]}" -q -p no:cacheprovider "$@"
+exec python -m pytest "${test_paths[@]}" -q -p no:cacheprovider --durations=30 "$@"
