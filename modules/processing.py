@@ -616,8 +616,10 @@ def _latent_mask_tensor(mask: Image.Image, latent_hw: tuple[int, int], device: t
 
 # --- the job ---------------------------------------------------------------------------------------------------
 
-def _sampler_for(job: Job, ctx: Context, seeds: list[int], sampler_name: str | None = None,
-                 scheduler: str | None = None) -> samplers.Sampler:
+def sampler_for_job(job: Job, ctx: Context, seeds: list[int], sampler_name: str | None = None,
+                    scheduler: str | None = None) -> samplers.Sampler:
+    """The sampler a job runs with (its own or the given sampler/schedule, eta and s_* from the job or settings);
+    also what infotexts are written from, so scripts use it to describe the jobs they run."""
     opts = ctx.opts
     name, schedule = sampler_name or job.sampler_name, scheduler if sampler_name else job.scheduler
     eta = job.eta
@@ -770,7 +772,7 @@ def _process(job: Job, ctx: Context) -> Processed:
         job.prompts, job.negative_prompts = list(prompts), list(negatives)
         _script_hook(job, "before_process_batch", batch_number=batch_no, prompts=prompts, seeds=seeds,
                      subseeds=subseeds)
-        sampler = _sampler_for(job, ctx, seeds)
+        sampler = sampler_for_job(job, ctx, seeds)
         if sampler.eta is not None and sampler.eta != samplers.A1111_ETA_DDIM and "eta" in sampler.step_kwargs:
             job.extra_generation_params["Eta DDIM"] = sampler.eta  # A1111 records a non-default eta
         prompts = sampling.activate_networks(job, prompts)
@@ -807,18 +809,20 @@ def _process(job: Job, ctx: Context) -> Processed:
             outputs.append(image)
             infotexts.append(text)
             if opts.samples_save and not job.do_not_save_samples:
-                path = _save(image, job, ctx, text, seed=job.all_seeds[index], prompt=job.all_prompts[index])
+                path = save_output_image(image, job, ctx, text, seed=job.all_seeds[index],
+                                         prompt=job.all_prompts[index])
                 saved.append(path)
     index_of_first = 0
     if len(outputs) > 1 and not interrupted:
         grid = images.image_grid(outputs, job.batch_size, n_rows=opts.n_rows)
-        text = create_infotext(job, ctx, 0, _sampler_for(job, ctx, job.all_seeds[:1]), use_main_prompt=True)
+        text = create_infotext(job, ctx, 0, sampler_for_job(job, ctx, job.all_seeds[:1]), use_main_prompt=True)
         if opts.return_grid:
             outputs.insert(0, grid)
             infotexts.insert(0, text)
             index_of_first = 1
         if opts.grid_save and not job.do_not_save_grid:
-            saved.append(_save(grid, job, ctx, text, seed=job.all_seeds[0], prompt=job.all_prompts[0], grid=True))
+            saved.append(save_output_image(grid, job, ctx, text, seed=job.all_seeds[0], prompt=job.all_prompts[0],
+                                           grid=True))
     processed = Processed(
         images=outputs, job=job, seed=job.all_seeds[0], subseed=job.all_subseeds[0], all_seeds=job.all_seeds,
         all_subseeds=job.all_subseeds, all_prompts=job.all_prompts, all_negative_prompts=job.all_negative_prompts,
@@ -864,8 +868,10 @@ def _call_hooks(ctx: Context, name: str, *args: Any) -> None:
             fn(*args)
 
 
-def _save(image: Image.Image, job: Job, ctx: Context, text: str, seed: int, prompt: str, grid: bool = False,
-          suffix: str = "") -> str:
+def save_output_image(image: Image.Image, job: Job, ctx: Context, text: str, seed: int, prompt: str,
+                      grid: bool = False, suffix: str = "") -> str:
+    """Save a result (or, with grid=True, a grid) as process_images does: the job's output folder, A1111's file
+    names, the `parameters` chunk and the image-saved callbacks. Scripts save their own grids through it."""
     opts = ctx.opts
     if grid:
         folder = job.outpath_grids or opts.outdir_grids or getattr(opts, f"outdir_{job.mode}_grids")
@@ -942,7 +948,7 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     if ctx.opts.save_images_before_highres_fix and not job.do_not_save_samples:
         for offset, image in enumerate(_decode_to_images(sampling, latents)):
             index = batch_no * job.batch_size + offset
-            _save(image, job, ctx, create_infotext(job, ctx, index, _sampler_for(job, ctx, seeds)),
+            save_output_image(image, job, ctx, create_infotext(job, ctx, index, sampler_for_job(job, ctx, seeds)),
                   seed=seeds[offset], prompt=job.all_prompts[index], suffix="-before-highres-fix")
     _script_hook(job, "before_hr")  # scripts may still change the hires prompts, sampler, steps and strength
     if upscaler in LATENT_UPSCALE_MODES:
@@ -959,7 +965,7 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     shape = (model.latent_channels, target_h // f, target_w // f)
     image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
     noise = image_rng.first().to(model.policy.dtype)
-    hr_sampler = _sampler_for(job, ctx, seeds, job.hr_sampler_name or job.sampler_name,
+    hr_sampler = sampler_for_job(job, ctx, seeds, job.hr_sampler_name or job.sampler_name,
                               job.hr_scheduler or job.scheduler)
     lo = batch_no * job.batch_size
     hr_prompts = [job.hr_prompt or p for p in job.all_prompts[lo:lo + len(seeds)]]

@@ -120,8 +120,8 @@ class Script(scripts.Script):
             grid = images.image_grid(kept, rows=1)
             info = results[0].infotexts[results[0].index_of_first_image]
             if ctx.opts.grid_save and not p.do_not_save_grid:
-                merged.saved_files.append(processing._save(grid, p, ctx, info, seed=results[0].seed,
-                                                           prompt=results[0].all_prompts[0], grid=True))
+                merged.saved_files.append(processing.save_output_image(
+                    grid, p, ctx, info, seed=results[0].seed, prompt=results[0].all_prompts[0], grid=True))
             if ctx.opts.return_grid:
                 grids, grid_texts = [grid], [info]
         merged.images = [*grids, *kept]

@@ -137,6 +137,6 @@ class Script(scripts.Script):
             ctx = p.context
             if ctx is not None and ctx.opts.grid_save and not p.do_not_save_grid:
                 # processing's saver: the grid folder, numbering and save callbacks of every other grid
-                processed.saved_files.append(processing._save(grid, p, ctx, processed.infotexts[0], seed=seed,
-                                                              prompt=original, grid=True))
+                processed.saved_files.append(processing.save_output_image(
+                    grid, p, ctx, processed.infotexts[0], seed=seed, prompt=original, grid=True))
         return processed

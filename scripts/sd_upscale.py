@@ -211,8 +211,9 @@ class Script(scripts.Script):
             images.append(combined)
             infotexts.append(info or "")
             if ctx.opts.samples_save and not p.do_not_save_samples:
-                saved.append(processing._save(combined, p, ctx, info or "", seed=start_seed,
-                                              prompt=results[-1].all_prompts[0] if results else str(p.prompt)))
+                saved.append(processing.save_output_image(
+                    combined, p, ctx, info or "", seed=start_seed,
+                    prompt=results[-1].all_prompts[0] if results else str(p.prompt)))
             if state.interrupted:
                 break
 

@@ -669,7 +669,7 @@ def _grid_infotext(job: Any, ctx: Any, extra: dict[str, Any]) -> str:
     if not job.all_seeds:
         return ""
     info_job = dataclasses.replace(job, extra_generation_params={**job.extra_generation_params, **extra})
-    sampler = processing._sampler_for(info_job, ctx, info_job.all_seeds[:1])
+    sampler = processing.sampler_for_job(info_job, ctx, info_job.all_seeds[:1])
     return processing.create_infotext(info_job, ctx, 0, sampler, use_main_prompt=True)
 
 
@@ -907,8 +907,8 @@ class Script(scripts.Script):
             seed = processed.all_seeds[0] if processed.all_seeds else p.seed
             prompt = processed.all_prompts[0] if processed.all_prompts else str(p.prompt)
             for grid, text in zip(grids, grid_infos):
-                processed.saved_files.append(processing._save(grid, p, ctx, text, seed=seed, prompt=prompt,
-                                                              grid=True))
+                processed.saved_files.append(processing.save_output_image(grid, p, ctx, text, seed=seed,
+                                                                          prompt=prompt, grid=True))
         return processed
 
     @staticmethod
