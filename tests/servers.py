@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +57,14 @@ def running_webui(data_dir: Path, *flags: str) -> Iterator[tuple[str, Path]]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def server_process(data_dir: Path) -> psutil.Process:
+    """The webui.py process `running_webui` started for `data_dir` (it does not hand out its Popen)."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if str(data_dir) in child.cmdline():
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    pytest.fail(f"no server process for {data_dir}")

@@ -18,26 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 from PIL import Image
 
-from tests.servers import running_webui
+from tests.servers import running_webui, server_process
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".avif", ".gif"}
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler"}
-
-
-def _server_process(data_dir: Path) -> psutil.Process:
-    """The webui.py process `running_webui` started for `data_dir` (it does not hand out its Popen)."""
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if str(data_dir) in child.cmdline():
-                return child
-        except psutil.NoSuchProcess:
-            continue
-    pytest.fail(f"no server process for {data_dir}")
 
 
 def _files(folder: Path) -> list[Path]:
@@ -63,7 +51,7 @@ def killed(tmp_path_factory) -> dict:
     outputs = data_dir / "outputs"
     written_qualities: list[int] = []
     with running_webui(data_dir, "--api", "--nowebui") as (url, _log):
-        process = _server_process(data_dir)
+        process = server_process(data_dir)
         assert requests.post(f"{url}/sdapi/v1/options", json={"jpeg_quality": 50}, timeout=30).status_code == 200
         stop = threading.Event()
 
@@ -129,7 +117,7 @@ def restarted(killed):
     header = json.dumps({"w": {"dtype": "F32", "shape": [1024, 1024], "data_offsets": [0, 4 * 1024 * 1024]}})
     corrupt.write_bytes(struct.pack("<Q", len(header)) + header.encode() + b"\x00" * 1000)  # a cut-off download
     with running_webui(data_dir, "--api", "--nowebui") as (url, log_path):
-        yield url, data_dir, log_path, _server_process(data_dir)
+        yield url, data_dir, log_path, server_process(data_dir)
 
 
 def _txt2img(url: str, timeout: float = 120, **overrides) -> requests.Response:

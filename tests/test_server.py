@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.servers import free_port, running_webui
+from tests.servers import free_port, running_webui, server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,6 +99,41 @@ def test_server_binds_loopback_and_serves_the_page(server):
     models = httpx.get(url + "/sdapi/v1/sd-models", timeout=10).json()
     assert models[0]["title"].startswith("demo-shapes-sd1.safetensors [")
     assert "Running on local URL:  http://127.0.0.1:" in log_path.read_text()
+
+
+def test_sigterm_with_the_ui_interrupts_the_job_and_exits_0(server):
+    """Graceful shutdown when Gradio serves the page (its own server loop, unlike --nowebui): the running job is
+    interrupted and still answered, and the process exits with status 0. The last test of this module's server."""
+    import httpx
+
+    url, data_dir, log_path = server
+    process = server_process(data_dir)
+    answer: dict[str, httpx.Response | Exception] = {}
+
+    def generate() -> None:
+        try:
+            answer["response"] = httpx.post(f"{url}/sdapi/v1/txt2img", timeout=60, json={
+                "prompt": "a red circle", "width": 64, "height": 64, "steps": 150, "sampler_name": "Euler"})
+        except httpx.HTTPError as e:
+            answer["response"] = e
+
+    job = threading.Thread(target=generate)
+    job.start()
+    deadline = time.time() + 60
+    while httpx.get(f"{url}/sdapi/v1/progress?skip_current_image=true", timeout=10).json()["state"][
+            "sampling_step"] < 1:
+        assert time.time() < deadline, "the job never started sampling"
+        time.sleep(0.05)
+    sent = time.time()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == 0
+    assert time.time() - sent < 15
+    job.join(10)
+    response = answer["response"]
+    assert isinstance(response, httpx.Response) and response.status_code == 200, response
+    assert response.json()["images"] == []  # interrupted inside its only batch
+    log = log_path.read_text(errors="replace")
+    assert "SIGTERM received" in log and "server stopped" in log
 
 
 def test_unknown_flag_is_a_clear_error():
