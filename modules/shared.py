@@ -74,6 +74,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     loras = lora_registry(cmd_opts.lora_dir)
     hypernetworks = hypernetwork_registry(cmd_opts.hypernetwork_dir)
     models.listeners.append(lambda _model: save_settings())  # the chosen checkpoint persists
+    models.before_switch.append(_forget_counting_encoder)
     state.listeners.append(_live_preview)
     models.refresh()
 
@@ -127,6 +128,11 @@ def context() -> Context:
     embeddings.refresh(model)  # cheap unless files or the model changed
     return Context(model=model, opts=opts, state=state, data_dir=cmd_opts.data_dir, styles=prompt_styles,
                    embeddings=embeddings, loras=loras, hypernetworks=hypernetworks, hash_cache=cache_path)
+
+
+def _forget_counting_encoder() -> None:
+    global _counting_encoder
+    _counting_encoder = None  # it holds the model that is being let go
 
 
 def token_count(prompt: str, steps: int) -> tuple[int, int]:

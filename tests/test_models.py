@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import shutil
+import weakref
 from pathlib import Path
 
 import psutil
@@ -218,6 +219,31 @@ def test_switching_checkpoints_frees_the_previous_one(app, tiny_checkpoints):
     assert after <= baseline * 1.10, f"RSS grew from {baseline >> 20} MiB to {after >> 20} MiB"
     if torch.cuda.is_available():  # pragma: no cover - CI has no GPU
         assert torch.cuda.memory_allocated() < 2 * 1024**3
+
+
+def test_a_model_that_ran_jobs_is_freed_before_the_next_one_is_read(app, tiny_checkpoints):
+    """Jobs give the model LoRA/hypernetwork patchers and the token counter an encoder; none of them may keep it
+    alive once another checkpoint is chosen, and it must be gone before the new file is read (VRAM holds one)."""
+    from modules.models import loader
+
+    first, second = _install(app, tiny_checkpoints, "sd1", "sd2")
+    model = app.models.select(first)
+    app.run_job(Job(prompt="a red circle <lora:missing:1>", seed=1, width=64, height=64, steps=2))
+    assert app.token_count("a red circle", 20)[0] > 0
+    unet = weakref.ref(model.unet)
+    del model
+    alive_when_read = []
+    real = loader.load_state_dict
+    loader.load_state_dict = lambda path, *a, **k: (alive_when_read.append(unet() is not None), real(path, *a, **k))[1]
+    try:
+        app.models.select(second)
+    finally:
+        loader.load_state_dict = real
+    assert alive_when_read == [False]
+    app.opts.set("sd_checkpoint_cache", 1)  # kept in RAM on purpose: then it stays, with its own weights
+    kept = weakref.ref(app.models.current.unet)
+    app.models.select(first)
+    assert kept() is not None
 
 
 def test_safetensors_twin_is_preferred_and_pickles_are_marked(tmp_path):

@@ -38,6 +38,9 @@ class ModelManager:
         self.compile_flag = compile_models
         self.lock = threading.RLock()
         self.listeners: list = []  # called with the new SDModel after each load (script_callbacks.model_loaded)
+        # called with no arguments before the current model is let go: holders of a model drop it here, so that it
+        # is freed before the next one is read
+        self.before_switch: list = []
 
     # --- listing -------------------------------------------------------------------------------------------
     def refresh(self) -> list[CheckpointInfo]:
@@ -98,6 +101,8 @@ class ModelManager:
 
     def unload(self) -> None:
         with self.lock:
+            for hook in self.before_switch:
+                hook()
             self.current = None
             self.cached.clear()
             torch_gc()
@@ -122,6 +127,13 @@ class ModelManager:
         limit = self._cache_limit()
         if limit <= 0:
             return
+        from modules.networks import hypernetwork, lora
+
+        # Back to its own weights and attention processors: unfusing QKV below would drop a hypernetwork's
+        # processors behind its patcher's back, and the next job sets its networks again anyway.
+        lora.patcher_for(model).restore()
+        hypernetwork.patcher_for(model).restore()
+        model.cond_cache.clear()  # encodings on the GPU
         if memory.mode_of(model) == "normal" and model.policy.is_cuda:
             acceleration.unfuse_qkv(model.unet)  # a move copies the fused views apart
             for module in model.components():
@@ -156,17 +168,21 @@ class ModelManager:
         self.current = None
         # Take the target out of the cache first, so that stashing the previous model cannot evict it.
         cached = self.cached.pop(_cache_key(info.filename, vae), None)
+        previous_info = previous.checkpoint if previous is not None else None
         if previous is not None and not force:
             self._stash(previous)
+        previous = None  # the last reference, unless stashed: freed by the collection below
+        for hook in self.before_switch:
+            hook()
         torch_gc()
         try:
             self.current = self._activate(cached) or self._build(info, vae)
         except CheckpointLoadError:
-            if previous is not None:
-                log.warning("Loading %s failed; going back to %s", info.name, previous.checkpoint.title)
-                back_vae = resolve_vae(self.opts.sd_vae, previous.checkpoint.filename, self.vae_dirs)
-                back = self.cached.pop(_cache_key(previous.checkpoint.filename, back_vae), None)
-                self.current = self._activate(back) or self._build(previous.checkpoint, back_vae)
+            if previous_info is not None:
+                log.warning("Loading %s failed; going back to %s", info.name, previous_info.title)
+                back_vae = resolve_vae(self.opts.sd_vae, previous_info.filename, self.vae_dirs)
+                back = self.cached.pop(_cache_key(previous_info.filename, back_vae), None)
+                self.current = self._activate(back) or self._build(previous_info, back_vae)
             raise
         self.opts.set("sd_model_checkpoint", info.title)
         for listener in self.listeners:

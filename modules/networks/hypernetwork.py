@@ -20,7 +20,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -337,15 +336,16 @@ class HypernetworkPatcher:
         self.active = []
 
 
-_patchers: weakref.WeakKeyDictionary[torch.nn.Module, HypernetworkPatcher] = weakref.WeakKeyDictionary()
+PATCHER_ATTRIBUTE = "_webui_hypernetwork_patcher"  # on the UNet itself, as lora.PATCHER_ATTRIBUTE (why: there)
 
 
 def patcher_for(model: Any) -> HypernetworkPatcher:
     """The model's hypernetwork patcher: one per UNet, kept while the UNet lives (a new model object around the
     same UNet gets the same patcher, so the original processors are never lost)."""
-    patcher = _patchers.get(model.unet)
+    patcher = model.unet.__dict__.get(PATCHER_ATTRIBUTE)
     if patcher is None:
-        patcher = _patchers[model.unet] = HypernetworkPatcher(model)
+        patcher = HypernetworkPatcher(model)
+        object.__setattr__(model.unet, PATCHER_ATTRIBUTE, patcher)
     patcher.model = model
     return patcher
 

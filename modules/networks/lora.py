@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -606,15 +605,19 @@ class LoraPatcher:
                         len(report.ignored_parts))
 
 
-_patchers: weakref.WeakKeyDictionary[torch.nn.Module, LoraPatcher] = weakref.WeakKeyDictionary()
+# The patcher lives in the UNet's own __dict__, not in a WeakKeyDictionary keyed by the UNet: the patcher refers to
+# the model and so to the UNet, which would keep such an entry (and every model ever used) alive for good. As an
+# attribute it forms a plain reference cycle that the garbage collector frees with the model.
+PATCHER_ATTRIBUTE = "_webui_lora_patcher"
 
 
 def patcher_for(model: Any) -> LoraPatcher:
     """The model's patcher: one per UNet, kept while the UNet lives. A new model object around the same UNet gets
     the same patcher, restored first (its backups must not be lost) and with a fresh layer lookup."""
-    patcher = _patchers.get(model.unet)
+    patcher = model.unet.__dict__.get(PATCHER_ATTRIBUTE)
     if patcher is None:
-        patcher = _patchers[model.unet] = LoraPatcher(model)
+        patcher = LoraPatcher(model)
+        object.__setattr__(model.unet, PATCHER_ATTRIBUTE, patcher)
     elif patcher.model is not model:
         patcher.restore()
         patcher.model = model
