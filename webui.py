@@ -98,6 +98,24 @@ def security_middleware(args):
     return Middleware(SecurityMiddleware, **middleware_kwargs(args))
 
 
+def exposure_warnings(args, host: str) -> list[str]:
+    """What is reachable from the network without a login: the UI (no --gradio-auth) and, separately, the API
+    (--api or --nowebui without --api-auth), which a UI login does not protect."""
+    if not (args.listen or args.share or args.server_name):
+        return []
+    ui_open = not args.nowebui and not (args.gradio_auth or getattr(args, "gradio_auth_path", None))
+    api_open = (args.api or args.nowebui) and not args.api_auth
+    if ui_open:
+        return [f"  WARNING: the server is reachable from the network ({host}) and has no login.\n"
+                "  Anyone who can reach it can generate images and change settings.\n"
+                "  Add --gradio-auth user:pass (and --api-auth user:pass) to require one."]
+    if api_open:
+        return [f"  WARNING: the API (/sdapi) is reachable from the network ({host}) and has no login.\n"
+                "  Anyone who can reach it can generate images and change settings.\n"
+                "  Add --api-auth user:pass to require one."]
+    return []
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = cmd_args.parse_args(argv)
@@ -110,12 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     shared.models.listeners.append(script_callbacks.model_loaded_callback)
     shared.models.get()  # load the model before serving so the first click is fast and errors show now
     host, port = cmd_args.server_name(args), cmd_args.server_port(args)
-    if (args.listen or args.share or args.server_name) and not (args.gradio_auth or args.api_auth
-                                                                 or getattr(args, "gradio_auth_path", None)):
-        log.warning("\n%s\n  WARNING: the server is reachable from the network (%s) and has no login.\n"
-                    "  Anyone who can reach it can generate images and change settings.\n"
-                    "  Add --gradio-auth user:pass (and --api-auth user:pass) to require one.\n%s",
-                    "!" * 78, host, "!" * 78)
+    for warning in exposure_warnings(args, host):
+        log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
     if args.nowebui:
         from modules import api
 
@@ -137,14 +151,21 @@ def main(argv: list[str] | None = None) -> None:
     extension_css, extension_head = extensions.page_assets(shared.opts, shared.cmd_opts)
     # generations are serialised by shared.queue_lock; the queue lets several sessions wait their turn in order
     demo.queue(default_concurrency_limit=4)
+    fastapi_kwargs = {"middleware": [security_middleware(args)]}
+    if args.api:
+        from modules import api
+
+        # the API's error handlers and request log must be there before the app starts: Starlette takes no
+        # middleware and ignores handlers added once it serves (api.mount, after launch, only adds routes)
+        extra = api.app_kwargs(ui=True)
+        fastapi_kwargs = {"middleware": [*fastapi_kwargs["middleware"], *extra["middleware"]],
+                          "exception_handlers": extra["exception_handlers"]}
     app, local_url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True,
-                                    app_kwargs={"middleware": [security_middleware(args)]},
+                                    app_kwargs=fastapi_kwargs,
                                     css=ui.CSS + extension_css, js=ui.CTRL_ENTER_JS, head=extension_head,
                                     share=False, footer_links=[],
                                     auth=auth.limited_checker(credentials) if credentials else None)
     if args.api:
-        from modules import api
-
         api.mount(app)
     script_callbacks.app_started_callback(demo, app)
     print(f"Running on local URL:  http://{host}:{port}", flush=True)

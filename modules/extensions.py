@@ -203,14 +203,17 @@ def install(url: str, cmd_opts, branch: str | None = None, folder_name: str | No
     if not url:
         raise ExtensionError("Enter the URL of the extension's git repository.")
     name = (folder_name or "").strip() or default_folder_name(url)
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise ExtensionError(f"Bad folder name {name!r}")
     _, user_dir = extension_dirs(getattr(cmd_opts, "data_dir", None))
     os.makedirs(user_dir, exist_ok=True)
     target = os.path.join(user_dir, name)
     if os.path.exists(target):
         raise ExtensionError(f"Extension folder already exists: {target}")
-    staging = tempfile.mkdtemp(prefix=f".{name}-", dir=user_dir)
+    try:
+        staging = tempfile.mkdtemp(prefix=f".{name}-", dir=user_dir)
+    except (OSError, ValueError) as e:
+        raise ExtensionError(f"Bad folder name {name!r}: {e}") from e
     clone_path = os.path.join(staging, name)
     try:
         try:
@@ -218,10 +221,15 @@ def install(url: str, cmd_opts, branch: str | None = None, folder_name: str | No
             repo.close()
         except git.GitCommandError as e:
             raise ExtensionError(f"Could not clone {url}: {e.stderr.strip() or e}") from e
+        except (OSError, ValueError) as e:  # e.g. a NUL in the URL or branch
+            raise ExtensionError(f"Could not clone {url!r}: {e}") from e
         run_install_script(clone_path, force=True)
         if os.path.exists(target):
             raise ExtensionError(f"Extension folder already exists: {target}")
-        os.rename(clone_path, target)
+        try:
+            os.rename(clone_path, target)
+        except OSError as e:
+            raise ExtensionError(f"Could not move the extension into {target}: {e}") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     extension = Extension(name=name, path=target)
@@ -273,8 +281,16 @@ def update(name: str, cmd_opts) -> Extension:
             if tracking is None:
                 raise ExtensionError(f"{name}: the branch has no remote to update from")
             repo.git.merge("--ff-only", tracking.name)
+    except ExtensionError:
+        raise
     except git.GitCommandError as e:
         raise ExtensionError(f"Could not update {name}: {e.stderr.strip() or e}") from e
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as e:
+        raise ExtensionError(f"Could not update {name}: it is not a git repository") from e
+    except TypeError as e:  # GitPython's active_branch on a detached HEAD
+        raise ExtensionError(f"Could not update {name}: it is not on a branch (detached HEAD: {e})") from e
+    except (ValueError, OSError) as e:  # ValueError: no remote named origin
+        raise ExtensionError(f"Could not update {name}: {e}") from e
     run_install_script(path)
     extension = Extension(name=name, path=path)
     _read_git(extension)
@@ -286,7 +302,10 @@ def uninstall(name: str, cmd_opts) -> None:
     path = _find(name, cmd_opts)
     # move aside first: a half-deleted folder must never be loaded as an extension
     trash = f"{os.path.dirname(path)}/.removed-{name}-{int(time.time())}"
-    os.rename(path, trash)
+    try:
+        os.rename(path, trash)
+    except OSError as e:
+        raise ExtensionError(f"Could not remove {name}: {e}") from e
     shutil.rmtree(trash, ignore_errors=True)
 
 

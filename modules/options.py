@@ -137,7 +137,7 @@ def default_option_table() -> dict[str, OptionInfo]:
     table.update(options_section(("saving-images", "Saving images/grids"), {
         "samples_save": OptionInfo(True, "Always save all generated images"),
         "samples_format": OptionInfo("png", "File format for images"),
-        "samples_filename_pattern": OptionInfo("", "Images filename pattern"),
+        "samples_filename_pattern": OptionInfo("", "Images filename pattern", restrict_api=True),
         "save_images_add_number": OptionInfo(True, "Add number to filename when saving"),
         "grid_save": OptionInfo(True, "Always save all generated image grids"),
         "grid_format": OptionInfo("png", "File format for grids"),
@@ -151,20 +151,28 @@ def default_option_table() -> dict[str, OptionInfo]:
         "webp_lossless": OptionInfo(False, "Use lossless compression for webp images"),
     }))
     table.update(options_section(("saving-paths", "Paths for saving"), {
-        "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below"),
-        "outdir_txt2img_samples": OptionInfo("outputs/txt2img-images", "Output directory for txt2img images"),
-        "outdir_img2img_samples": OptionInfo("outputs/img2img-images", "Output directory for img2img images"),
-        "outdir_extras_samples": OptionInfo("outputs/extras-images", "Output directory for images from extras tab"),
-        "outdir_grids": OptionInfo("", "Output directory for grids; if empty, defaults to two directories below"),
-        "outdir_txt2img_grids": OptionInfo("outputs/txt2img-grids", "Output directory for txt2img grids"),
-        "outdir_img2img_grids": OptionInfo("outputs/img2img-grids", "Output directory for img2img grids"),
-        "outdir_save": OptionInfo("log/images", "Directory for saving images using the Save button"),
-        "outdir_init_images": OptionInfo("outputs/init-images", "Directory for saving init images when using img2img"),
+        "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below",
+                                     restrict_api=True),
+        "outdir_txt2img_samples": OptionInfo("outputs/txt2img-images", "Output directory for txt2img images",
+                                             restrict_api=True),
+        "outdir_img2img_samples": OptionInfo("outputs/img2img-images", "Output directory for img2img images",
+                                             restrict_api=True),
+        "outdir_extras_samples": OptionInfo("outputs/extras-images", "Output directory for images from extras tab",
+                                            restrict_api=True),
+        "outdir_grids": OptionInfo("", "Output directory for grids; if empty, defaults to two directories below",
+                                   restrict_api=True),
+        "outdir_txt2img_grids": OptionInfo("outputs/txt2img-grids", "Output directory for txt2img grids",
+                                           restrict_api=True),
+        "outdir_img2img_grids": OptionInfo("outputs/img2img-grids", "Output directory for img2img grids",
+                                           restrict_api=True),
+        "outdir_save": OptionInfo("log/images", "Directory for saving images using the Save button", restrict_api=True),
+        "outdir_init_images": OptionInfo("outputs/init-images", "Directory for saving init images when using img2img",
+                                         restrict_api=True),
     }))
     table.update(options_section(("saving-to-dirs", "Saving to a directory"), {
         "save_to_dirs": OptionInfo(True, "Save images to a subdirectory"),
         "grid_save_to_dirs": OptionInfo(True, "Save grids to a subdirectory"),
-        "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern"),
+        "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern", restrict_api=True),
     }))
     table.update(options_section(("sd", "Stable Diffusion"), {
         "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion checkpoint", infotext="Model hash"),

@@ -25,9 +25,10 @@ from modules import images, infotext, masking, memory, script_callbacks, upscali
 from modules.models import acceleration
 from modules.models.loader import SDModel, cast
 from modules.networks import extra as extra_networks
+from modules.networks import lora
 from modules.networks.registry import NetworkRegistry
 from modules.prompts import parser
-from modules.prompts.encoder import Conditioning, PromptEncoder
+from modules.prompts.encoder import Conditioning, EncodingNotes, PromptEncoder
 from modules.prompts.guidance import PromptGuidance, StepConditioning
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.sampling import rng as rng_mod
@@ -396,7 +397,8 @@ class Sampling:
         self.encoder = PromptEncoder(model, comma_padding_backtrack=int(opts.comma_padding_backtrack),
                                      emphasis=opts.emphasis, clip_skip=int(opts.CLIP_stop_at_last_layers),
                                      sdxl_clip_l_skip=bool(opts.sdxl_clip_l_skip), embeddings=ctx.embeddings)
-        self._cond_cache: OrderedDict[tuple, Conditioning] = OrderedDict()  # used when the model's is off
+        # (encoding, notes) by key; used when the model's cache (persistent_cond_cache) is off
+        self._cond_cache: OrderedDict[tuple, tuple[Conditioning, EncodingNotes]] = OrderedDict()
         self._networks_key: str | None = None
         self._time_ids: dict[tuple, torch.Tensor] = {}
         # What else decides an encoding, for the cache shared across jobs on the model (persistent_cond_cache).
@@ -411,12 +413,14 @@ class Sampling:
         key = (tuple(prompts), min_chunks, self._encoder_state, self._networks_key)
         if key in cache:
             cache.move_to_end(key)
-            return cache[key]
+            conditioning, notes = cache[key]
+            self.encoder.note(notes)  # its embeddings and emphasis still reach this job's infotext
+            return conditioning
         with memory.on_device(self.model, "text_encoders"):
-            cache[key] = self.encoder.encode(prompts, min_chunks)
+            cache[key] = self.encoder.encode_noted(prompts, min_chunks)
         while persistent and len(cache) > PERSISTENT_COND_CACHE_SIZE:
             cache.popitem(last=False)
-        return cache[key]
+        return cache[key][0]
 
     def activate_networks(self, job: Job, prompts: list[str]) -> list[str]:
         """Apply the networks named by the batch's first prompt; returns the prompts without the tags."""
@@ -427,7 +431,9 @@ class Sampling:
             activation.infotext.pop("Lora hashes", None)
         job.extra_generation_params.update(activation.infotext)
         job.comments += [w for w in activation.warnings if w not in job.comments]
-        self._networks_key = repr(networks)  # a LoRA's text-encoder part changes encodings: part of their key
+        # A LoRA's text-encoder part changes encodings: what was applied (files with their mtimes, multipliers) is
+        # part of their key, so a retrained file under the same name is encoded again.
+        self._networks_key = repr(lora.patcher_for(self.model).applied)
         return prompts
 
     def guidance(self, prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None = None

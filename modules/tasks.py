@@ -108,6 +108,7 @@ class Task:
     result: Any = None          # what the API returns for it when done (set by the caller)
     error: str | None = None
     cancel_requested: bool = False
+    awaits_result: bool = False  # the caller stores a result with `complete`; until then a finished job stays running
 
 
 class TaskRegistry:
@@ -123,14 +124,14 @@ class TaskRegistry:
     def new_id() -> str:
         return f"task({uuid.uuid4().hex[:15]})"  # A1111's id_task shape
 
-    def add(self, task_id: str | None, label: str) -> Task:
+    def add(self, task_id: str | None, label: str, awaits_result: bool = False) -> Task:
         with self._lock:
             if self._closed_reason is not None:
                 raise QueueClosed(self._closed_reason)
             task_id = task_id or self.new_id()
             if task_id in self._tasks and self._tasks[task_id].status in (QUEUED, RUNNING):
                 raise ValueError(f"Task id {task_id!r} is already queued or running")
-            task = self._tasks[task_id] = Task(task_id, label)
+            task = self._tasks[task_id] = Task(task_id, label, awaits_result=awaits_result)
             self._tasks.move_to_end(task_id)
             self._forget_old()
             return task
@@ -154,8 +155,11 @@ class TaskRegistry:
         return ids.index(task_id) if task_id in ids else None
 
     def start(self, task: Task) -> bool:
-        """Mark running; False when it was cancelled while it waited (then it must not run)."""
+        """Mark running; False when it was cancelled while it waited, or is no longer queued (failed by `close`
+        at shutdown, say): then it must not run."""
         with self._lock:
+            if task.status != QUEUED:
+                return False
             if task.cancel_requested:
                 task.status, task.finished = CANCELLED, time.time()
                 return False
@@ -163,9 +167,26 @@ class TaskRegistry:
             return True
 
     def finish(self, task: Task, error: str | None = None, cancelled: bool = False) -> None:
+        """Record the end of a task; one that already ended (failed by `close`, say) keeps its outcome. A success
+        of a task that `awaits_result` stays running until `complete` stores its result."""
         with self._lock:
+            if task.status in (DONE, FAILED, CANCELLED):
+                return
+            task.finished = time.time()
+            if task.awaits_result and not error and not cancelled:
+                return
             task.status = CANCELLED if cancelled else FAILED if error else DONE
-            task.error, task.finished = error, time.time()
+            task.error = error
+            self._forget_old()
+
+    def complete(self, task: Task, result: Any) -> None:
+        """Store a task's result and mark it done in one step, so nobody sees it done without its result (a task
+        already failed or cancelled keeps that status)."""
+        with self._lock:
+            task.result = result
+            if task.status == RUNNING:
+                task.status, task.error = DONE, None
+                task.finished = task.finished or time.time()
             self._forget_old()
 
     def request_cancel(self, task_id: str) -> Task | None:

@@ -146,6 +146,11 @@ def test_png_info_options_and_lists(client, api_server):
     saved = json.loads((api_server[1] / "config.json").read_text())
     assert (saved["samples_format"], saved["CLIP_stop_at_last_layers"]) == ("jpg", 2)  # persisted
     client.set_options({"samples_format": "png", "CLIP_stop_at_last_layers": 1})
+    # path and file name settings cannot change through the API (403, tested below), but posting back the values
+    # GET /options gave is fine, as clients do
+    unchanged = {key: options[key] for key in ("outdir_txt2img_samples", "samples_filename_pattern",
+                                               "directories_filename_pattern")}
+    assert requests.post(f"{url}/sdapi/v1/options", json=unchanged, timeout=30).status_code == 200
     models = client.get_sd_models()
     assert models[0]["model_name"] == "demo-shapes-sd1" and len(models[0]["sha256"]) == 64
     assert set(models[0]) == {"title", "model_name", "hash", "sha256", "filename", "config"}
@@ -256,6 +261,27 @@ def test_async_jobs_round_trip_and_cancel(api_server):
     assert requests.get(f"{url}/sdapi/v1/jobs/nope", timeout=30).status_code == 404
 
 
+def test_infotext_with_infinite_values_and_a_reused_task_id(api_server):
+    """"Batch size: inf" in an infotext is skipped like any value that does not convert (not a 500); an async job
+    whose force_task_id is already queued or running is a 409 with A1111's error body, not a 500."""
+    url, _, _ = api_server
+    response = requests.post(f"{url}/sdapi/v1/txt2img", json={
+        "prompt": "p", **SMALL, "infotext": "p\nSteps: 2, Seed: 1e400, Batch size: inf, Size: 64x64"}, timeout=120)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["images"]) == 1
+    body = {"type": "txt2img", "prompt": "p", "width": 64, "height": 64, "steps": 150, "force_task_id": "dup-1"}
+    first = requests.post(f"{url}/sdapi/v1/jobs", json=body, timeout=30)
+    assert first.status_code == 200 and first.json()["id"] == "dup-1"
+    second = requests.post(f"{url}/sdapi/v1/jobs", json=body, timeout=30)
+    assert second.status_code == 409, second.text
+    assert set(second.json()) == {"error", "detail", "body", "errors"} and "dup-1" in second.json()["detail"]
+    requests.delete(f"{url}/sdapi/v1/jobs/dup-1", timeout=30)
+    deadline = time.time() + 120
+    while requests.get(f"{url}/sdapi/v1/jobs/dup-1", timeout=30).json()["status"] in ("queued", "running"):
+        assert time.time() < deadline
+        time.sleep(0.1)
+
+
 def _bomb() -> str:
     buffer = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buffer, format="PNG")  # 400 Mpx, a few KB: above PIL's bomb limit
@@ -283,6 +309,16 @@ def _bomb() -> str:
     ("interrogate", {"image": _b64(Image.new("RGB", (8, 8)))}, 501, "interrogation"),
     ("png-info", {"image": "%%%"}, 400, "base64"),
     ("jobs", {"type": "upscale"}, 422, "type"),
+    ("txt2img", '{"prompt": "p", "width": 64, "height": 64, "steps": 2, "cfg_scale": NaN}', 422, "cfg_scale"),
+    ("txt2img", '{"prompt": "p", "width": 64, "height": 64, "steps": 2, "override_settings": {"eta_ddim": Infinity}}',
+     422, "NaN and Infinity"),
+    ("jobs", '{"type": "txt2img", "prompt": "p", "steps": 2, "denoising_strength": -Infinity}', 422,
+     "denoising_strength"),
+    ("options", {"outdir_txt2img_samples": "/tmp/elsewhere"}, 403, "outdir_txt2img_samples"),
+    ("options", {"directories_filename_pattern": "../../[seed]"}, 403, "directories_filename_pattern"),
+    ("txt2img", {"prompt": "p", **SMALL, "save_images": True,
+                 "override_settings": {"samples_filename_pattern": "../../../x-[seed]"}}, 403,
+     "samples_filename_pattern"),
 ])
 def test_client_mistakes_are_4xx_with_a1111_error_body(api_server, route, body, status, message):
     url, _, _ = api_server
@@ -320,6 +356,9 @@ def test_api_auth_protects_every_route(tmp_path):
         time.sleep(0.5)  # the second failure doubled the delay to 1 s
         assert requests.get(f"{url}/sdapi/v1/samplers", auth=("alice", "secret"), timeout=30).status_code == 200
         assert requests.get(f"{url}/sdapi/v1/loras", auth=("alice", "secret"), timeout=30).status_code == 200
+        flags = requests.get(f"{url}/sdapi/v1/cmd-flags", auth=("alice", "secret"), timeout=30).json()
+        assert flags["api_auth"] is None and "secret" not in json.dumps(flags)  # logins are never shown
+        assert flags["nowebui"] is True
 
 
 def test_api_log_flag_logs_each_request(tmp_path):

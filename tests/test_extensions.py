@@ -136,6 +136,29 @@ def test_uninstall_and_enable_flags(setup):
         extensions.uninstall("../..", cmd_opts)
 
 
+def test_update_and_uninstall_failures_are_extension_errors(setup):
+    """Detached HEAD, no origin, not a git repository, a NUL in the folder name: ExtensionError (a 4xx through
+    the API), never a TypeError/ValueError/OSError (a 500)."""
+    _, cmd_opts, tmp_path = setup
+    repo = make_extension_repo(tmp_path)
+    installed = extensions.install(f"file://{repo}", cmd_opts, folder_name="template")
+    _git(Path(installed.path), "checkout", "-q", "--detach")
+    with pytest.raises(extensions.ExtensionError, match="detached HEAD"):
+        extensions.update("template", cmd_opts)
+    _git(Path(installed.path), "checkout", "-q", "main")
+    _git(Path(installed.path), "remote", "remove", "origin")
+    with pytest.raises(extensions.ExtensionError, match="origin"):
+        extensions.update("template", cmd_opts)
+    plain = Path(cmd_opts.data_dir) / "extensions" / "plain"
+    plain.mkdir()
+    with pytest.raises(extensions.ExtensionError, match="not a git repository"):
+        extensions.update("plain", cmd_opts)
+    with pytest.raises(extensions.ExtensionError, match="Bad folder name"):
+        extensions.install(f"file://{repo}", cmd_opts, folder_name="a\0b")
+    with pytest.raises(extensions.ExtensionError, match="Could not clone"):
+        extensions.install(f"file://{repo}\0x", cmd_opts, folder_name="nul-url")
+
+
 @pytest.mark.parametrize("exposure", [{"listen": True}, {"share": True}, {"server_name": "0.0.0.0"}])
 def test_refused_when_reachable_from_the_network_unless_allowed(setup, exposure):
     opts, cmd_opts, tmp_path = setup

@@ -127,6 +127,37 @@ def test_prompt_encodings_are_reused_by_the_next_job_and_not_when_disabled(app):
     assert calls[0] == 7
 
 
+def test_a_cached_encoding_still_notes_its_embeddings_and_emphasis_in_the_infotext(app):
+    import shutil
+
+    from modules.models import demo
+
+    shutil.copy(demo.DEMO_EMBEDDING, Path(app.cmd_opts.embeddings_dir) / "shapey.safetensors")
+    app.opts.set("emphasis", "No norm")
+    calls = _count_text_encoder_runs(app)
+    infos = [app.run_job(Job(prompt="a (large) shapey", seed=5, **SMALL)).info for _ in range(2)]
+    assert calls[0] == 2  # the second job took both encodings from the cache
+    for info in infos:
+        assert 'TI hashes: "shapey: ' in info and "Emphasis: No norm" in info
+
+
+def test_a_lora_file_changed_on_disk_is_not_served_old_encodings(app):
+    """The cache key holds what the networks' files were when applied, not just the tags' text."""
+    import os
+
+    text_layer = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    path = Path(app.cmd_opts.lora_dir) / "te.safetensors"
+    width = app.models.get().text_encoders[0].config.hidden_size
+    write_lora(path, {text_layer: lora_layer(width, width, 2, 4.0, seed=1)})
+    calls = _count_text_encoder_runs(app)
+    first = app.run_job(Job(prompt="a blue square <lora:te:1>", seed=5, **SMALL))
+    write_lora(path, {text_layer: lora_layer(width, width, 2, 4.0, seed=2)})  # retrained, same name
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 10))
+    second = app.run_job(Job(prompt="a blue square <lora:te:1>", seed=5, **SMALL))
+    assert calls[0] == 4  # both prompts encoded again with the new weights
+    assert not np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
+
+
 def test_switching_back_to_a_checkpoint_kept_in_ram_reuses_it(app, tmp_path):
     from modules.models import loader
 

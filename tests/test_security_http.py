@@ -76,8 +76,11 @@ def test_listen_without_login_warns_at_start_and_on_the_settings_page(tmp_path):
     with running_webui(tmp_path, "--listen") as (url, log_path):
         assert "reachable from the network" in log_path.read_text()
         assert "settings_exposed_warning" in requests.get(f"{url}/config", timeout=60).text
-    with running_webui(tmp_path, "--listen", "--gradio-auth", "a:b") as (url, log_path):
-        assert "reachable from the network" not in log_path.read_text()
+    # a UI login does not protect /sdapi: without --api-auth the API is warned about on its own
+    with running_webui(tmp_path, "--listen", "--gradio-auth", "a:b", "--api") as (url, log_path):
+        log = log_path.read_text()
+        assert "the server is reachable from the network" not in log
+        assert "the API (/sdapi) is reachable from the network" in log and "--api-auth" in log
 
 
 def test_file_routes_serve_no_files_outside_results(tmp_path):

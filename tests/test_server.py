@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("server-data")
-    with running_webui(data_dir, "--api") as (url, log_path):
+    with running_webui(data_dir, "--api", "--api-log") as (url, log_path):
         yield url, data_dir, log_path
 
 
@@ -99,6 +99,27 @@ def test_server_binds_loopback_and_serves_the_page(server):
     models = httpx.get(url + "/sdapi/v1/sd-models", timeout=10).json()
     assert models[0]["title"].startswith("demo-shapes-sd1.safetensors [")
     assert "Running on local URL:  http://127.0.0.1:" in log_path.read_text()
+
+
+def test_api_in_ui_mode_has_a1111_error_bodies_and_the_request_log(server):
+    """With the UI, the API is mounted on Gradio's app after it started: its error handlers and --api-log's
+    middleware must be there anyway (given to the app when it is made). Gradio's own routes keep their errors."""
+    import httpx
+
+    url, _, log_path = server
+    response = httpx.post(f"{url}/sdapi/v1/txt2img", timeout=60, json={
+        "prompt": "p", "width": 64, "height": 64, "steps": 2, "sampler_name": "Nope"})
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error", "detail", "body", "errors"} and "Nope" in response.json()["detail"]
+    invalid = httpx.post(f"{url}/sdapi/v1/txt2img", timeout=60, json={"steps": "many"})
+    assert invalid.status_code == 422 and set(invalid.json()) == {"error", "detail", "body", "errors"}
+    missing = httpx.get(f"{url}/sdapi/v1/jobs/nope", timeout=60)
+    assert missing.status_code == 404 and missing.json()["error"] == "ApiError"
+    deadline = time.time() + 10
+    while "POST /sdapi/v1/txt2img 400" not in log_path.read_text(errors="replace") and time.time() < deadline:
+        time.sleep(0.1)
+    assert "POST /sdapi/v1/txt2img 400" in log_path.read_text(errors="replace")
+    assert "GET /sdapi/v1/jobs/nope 404" in log_path.read_text(errors="replace")
 
 
 def test_sigterm_with_the_ui_interrupts_the_job_and_exits_0(server):

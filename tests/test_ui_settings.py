@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from modules import shared
+from modules import cmd_args, shared
 from modules.options import Options
 from modules.ui import settings
 from tests.test_server import server  # noqa: F401  (the running-server fixture)
@@ -29,6 +29,7 @@ def _defaults(keys: list[str]) -> list:
 @pytest.fixture
 def fresh_opts(monkeypatch, tmp_path):
     monkeypatch.setattr(shared, "opts", Options())
+    monkeypatch.setattr(shared, "cmd_opts", cmd_args.parse_args(["--data-dir", str(tmp_path)], environ={}))
     monkeypatch.setattr(shared, "config_path", str(tmp_path / "config.json"))
     monkeypatch.setattr(settings, "SETTINGS_KEYS", settings.settings_keys())
     return tmp_path / "config.json"

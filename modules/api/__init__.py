@@ -70,7 +70,7 @@ def decode_base64_image(data: str, what: str = "image") -> Image.Image:
         image.load()
     except Image.DecompressionBombError as e:
         raise ApiError(413, f"{what}: image too large ({e})") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, TypeError, SyntaxError) as e:  # broken TIFFs: the last two
         raise ApiError(400, f"{what}: not an image ({e})") from e
     return image
 
@@ -107,6 +107,32 @@ def _check_size(values: dict[str, Any]) -> None:
             raise ApiError(422, f"{name} {value} is above the limit of {limit} (setting api_max_image_side)")
 
 
+def _refuse_restricted(values: dict[str, Any], prefix: str = "") -> None:
+    """Settings marked restrict_api (output folders, file name patterns) may be changed from the UI only: through
+    the API they would let a client write files anywhere. Their current value is accepted (clients often post back
+    every setting that GET /options gave them)."""
+    opts = shared.opts
+
+    def changes(key: str) -> bool:
+        try:
+            return opts.cast_value(key, values[key]) != getattr(opts, key)
+        except (ValueError, TypeError, KeyError):
+            return True
+
+    restricted = sorted(key for key in values
+                        if getattr(opts.data_labels.get(key), "restrict_api", False) and changes(key))
+    if restricted:
+        raise ApiError(403, f"{prefix}setting(s) that cannot be changed through the API: {', '.join(restricted)}")
+
+
+def checked_build_job(request: models.Txt2ImgRequest, img2img: bool) -> Job:
+    """`build_job`, with a value it cannot use (an infotext's "Batch size: inf", a wrong type) as a 400."""
+    try:
+        return build_job(request, img2img)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ApiError(400, str(e) or type(e).__name__) from e
+
+
 def build_job(request: models.Txt2ImgRequest, img2img: bool) -> Job:
     values = _apply_infotext(request)
     _check_size(values)
@@ -123,6 +149,7 @@ def build_job(request: models.Txt2ImgRequest, img2img: bool) -> Job:
     unknown = [key for key in fields["override_settings"] if key not in shared.opts.data_labels]
     if unknown:
         raise ApiError(400, f"override_settings: unknown setting(s): {', '.join(sorted(unknown))}")
+    _refuse_restricted(fields["override_settings"], "override_settings: ")
     fields["do_not_save_samples"] = not values.get("save_images", False) or values.get("do_not_save_samples", False)
     fields["do_not_save_grid"] = not values.get("save_images", False) or values.get("do_not_save_grid", False)
     if not img2img:
@@ -189,7 +216,7 @@ def _fill_slice(args: list[Any], script: Any, values: list[Any]) -> None:
 
 
 def generate(request: models.Txt2ImgRequest, img2img: bool, task_id: str | None = None) -> dict[str, Any]:
-    job = build_job(request, img2img)
+    job = checked_build_job(request, img2img)
     attach_scripts(job, request, img2img)
     try:
         processed = shared.run_job(job, "img2img" if img2img else "txt2img",
@@ -210,12 +237,18 @@ def submit_job(request: models.JobRequest) -> dict[str, Any]:
     if request.type not in ("txt2img", "img2img"):
         raise ApiError(422, f"type must be txt2img or img2img, got {request.type!r}")
     img2img = request.type == "img2img"
-    build_job(request, img2img)  # validate now: a bad request is a 4xx here, not a failed job later
-    task = shared.tasks.add(request.force_task_id, request.type)
+    checked_build_job(request, img2img)  # validate now: a bad request is a 4xx here, not a failed job later
+    try:
+        # awaits_result: the task becomes done only once its answer is stored (`complete`), never "done" with null
+        task = shared.tasks.add(request.force_task_id, request.type, awaits_result=True)
+    except tasks.QueueClosed as e:
+        raise ApiError(503, str(e)) from e
+    except ValueError as e:  # force_task_id of a job that is queued or running
+        raise ApiError(409, str(e)) from e
 
     def work() -> None:
         try:
-            task.result = generate(request, img2img, task_id=task.id)
+            shared.tasks.complete(task, generate(request, img2img, task_id=task.id))
         except HTTPException as e:
             if task.status not in (tasks.DONE, tasks.FAILED, tasks.CANCELLED):
                 shared.tasks.finish(task, error=str(e.detail))
@@ -247,14 +280,23 @@ def cancel_job(job_id: str) -> dict[str, Any]:
     task = shared.tasks.request_cancel(job_id)
     if task is None:
         raise ApiError(404, f"No job with id {job_id!r}")
-    if task.status == tasks.RUNNING:
-        shared.state.interrupt()
+    if task.cancel_requested:
+        _interrupt_task(task.id)
     return {"id": task.id, "status": task.status, "cancel_requested": task.cancel_requested}
+
+
+def _interrupt_task(task_id: str) -> None:
+    """Interrupt the running job only if it is this task: checked and set under the state's lock, so a job that
+    starts in between (another task) is never stopped. A queued task is skipped by its `cancel_requested` flag."""
+    state = shared.state
+    with state.lock:
+        if state.busy and state.task_id == task_id:
+            state.interrupted = True
 
 
 def _task_progress(task: tasks.Task) -> float:
     if task.status == tasks.RUNNING:
-        return shared.state.progress()
+        return 1.0 if task.finished else shared.state.progress()  # finished: its answer is being stored
     return 1.0 if task.status in (tasks.DONE, tasks.FAILED, tasks.CANCELLED) else 0.0
 
 
@@ -295,6 +337,7 @@ def set_options(body: dict[str, Any]) -> dict[str, Any]:
     unknown = [key for key in body if key not in opts.data_labels]
     if unknown:
         raise ApiError(400, f"Unknown setting(s): {', '.join(sorted(unknown))}")
+    _refuse_restricted(body)
     checkpoint = body.get("sd_model_checkpoint")
     if checkpoint is not None and shared.models.registry.find(checkpoint) is None:
         raise ApiError(400, f"model {checkpoint!r} not found")
@@ -313,6 +356,13 @@ def set_options(body: dict[str, Any]) -> dict[str, Any]:
             opts.set(key, value, is_api=True)
     shared.save_settings()
     return {}
+
+
+def cmd_flags() -> dict[str, Any]:
+    """The command line flags, with every login (--api-auth, --gradio-auth, ...) blanked out; the path of
+    --gradio-auth-path is shown, not its contents."""
+    return {k: None if "auth" in k.lower() and not k.lower().endswith("_path") else v
+            for k, v in vars(shared.cmd_opts).items() if isinstance(v, (str, int, float, bool, list)) or v is None}
 
 
 def png_info(request: models.PNGInfoRequest) -> dict[str, Any]:
@@ -459,8 +509,7 @@ def add_routes(app: FastAPI) -> None:
     def options(body: dict[str, Any]) -> dict[str, Any]:
         return set_options(body)
 
-    get("/cmd-flags")(lambda: {k: v for k, v in vars(shared.cmd_opts).items()
-                               if isinstance(v, (str, int, float, bool, list)) or v is None})
+    get("/cmd-flags")(cmd_flags)
     get("/samplers")(lambda: [{"name": s.name, "aliases": list(s.aliases), "options": dict(s.options)}
                               for s in samplers.SAMPLERS])
     get("/schedulers")(lambda: [{"name": t.name, "label": t.label, "aliases": list(getattr(t, "aliases", []) or []),
@@ -501,16 +550,28 @@ def add_routes(app: FastAPI) -> None:
     _add_extras_routes(router)
     _add_script_routes(router)
     app.include_router(router)
-    _add_error_handlers(app)
-    if getattr(shared.cmd_opts, "api_log", False):
-        @app.middleware("http")
-        async def log_requests(request: Request, call_next):
-            started = time.time()
-            response = await call_next(request)
-            if request.url.path.startswith("/sdapi"):
-                log.info("API %s %s %s %.3fs", request.method, request.url.path, response.status_code,
-                         time.time() - started)
-            return response
+
+
+async def _log_requests(request: Request, call_next):
+    started = time.time()
+    response = await call_next(request)
+    if request.url.path.startswith("/sdapi"):
+        log.info("API %s %s %s %.3fs", request.method, request.url.path, response.status_code,
+                 time.time() - started)
+    return response
+
+
+def app_kwargs(ui: bool = False) -> dict[str, Any]:
+    """The API's exception handlers and (with --api-log) its request log, as FastAPI constructor arguments: both
+    must be in place before the app serves its first request (Starlette ignores handlers added later and refuses
+    middleware), so in UI mode they go to `demo.launch(app_kwargs=...)`. With `ui`, only /sdapi routes get A1111's
+    error body; Gradio's own routes keep FastAPI's."""
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    middleware = [Middleware(BaseHTTPMiddleware, dispatch=_log_requests)] if getattr(
+        shared.cmd_opts, "api_log", False) else []
+    return {"exception_handlers": _error_handlers("/sdapi" if ui else ""), "middleware": middleware}
 
 
 def _add_extras_routes(router: APIRouter) -> None:
@@ -586,31 +647,44 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
+def _error_handlers(prefix: str) -> dict[Any, Any]:
+    """A1111's error body for routes under `prefix` (all routes when empty), FastAPI's default elsewhere."""
+    from fastapi import exception_handlers as default
+    from starlette.responses import PlainTextResponse
+
+    def ours(request: Request) -> bool:
+        return request.url.path.startswith(prefix)
+
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if not ours(request):
+            return await default.request_validation_exception_handler(request, exc)
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         return JSONResponse(_error_body("RequestValidationError", detail, errors=errors), status_code=422)
 
-    @app.exception_handler(tasks.QueueClosed)
     async def _closed(request: Request, exc: tasks.QueueClosed) -> JSONResponse:
         # any route waiting for the queue (options, unload, extensions) while the server shuts down
         return JSONResponse(_error_body("QueueClosed", str(exc)), status_code=503)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Any:
+        if not ours(request):
+            return PlainTextResponse("Internal Server Error", status_code=500)  # Starlette's default
         log.exception("API error on %s %s", request.method, request.url.path)
         return JSONResponse(_error_body(type(exc).__name__, str(exc) or type(exc).__name__), status_code=500)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> Any:
+        if not ours(request):
+            return await default.http_exception_handler(request, exc)
         return JSONResponse(_error_body(type(exc).__name__, exc.detail), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    return {RequestValidationError: _invalid, tasks.QueueClosed: _closed, Exception: _unexpected,
+            HTTPException: _http}
+
 
 def mount(app: FastAPI) -> None:
+    """The routes onto a running Gradio app (whose handlers and middleware came from `app_kwargs(ui=True)`)."""
     add_routes(app)
     # Gradio registers a catch-all route; ours must be matched first.
     app.router.routes[:] = sorted(app.router.routes, key=lambda r: not getattr(r, "path", "").startswith("/sdapi"))
@@ -621,8 +695,10 @@ def create_api_app() -> FastAPI:
 
     from modules.security import SecurityMiddleware, middleware_kwargs
 
-    app = FastAPI(title="Stable Diffusion API", version="v1",
-                  middleware=[Middleware(SecurityMiddleware, **middleware_kwargs(shared.cmd_opts))])
+    extra = app_kwargs()
+    app = FastAPI(title="Stable Diffusion API", version="v1", exception_handlers=extra["exception_handlers"],
+                  middleware=[Middleware(SecurityMiddleware, **middleware_kwargs(shared.cmd_opts)),
+                              *extra["middleware"]])
     add_routes(app)
     return app
 

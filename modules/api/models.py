@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _finite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'value'}: NaN and Infinity are not allowed")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _finite(item, f"{where}[{index}]")
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # A1111 ignores unknown keys; clients send extra ones
+    model_config = ConfigDict(extra="ignore",  # A1111 ignores unknown keys; clients send extra ones
+                              allow_inf_nan=False)  # NaN/Infinity would be echoed back and break the JSON answer
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nan_anywhere(cls, data: Any) -> Any:
+        """NaN/Infinity in free-form fields too (override_settings, script_args): a 422, not a 500 after the job."""
+        _finite(data, "")
+        return data
 
 
 class Txt2ImgRequest(_Request):

@@ -502,6 +502,11 @@ class LoraPatcher:
         self.reports: list[NetworkReport] = []
 
     @property
+    def applied(self) -> tuple:
+        """What is applied now: ((file path, mtime), te multiplier, unet multiplier) per network."""
+        return self._applied
+
+    @property
     def lookup(self) -> dict[str, Target]:
         if self._lookup is None:
             self._lookup = build_lookup(self.model)

@@ -43,6 +43,14 @@ class Conditioning:
     pooled: torch.Tensor | None = None   # SDXL: [batch, pooled_dim]
 
 
+@dataclass(frozen=True)
+class EncodingNotes:
+    """What encoding some texts noted for the infotext: the embeddings met and whether emphasis mattered. Kept beside
+    a cached encoding, so that a job served from the cache writes the same infotext as one that encoded."""
+    embeddings: dict[str, Embedding]
+    emphasis_used: bool
+
+
 class PromptChunkFix(NamedTuple):
     """An embedding's vectors go at `offset` of the chunk's prompt tokens (row offset + 1, after BOS)."""
 
@@ -329,6 +337,23 @@ class PromptEncoder:
         policy = self.model.policy
         return Conditioning(embeds.to(policy.device, policy.dtype),
                             pooled.to(policy.device, policy.dtype) if pooled is not None else None)
+
+    def encode_noted(self, texts: list[str], min_chunks: int = 1) -> tuple[Conditioning, EncodingNotes]:
+        """`encode`, also returning what it noted (it is noted on this encoder too, as by `encode`)."""
+        outer = self.used_embeddings, self.emphasis_used
+        self.used_embeddings, self.emphasis_used = {}, False
+        try:
+            conditioning = self.encode(texts, min_chunks)
+            notes = EncodingNotes(self.used_embeddings, self.emphasis_used)
+        finally:
+            self.used_embeddings, self.emphasis_used = outer
+        self.note(notes)
+        return conditioning, notes
+
+    def note(self, notes: EncodingNotes) -> None:
+        """Record an earlier encoding's notes for this encoder's infotext (a cache hit)."""
+        self.used_embeddings.update(notes.embeddings)
+        self.emphasis_used = self.emphasis_used or notes.emphasis_used
 
     def infotext_params(self) -> dict[str, str]:
         """A1111's extra generation parameters from what was encoded: "TI hashes" and "Emphasis"."""

@@ -69,7 +69,7 @@ def txt2img_values(params: Mapping[str, object]) -> dict[str, object]:
             continue
         try:
             values[field] = convert(params[key])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
             continue
     if "Sampler" in params or "Schedule type" in params:
         values["sampler_name"] = sampler_from_infotext(params)
@@ -102,5 +102,5 @@ def seed_from_infotext(text: str | None) -> int | None:
     value = parse_generation_parameters(text).get("Seed")
     try:
         return _int(value) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
