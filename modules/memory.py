@@ -155,6 +155,19 @@ def _group_offload(module: torch.nn.Module, device: torch.device) -> None:
                                offload_type="leaf_level")
 
 
+def recast(model: Any, module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Change a component's precision in any memory mode. Under --lowvram, group offloading keeps pinned CPU copies
+    of the weights it uploads from: they are made again, or the next upload would bring back the old dtype."""
+    from modules.models.loader import cast
+
+    cast(module, dtype)
+    if mode_of(model) == "lowvram":
+        from diffusers.hooks.group_offloading import _maybe_remove_and_reapply_group_offloading
+
+        for part in _lowvram_targets(module):
+            _maybe_remove_and_reapply_group_offloading(part)
+
+
 @contextmanager
 def on_device(model: Any, *components: str) -> Iterator[None]:
     """Have `components` ("unet", "vae", "text_encoders") on the device for the duration (medvram only).
@@ -206,8 +219,9 @@ def _evict_idle(model: Any, state: MemoryState, keep: set[str]) -> None:
 
 # --- tiled VAE ------------------------------------------------------------------------------------------------
 
-# The tiling switches live on the (shared) VAE object: one decode/encode at a time may flip them.
-_VAE_LOCK = threading.RLock()
+# One user of the (shared) VAE at a time: its tiling switches live on the object, live previews decode on a side
+# thread, and the float32 fallback changes its weights.
+VAE_LOCK = threading.RLock()
 
 
 def _scale_factor(vae: torch.nn.Module) -> int:
@@ -242,7 +256,7 @@ def _tiling(vae: torch.nn.Module, on: bool, tile_size: int | None) -> Iterator[N
 def _run_tiled(vae: torch.nn.Module, run: Any, tiling: str, tile_size: int | None, what: str) -> torch.Tensor:
     if tiling not in TILING_MODES:
         raise ValueError(f"unknown VAE tiling mode {tiling!r}; expected one of {TILING_MODES}")
-    with _VAE_LOCK:
+    with VAE_LOCK:
         if tiling != "Auto":
             with _tiling(vae, tiling == "Always", tile_size):
                 return run()

@@ -15,6 +15,7 @@ import re
 import torch
 from PIL import Image
 
+from modules import memory
 from modules.models.safe_load import load_pickle, load_state_dict
 
 # Rows: latent channels; columns: R, G, B (A1111's sd_vae_approx.cheap_approximation).
@@ -73,12 +74,17 @@ def load_taesd_decoder(path: str) -> torch.nn.Module:
 def preview_method(model, setting: str, taesd_dir: str | None = None) -> str:
     if setting == "TAESD" and not taesd_file(taesd_dir, model.is_sdxl):
         setting = "Auto"  # the file is not installed: fall back rather than show nothing
+    if setting == "Full" and memory.mode_of(model) != "normal":
+        # --medvram keeps the VAE off the GPU while sampling and --lowvram moves its layers on use: a preview on the
+        # side thread would meet CPU weights or move layers under the real decode
+        setting = "Auto"
     if setting != "Auto":
         return setting
     if model.latent_channels == 4 and taesd_file(taesd_dir, model.is_sdxl):
         return "TAESD"
     small = sum(p.numel() for p in model.vae.decoder.parameters()) < SMALL_VAE_PARAMETERS
-    return "Full" if small or model.latent_channels != 4 else "Approx cheap"
+    full_ok = memory.mode_of(model) == "normal"
+    return "Full" if full_ok and (small or model.latent_channels != 4) else "Approx cheap"
 
 
 @torch.no_grad()
@@ -88,14 +94,15 @@ def decode_preview(model, latents: torch.Tensor, setting: str = "Auto", taesd_di
     method = preview_method(model, setting, taesd_dir)
     if method == "Full":
         vae = model.vae
-        z = latent.to(model.policy.device, vae.dtype) / vae.config.scaling_factor
-        if getattr(model, "compiled", False):
-            # The eager decoder: the compiled one would compile again for a batch of one (on this side thread).
-            if vae.post_quant_conv is not None:
-                z = vae.post_quant_conv(z)
-            pixels = vae.decoder.forward(z)[0]
-        else:
-            pixels = vae.decode(z).sample[0]
+        with memory.VAE_LOCK:  # not while the job decodes or switches the VAE to float32
+            z = latent.to(model.policy.device, vae.dtype) / vae.config.scaling_factor
+            if getattr(model, "compiled", False):
+                # The eager decoder: the compiled one would compile again for a batch of one (on this side thread).
+                if vae.post_quant_conv is not None:
+                    z = vae.post_quant_conv(z)
+                pixels = vae.decoder.forward(z)[0]
+            else:
+                pixels = vae.decode(z).sample[0]
     elif method == "TAESD":  # TAESD works on the UNet's (scaled) latents and returns [-1, 1]
         decoder = load_taesd_decoder(taesd_file(taesd_dir, model.is_sdxl)).to(latent.device)
         pixels = decoder(latent.float())[0]

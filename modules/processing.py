@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from modules import images, infotext, masking, memory, script_callbacks, upscaling
 from modules.models import acceleration
-from modules.models.loader import SDModel, cast
+from modules.models.loader import SDModel
 from modules.networks import extra as extra_networks
 from modules.networks import lora
 from modules.networks.registry import NetworkRegistry
@@ -467,30 +467,34 @@ class Sampling:
 
     @torch.no_grad()
     def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        vae = model.vae
-        with memory.on_device(model, "vae"):
-            mean = memory.vae_encode(vae, pixels.to(model.policy.device, vae.dtype), self._vae_tiling())
-        return (mean * vae.config.scaling_factor).to(model.policy.dtype)
+        vae, tiling, device = self.model.vae, self._vae_tiling(), self.model.policy.device
+        mean = self._run_vae(lambda dtype: memory.vae_encode(vae, pixels.to(device, dtype), tiling), "encoding")
+        return (mean * vae.config.scaling_factor).to(self.model.policy.dtype)
 
     @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        vae = model.vae
-        tiling = self._vae_tiling()
-        scaled = latents.to(model.policy.device, vae.dtype) / vae.config.scaling_factor
-        with memory.on_device(model, "vae"):
-            decoded = memory.vae_decode(vae, scaled, tiling)
-            if model.policy.nan_check and vae.dtype != torch.float32 and not torch.isfinite(decoded).all():
-                # A1111's auto_vae_precision: the VAE stays in float32 from now on (SDXL's original VAE overflows
-                # in float16 on every image; decoding each one twice would cost more than float32 does).
-                log.warning("VAE produced NaN/inf in %s; decoding again in float32 and keeping this VAE in float32 "
-                            "(use --no-half-vae to start that way)", str(vae.dtype).removeprefix("torch."))
-                cast(vae, torch.float32)
-                decoded = memory.vae_decode(vae, latents.float().to(model.policy.device) / vae.config.scaling_factor,
-                                            tiling)
+        vae, tiling, device = self.model.vae, self._vae_tiling(), self.model.policy.device
+        decoded = self._run_vae(
+            lambda dtype: memory.vae_decode(vae, latents.to(device, dtype) / vae.config.scaling_factor, tiling),
+            "decoding")
         # a copy: a compiled decoder's output lives in its CUDA-graph pool and is overwritten by the next decode
         return decoded.to(torch.float32, copy=True)
+
+    def _run_vae(self, run: Callable[[torch.dtype], torch.Tensor], what: str) -> torch.Tensor:
+        """run(the VAE's dtype) on the device; a half-precision result with NaN/inf is computed again in float32, and
+        the VAE stays in float32 from then on (A1111's auto_vae_precision: SDXL's original VAE overflows in float16
+        on every image; running each one twice would cost more than float32 does). Encoding too: NaN latents would
+        only decode to black."""
+        model = self.model
+        vae = model.vae
+        with memory.on_device(model, "vae"), memory.VAE_LOCK:
+            result = run(vae.dtype)
+            if model.policy.nan_check and vae.dtype != torch.float32 and not torch.isfinite(result).all():
+                log.warning("VAE produced NaN/inf in %s; %s again in float32 and keeping this VAE in float32 "
+                            "(use --no-half-vae to start that way)", str(vae.dtype).removeprefix("torch."), what)
+                memory.recast(model, vae, torch.float32)
+                result = run(torch.float32)
+        return result
 
     @torch.no_grad()
     def denoise(self, job: Job, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor,

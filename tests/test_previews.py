@@ -24,6 +24,22 @@ def test_preview_methods(app):
     assert torch.allclose(pixel, torch.tensor(previews.SD_COEFFICIENTS[0]))
 
 
+@pytest.mark.parametrize("mode", ["medvram", "lowvram"])
+def test_offloaded_vaes_are_never_used_for_previews(mode, tiny_checkpoints):
+    """--medvram keeps the VAE off the device while sampling, --lowvram moves its layers on use: a side-thread
+    preview decode would meet CPU weights or move layers under the real decode, so the cheap map is used."""
+    from modules import memory
+    from modules.devices import DevicePolicy
+    from modules.models.loader import load_model
+    from modules.models.registry import CheckpointInfo
+
+    path = tiny_checkpoints["sd1"]
+    model = load_model(CheckpointInfo(str(path), path.name), DevicePolicy(torch.device("cpu"), torch.float32, torch.float32),
+                       place=lambda m: memory.place(m, mode, torch.device("cpu")))
+    assert previews.preview_method(model, "Full") == "Approx cheap"
+    assert previews.preview_method(model, "Auto") == "Approx cheap"  # tiny VAE: "Full" in normal mode
+
+
 def test_state_holds_a_preview_every_n_steps(app):
     app.opts.set("show_progress_every_n_steps", 2)
     seen = []

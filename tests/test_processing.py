@@ -252,6 +252,42 @@ def test_override_settings_apply_for_one_job_only(app):
     assert app.opts.samples_save is True
 
 
+@pytest.mark.parametrize("mode", ["normal", "lowvram"])
+def test_half_precision_vae_nan_in_encoding_is_retried_in_float32(app, tiny_checkpoints, tmp_path, caplog, mode):
+    """img2img's encode gets the same fallback as decoding (NaN latents would decode to black), also under
+    --lowvram, whose group offloading keeps its own copies of the weights (made again in float32)."""
+    import logging
+
+    import torch
+
+    from modules import memory
+    from modules.devices import DevicePolicy
+    from modules.models.loader import load_model
+    from modules.models.registry import CheckpointInfo
+    from modules.processing import Context, process_images
+    from modules.state import State
+
+    policy = DevicePolicy(torch.device("cpu"), torch.float32, vae_dtype=torch.float16)
+    path = tiny_checkpoints["sd1"]
+    model = load_model(CheckpointInfo(str(path), path.name), policy,
+                       place=lambda m: memory.place(m, mode, torch.device("cpu")))
+    with torch.no_grad():
+        model.vae.encoder.conv_in.weight.mul_(1e5)  # finite in fp32, overflows to inf in fp16
+    init = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    job = Job(prompt="p", seed=1, init_images=[init], denoising_strength=0.5,
+              do_not_save_samples=True, **SMALL)
+    with caplog.at_level(logging.WARNING, logger="webui"):
+        processed = process_images(job, Context(model=model, opts=app.opts, state=State(), data_dir=str(tmp_path)))
+    assert "encoding again in float32" in caplog.text
+    assert np.isfinite(_pixels(processed.images[0])).all() and _pixels(processed.images[0]).std() > 0
+    assert {p.dtype for p in model.vae.parameters()} == {torch.float32}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="webui"):
+        again = process_images(job, Context(model=model, opts=app.opts, state=State(), data_dir=str(tmp_path)))
+    assert "again in float32" not in caplog.text
+    assert np.array_equal(_pixels(again.images[0]), _pixels(processed.images[0]))
+
+
 def test_long_prompts_are_not_truncated(app):
     short = app.run_job(Job(prompt="cat " * 70, seed=1, do_not_save_samples=True, **SMALL)).images[0]
     long = app.run_job(Job(prompt="cat " * 70 + "dog " * 30, seed=1, do_not_save_samples=True, **SMALL)).images[0]
