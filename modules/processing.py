@@ -379,6 +379,8 @@ def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Imag
 
 
 PERSISTENT_COND_CACHE_SIZE = 32  # prompt encodings kept on the model across jobs
+# override_settings that choose the model: shared.run_job loads what they name for the job's turn of the queue
+MODEL_SETTINGS = ("sd_model_checkpoint", "sd_vae")
 
 
 def fill_needed(total: int, used: int) -> bool:
@@ -713,14 +715,16 @@ def process_images(job: Job, ctx: Context | None = None) -> Processed:
         setup_scripts(job)
         _script_hook(job, "before_process")
         opts = ctx.opts
-        restore = {k: getattr(opts, k) for k in job.override_settings if k in opts.data_labels}
+        # the settings that choose the model were applied by shared.run_job before the context was made
+        overrides = {key: value for key, value in job.override_settings.items()
+                     if key in opts.data_labels and key not in MODEL_SETTINGS}
+        restore = {key: getattr(opts, key) for key in overrides}
         try:
-            for key, value in job.override_settings.items():
-                if key in opts.data_labels:
-                    try:
-                        opts.set(key, value)
-                    except (ValueError, KeyError) as e:
-                        raise JobError(f"override_settings: {e}") from e
+            for key, value in overrides.items():
+                try:
+                    opts.set(key, value)
+                except (ValueError, KeyError) as e:
+                    raise JobError(f"override_settings: {e}") from e
             return _process(job, ctx)
         finally:
             if job.override_settings_restore_afterwards:

@@ -10,12 +10,14 @@ import argparse
 import concurrent.futures
 import logging
 import os
+from typing import Any
 
 from modules import cmd_args, devices
 from modules.models.manager import ModelManager
+from modules.models.safe_load import CheckpointLoadError
 from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lora_registry
 from modules.options import OptionInfo, Options  # noqa: F401 (extensions use shared.OptionInfo)
-from modules.processing import Context, Job, JobError, Processed, process_images
+from modules.processing import MODEL_SETTINGS, Context, Job, JobError, Processed, process_images
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.state import State
 from modules.styles import StyleDatabase
@@ -149,6 +151,29 @@ def token_count(prompt: str, steps: int) -> tuple[int, int]:
     return prompt_token_count(prompt, steps, _counting_encoder[1].count_tokens)
 
 
+def _set_model_settings(values: dict[str, Any]) -> None:
+    """Set sd_vae / sd_model_checkpoint and load what they name, once (setting sd_vae alone would reload)."""
+    if "sd_vae" in values:
+        opts.set("sd_vae", values["sd_vae"], run_callbacks=False)
+    models.use(values.get("sd_model_checkpoint"))
+
+
+def _use_model_overrides(job: Job) -> dict[str, Any]:
+    """A job's override_settings that choose the model (A1111 reloads for them): applied in its turn of the queue,
+    before its context is made, so the whole job runs on that model. Returns the values to go back to afterwards
+    (empty when there is nothing to restore)."""
+    wanted = {key: job.override_settings[key] for key in MODEL_SETTINGS if key in job.override_settings}
+    if not wanted:
+        return {}
+    before = {key: getattr(opts, key) for key in wanted}
+    try:
+        _set_model_settings(wanted)
+    except (CheckpointLoadError, ValueError, KeyError) as e:
+        _set_model_settings(before)
+        raise JobError(f"override_settings: {e}") from e
+    return before if job.override_settings_restore_afterwards else {}
+
+
 def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | None = None) -> Processed:
     """Run one job in its turn of the FIFO queue with progress state set up: what the UI, API and scripts call.
 
@@ -168,7 +193,9 @@ def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | 
             tasks.finish(task, cancelled=True)
             raise JobInterrupted("Interrupted before it started.")
         state.begin(label or job.mode, job.n_iter, owner=owner, task_id=task.id)
+        restore_models: dict[str, Any] = {}
         try:
+            restore_models = _use_model_overrides(job)
             job.context = context()
             # a selected script (modules.scripts) runs instead of the plain job, inside the same turn of the queue
             processed = job.scripts.run(job, *job.script_args) if job.scripts is not None else None
@@ -180,6 +207,11 @@ def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | 
         finally:
             state.end()
             job.context = None  # valid for this turn of the queue only; a kept result must not pin the model
+            if restore_models:
+                try:
+                    _set_model_settings(restore_models)
+                except (CheckpointLoadError, ValueError, KeyError) as e:  # the job's own outcome stands
+                    log.error("Could not go back to %s after the job: %s", restore_models, e)
         tasks.finish(task, cancelled=task.cancel_requested and state.interrupted)
         return processed
     finally:

@@ -18,7 +18,7 @@ from modules.models import detection
 from modules.models.loader import load_model, resolve_vae
 from modules.models.registry import CheckpointInfo
 from modules.models.safe_load import CheckpointLoadError, load_state_dict
-from modules.processing import Context, Job, process_images
+from modules.processing import Context, Job, JobError, process_images
 from modules.state import State
 
 CPU = choose_policy(use_cpu=["all"])
@@ -244,6 +244,43 @@ def test_a_model_that_ran_jobs_is_freed_before_the_next_one_is_read(app, tiny_ch
     kept = weakref.ref(app.models.current.unet)
     app.models.select(first)
     assert kept() is not None
+
+
+def test_override_settings_choose_the_model_for_one_job(app, tiny_checkpoints):
+    """A1111 reloads for a job's sd_model_checkpoint / sd_vae overrides: the whole job runs on that model, once
+    loaded, and the previous one comes back afterwards unless override_settings_restore_afterwards is off."""
+    from modules.models import loader
+
+    first, second = _install(app, tiny_checkpoints, "sd1", "sd2")
+    app.models.select(first)
+    small = {"width": 64, "height": 64, "steps": 2, "do_not_save_samples": True}
+    reads = []
+    real = loader.load_state_dict
+    loader.load_state_dict = lambda path, *a, **k: (reads.append(Path(path).name), real(path, *a, **k))[1]
+    try:
+        processed = app.run_job(Job(prompt="p", seed=1, override_settings={"sd_model_checkpoint": second}, **small))
+        assert "Model: sd2-model," in processed.info
+        assert app.models.current.checkpoint.name == first and app.opts.sd_model_checkpoint.startswith(first)
+        assert reads == [second, first]
+
+        reads.clear()
+        vae = Path(app.cmd_opts.vae_dir) / "other.safetensors"
+        shutil.copy(tiny_checkpoints["sd1"], vae)  # a full checkpoint holds a VAE the loader can take
+        processed = app.run_job(Job(prompt="p", seed=1, override_settings={"sd_vae": "other.safetensors"}, **small))
+        assert "VAE: other.safetensors" in processed.info
+        assert app.opts.sd_vae == "Automatic" and app.models.current.vae_info is None
+        assert reads == [first, "other.safetensors", first]  # one load for the job, one to go back
+
+        job = Job(prompt="p", seed=1, override_settings={"sd_model_checkpoint": second},
+                  override_settings_restore_afterwards=False, **small)
+        app.run_job(job)
+        assert app.models.current.checkpoint.name == second
+
+        with pytest.raises(JobError, match="override_settings: Checkpoint 'nope' not found"):
+            app.run_job(Job(prompt="p", override_settings={"sd_model_checkpoint": "nope"}, **small))
+        assert app.models.current.checkpoint.name == second
+    finally:
+        loader.load_state_dict = real
 
 
 def test_safetensors_twin_is_preferred_and_pickles_are_marked(tmp_path):

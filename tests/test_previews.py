@@ -34,7 +34,8 @@ def test_offloaded_vaes_are_never_used_for_previews(mode, tiny_checkpoints):
     from modules.models.registry import CheckpointInfo
 
     path = tiny_checkpoints["sd1"]
-    model = load_model(CheckpointInfo(str(path), path.name), DevicePolicy(torch.device("cpu"), torch.float32, torch.float32),
+    policy = DevicePolicy(torch.device("cpu"), torch.float32, torch.float32)
+    model = load_model(CheckpointInfo(str(path), path.name), policy,
                        place=lambda m: memory.place(m, mode, torch.device("cpu")))
     assert previews.preview_method(model, "Full") == "Approx cheap"
     assert previews.preview_method(model, "Auto") == "Approx cheap"  # tiny VAE: "Full" in normal mode

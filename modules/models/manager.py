@@ -92,6 +92,27 @@ class ModelManager:
             self._load(info)
             return self.current
 
+    def use(self, checkpoint: str | None = None) -> SDModel:
+        """Have loaded what the settings name: `checkpoint` (title, name or hash; else the current one) with the VAE
+        that `sd_vae` resolves to for it, reading only what differs."""
+        with self.lock:
+            if checkpoint:
+                info = self.registry.find(checkpoint)
+                if info is None:
+                    self.registry.refresh()
+                    info = self.registry.find(checkpoint)
+                if info is None:
+                    raise CheckpointLoadError(f"Checkpoint {checkpoint!r} not found. "
+                                              f"Available: {', '.join(self.registry.titles())}")
+            else:
+                info = self.current.checkpoint if self.current else self._default_checkpoint()
+            current = self.current
+            same_file = current is not None and current.checkpoint.filename == info.filename
+            wanted_vae = resolve_vae(self.opts.sd_vae, info.filename, self.vae_dirs)
+            if not same_file or _cache_key(info.filename, wanted_vae) != _cache_key(info.filename, current.vae_info):
+                self._load(info, force=same_file)
+            return self.current
+
     def reload_vae(self) -> SDModel:
         """Apply a changed `sd_vae` setting by reloading the current checkpoint with the chosen VAE."""
         with self.lock:
