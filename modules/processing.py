@@ -936,7 +936,7 @@ def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
     f = model.vae_scale_factor
     shape = (model.latent_channels, job.height // f, job.width // f)
     image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
-    noise = image_rng.first().to(model.policy.dtype)
+    noise = image_rng.first()  # float32 as A1111's: rounded to half, a seed would give another image
     image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width) if model.is_inpaint \
         else None
     _script_hook(job, "process_before_every_sampling", x=noise, noise=noise, c=guidance, uc=None)
@@ -978,7 +978,7 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     hr_latents = hr_latents.to(model.policy.dtype)
     shape = (model.latent_channels, target_h // f, target_w // f)
     image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
-    noise = image_rng.first().to(model.policy.dtype)
+    noise = image_rng.first()  # float32 as A1111's: rounded to half, a seed would give another image
     hr_sampler = sampler_for_job(job, ctx, seeds, job.hr_sampler_name or job.sampler_name,
                               job.hr_scheduler or job.scheduler)
     lo = batch_no * job.batch_size
@@ -1035,7 +1035,7 @@ def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
                                      mode="bilinear").to(dtype)
     shape = (model.latent_channels, job.height // f, job.width // f)
     image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
-    noise = image_rng.first().to(dtype)
+    noise = image_rng.first()  # float32 (see txt2img)
     multiplier = job.initial_noise_multiplier if job.initial_noise_multiplier is not None \
         else ctx.opts.initial_noise_multiplier
     if multiplier != 1.0:
