@@ -190,8 +190,8 @@ def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | 
         cancelled = owner is not None and state.dequeue(owner)
     try:
         if cancelled or not tasks.start(task):
-            tasks.finish(task, cancelled=True)
-            raise JobInterrupted("Interrupted before it started.")
+            tasks.finish(task, cancelled=True)  # one that close() failed at shutdown keeps its reason
+            raise JobInterrupted(task.error or "Interrupted before it started.")
         state.begin(label or job.mode, job.n_iter, owner=owner, task_id=task.id)
         restore_models: dict[str, Any] = {}
         try:

@@ -77,6 +77,15 @@ class State:
             elif self.waiting.get(owner):
                 self.cancelled.add(owner)
 
+    def interrupt_task(self, task_id: str) -> bool:
+        """Stop the running job only if it is this task (checked and set under the lock, so a job of another task
+        that starts in between is never stopped). True when it was running."""
+        with self.lock:
+            if self.busy and self.task_id == task_id:
+                self.interrupted = True
+                return True
+            return False
+
     def stop_all(self) -> None:
         """Server shutdown: interrupt the running job and any job that starts from now on."""
         with self.lock:

@@ -281,17 +281,8 @@ def cancel_job(job_id: str) -> dict[str, Any]:
     if task is None:
         raise ApiError(404, f"No job with id {job_id!r}")
     if task.cancel_requested:
-        _interrupt_task(task.id)
+        shared.state.interrupt_task(task.id)  # a queued task is skipped by its cancel_requested flag
     return {"id": task.id, "status": task.status, "cancel_requested": task.cancel_requested}
-
-
-def _interrupt_task(task_id: str) -> None:
-    """Interrupt the running job only if it is this task: checked and set under the state's lock, so a job that
-    starts in between (another task) is never stopped. A queued task is skipped by its `cancel_requested` flag."""
-    state = shared.state
-    with state.lock:
-        if state.busy and state.task_id == task_id:
-            state.interrupted = True
 
 
 def _task_progress(task: tasks.Task) -> float:
