@@ -65,6 +65,8 @@ class OptionInfo:
     comment_after: str = ""
     infotext: str | None = None
     restrict_api: bool = False
+    # names a folder or a file-name pattern: set through the API only to places inside the data folder
+    api_path: bool = False
     category_id: str | None = None
     choices: list[Any] | Callable[[], list[Any]] | None = None
     section_title: str | None = None
@@ -137,7 +139,7 @@ def default_option_table() -> dict[str, OptionInfo]:
     table.update(options_section(("saving-images", "Saving images/grids"), {
         "samples_save": OptionInfo(True, "Always save all generated images"),
         "samples_format": OptionInfo("png", "File format for images"),
-        "samples_filename_pattern": OptionInfo("", "Images filename pattern", restrict_api=True),
+        "samples_filename_pattern": OptionInfo("", "Images filename pattern", api_path=True),
         "save_images_add_number": OptionInfo(True, "Add number to filename when saving"),
         "grid_save": OptionInfo(True, "Always save all generated image grids"),
         "grid_format": OptionInfo("png", "File format for grids"),
@@ -152,27 +154,27 @@ def default_option_table() -> dict[str, OptionInfo]:
     }))
     table.update(options_section(("saving-paths", "Paths for saving"), {
         "outdir_samples": OptionInfo("", "Output directory for images; if empty, defaults to three directories below",
-                                     restrict_api=True),
+                                     api_path=True),
         "outdir_txt2img_samples": OptionInfo("outputs/txt2img-images", "Output directory for txt2img images",
-                                             restrict_api=True),
+                                             api_path=True),
         "outdir_img2img_samples": OptionInfo("outputs/img2img-images", "Output directory for img2img images",
-                                             restrict_api=True),
+                                             api_path=True),
         "outdir_extras_samples": OptionInfo("outputs/extras-images", "Output directory for images from extras tab",
-                                            restrict_api=True),
+                                            api_path=True),
         "outdir_grids": OptionInfo("", "Output directory for grids; if empty, defaults to two directories below",
-                                   restrict_api=True),
+                                   api_path=True),
         "outdir_txt2img_grids": OptionInfo("outputs/txt2img-grids", "Output directory for txt2img grids",
-                                           restrict_api=True),
+                                           api_path=True),
         "outdir_img2img_grids": OptionInfo("outputs/img2img-grids", "Output directory for img2img grids",
-                                           restrict_api=True),
-        "outdir_save": OptionInfo("log/images", "Directory for saving images using the Save button", restrict_api=True),
+                                           api_path=True),
+        "outdir_save": OptionInfo("log/images", "Directory for saving images using the Save button", api_path=True),
         "outdir_init_images": OptionInfo("outputs/init-images", "Directory for saving init images when using img2img",
-                                         restrict_api=True),
+                                         api_path=True),
     }))
     table.update(options_section(("saving-to-dirs", "Saving to a directory"), {
         "save_to_dirs": OptionInfo(True, "Save images to a subdirectory"),
         "grid_save_to_dirs": OptionInfo(True, "Save grids to a subdirectory"),
-        "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern", restrict_api=True),
+        "directories_filename_pattern": OptionInfo("[date]", "Directory name pattern", api_path=True),
     }))
     table.update(options_section(("sd", "Stable Diffusion"), {
         "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion checkpoint", infotext="Model hash"),

@@ -84,14 +84,19 @@ def preview_method(model, setting: str, taesd_dir: str | None = None) -> str:
         return "TAESD"
     small = sum(p.numel() for p in model.vae.decoder.parameters()) < SMALL_VAE_PARAMETERS
     full_ok = memory.mode_of(model) == "normal"
+    if not full_ok and model.latent_channels != 4:
+        return "None"  # the cheap map knows 4-channel latents only
     return "Full" if full_ok and (small or model.latent_channels != 4) else "Approx cheap"
 
 
 @torch.no_grad()
-def decode_preview(model, latents: torch.Tensor, setting: str = "Auto", taesd_dir: str | None = None) -> Image.Image:
-    """A preview of the first image of a batch of latents."""
+def decode_preview(model, latents: torch.Tensor, setting: str = "Auto", taesd_dir: str | None = None
+                   ) -> Image.Image | None:
+    """A preview of the first image of a batch of latents (None when no method suits the model now)."""
     latent = latents[:1]
     method = preview_method(model, setting, taesd_dir)
+    if method == "None":
+        return None
     if method == "Full":
         vae = model.vae
         with memory.VAE_LOCK:  # not while the job decodes or switches the VAE to float32

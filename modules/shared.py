@@ -21,7 +21,7 @@ from modules.processing import MODEL_SETTINGS, Context, Job, JobError, Processed
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.state import State
 from modules.styles import StyleDatabase
-from modules.tasks import QUEUED, FifoLock, TaskRegistry
+from modules.tasks import FifoLock, Task, TaskRegistry
 
 log = logging.getLogger("webui")
 
@@ -116,7 +116,7 @@ def _make_preview(model, latent, method: str, taesd_dir: str, step: int) -> None
     except Exception as e:  # a preview must never fail the job
         log.warning("Live preview failed: %s", e)
         return
-    if state.busy:
+    if image is not None and state.busy:
         state.current_image = image
         state.current_image_step = step
 
@@ -168,20 +168,25 @@ def _use_model_overrides(job: Job) -> dict[str, Any]:
     before = {key: getattr(opts, key) for key in wanted}
     try:
         _set_model_settings(wanted)
-    except (CheckpointLoadError, ValueError, KeyError) as e:
-        _set_model_settings(before)
-        raise JobError(f"override_settings: {e}") from e
+    except Exception as e:
+        try:
+            _set_model_settings(before)  # never leave the override's VAE setting behind (it would be saved)
+        except Exception as back:
+            log.error("Could not go back to %s: %s", before, back)
+        if isinstance(e, (CheckpointLoadError, ValueError, KeyError)):
+            raise JobError(f"override_settings: {e}") from e
+        raise
     return before if job.override_settings_restore_afterwards else {}
 
 
-def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | None = None) -> Processed:
+def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | None = None,
+            task: Task | None = None) -> Processed:
     """Run one job in its turn of the FIFO queue with progress state set up: what the UI, API and scripts call.
 
     `owner` (a browser session) lets Interrupt/Skip and progress reach only that session's job; `task_id` names
-    the job for the API's progress and job routes (a fresh id when not given; an id already registered as queued,
-    by the async job API, is used as is)."""
-    existing = tasks.get(task_id) if task_id else None
-    task = existing if existing is not None and existing.status == QUEUED else tasks.add(task_id, label or job.mode)
+    the job for the API's progress and job routes (a fresh id when not given; the id of a queued or running task
+    is refused); `task` is a record the caller registered itself (the async job API)."""
+    task = task if task is not None else tasks.add(task_id, label or job.mode)
     if owner is not None:
         state.enqueue(owner)
     try:
@@ -210,7 +215,7 @@ def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | 
             if restore_models:
                 try:
                     _set_model_settings(restore_models)
-                except (CheckpointLoadError, ValueError, KeyError) as e:  # the job's own outcome stands
+                except Exception as e:  # the job's own outcome stands, and its task must still be finished
                     log.error("Could not go back to %s after the job: %s", restore_models, e)
         tasks.finish(task, cancelled=task.cancel_requested and state.interrupted)
         return processed

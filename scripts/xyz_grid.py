@@ -636,24 +636,22 @@ class ModelSwitcher:
             self.p.context = self._context()
 
     def _load(self, checkpoint: str | None, vae: str) -> None:
-        current = self.models.current
+        # the file name only: a reference to the model here would keep it alive while the next one is read
+        current_file = self.models.current.checkpoint.filename if self.models.current is not None else None
         vae_changed = self.opts.sd_vae != vae
         info = self.models.registry.find(checkpoint) if checkpoint else None
         if info is None and not vae_changed:
             return
-        if current is not None and info is not None and current.checkpoint.filename == info.filename \
-                and not vae_changed:
+        if info is not None and current_file == info.filename and not vae_changed:
             return
         self.switched = True
         self.p.context = None  # the old model must be freed before the next one is read (two rarely fit)
         self.template = dataclasses.replace(self.template, model=None) if self.template is not None else None
         if vae_changed:  # no change callback: it would reload the model before the checkpoint is switched
             self.opts.set("sd_vae", vae, run_callbacks=False)
-        if info is not None and (current is None or current.checkpoint.filename != info.filename):
+        if info is not None and current_file != info.filename:
             log.info("X/Y/Z plot: loading checkpoint %s", info.title)
-            self.models.select(info.title)
-        elif vae_changed:
-            self.models.reload_vae()
+        self.models.use(info.title if info is not None else None)  # loads only what differs
 
     def _context(self) -> Any:
         if self.template is None:

@@ -146,10 +146,14 @@ def test_png_info_options_and_lists(client, api_server):
     saved = json.loads((api_server[1] / "config.json").read_text())
     assert (saved["samples_format"], saved["CLIP_stop_at_last_layers"]) == ("jpg", 2)  # persisted
     client.set_options({"samples_format": "png", "CLIP_stop_at_last_layers": 1})
-    # path and file name settings cannot change through the API (403, tested below), but posting back the values
-    # GET /options gave is fine, as clients do
+    # path and file name settings cannot point outside the data folder through the API (403, tested below), but
+    # posting back the values GET /options gave is fine, as clients do, and so is a folder inside
     unchanged = {key: options[key] for key in ("outdir_txt2img_samples", "samples_filename_pattern",
                                                "directories_filename_pattern")}
+    assert requests.post(f"{url}/sdapi/v1/options", json=unchanged, timeout=30).status_code == 200
+    inside = {"outdir_txt2img_samples": "outputs/mine", "samples_filename_pattern": "[seed]-[prompt_words]"}
+    assert requests.post(f"{url}/sdapi/v1/options", json=inside, timeout=30).status_code == 200
+    assert client.get_options()["outdir_txt2img_samples"] == "outputs/mine"
     assert requests.post(f"{url}/sdapi/v1/options", json=unchanged, timeout=30).status_code == 200
     models = client.get_sd_models()
     assert models[0]["model_name"] == "demo-shapes-sd1" and len(models[0]["sha256"]) == 64
@@ -275,6 +279,11 @@ def test_infotext_with_infinite_values_and_a_reused_task_id(api_server):
     second = requests.post(f"{url}/sdapi/v1/jobs", json=body, timeout=30)
     assert second.status_code == 409, second.text
     assert set(second.json()) == {"error", "detail", "body", "errors"} and "dup-1" in second.json()["detail"]
+    # a synchronous request naming that id does not take over the async job's record
+    sync = requests.post(f"{url}/sdapi/v1/txt2img", json={"prompt": "p", **SMALL, "force_task_id": "dup-1"},
+                         timeout=120)
+    assert sync.status_code == 400 and "dup-1" in sync.json()["detail"], sync.text
+    assert requests.get(f"{url}/sdapi/v1/jobs/dup-1", timeout=30).json()["status"] in ("queued", "running")
     requests.delete(f"{url}/sdapi/v1/jobs/dup-1", timeout=30)
     deadline = time.time() + 120
     while requests.get(f"{url}/sdapi/v1/jobs/dup-1", timeout=30).json()["status"] in ("queued", "running"):

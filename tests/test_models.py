@@ -252,16 +252,23 @@ def test_override_settings_choose_the_model_for_one_job(app, tiny_checkpoints):
     from modules.models import loader
 
     first, second = _install(app, tiny_checkpoints, "sd1", "sd2")
-    app.models.select(first)
+    old_unet = weakref.ref(app.models.select(first).unet)
     small = {"width": 64, "height": 64, "steps": 2, "do_not_save_samples": True}
-    reads = []
+    reads, old_alive = [], []
     real = loader.load_state_dict
-    loader.load_state_dict = lambda path, *a, **k: (reads.append(Path(path).name), real(path, *a, **k))[1]
+
+    def reading(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        old_alive.append(old_unet() is not None)
+        return real(path, *args, **kwargs)
+
+    loader.load_state_dict = reading
     try:
         processed = app.run_job(Job(prompt="p", seed=1, override_settings={"sd_model_checkpoint": second}, **small))
         assert "Model: sd2-model," in processed.info
         assert app.models.current.checkpoint.name == first and app.opts.sd_model_checkpoint.startswith(first)
         assert reads == [second, first]
+        assert old_alive[0] is False  # the model before the override was freed before the override's was read
 
         reads.clear()
         vae = Path(app.cmd_opts.vae_dir) / "other.safetensors"

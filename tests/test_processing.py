@@ -255,7 +255,9 @@ def test_override_settings_apply_for_one_job_only(app):
 @pytest.mark.parametrize("mode", ["normal", "lowvram"])
 def test_half_precision_vae_nan_in_encoding_is_retried_in_float32(app, tiny_checkpoints, tmp_path, caplog, mode):
     """img2img's encode gets the same fallback as decoding (NaN latents would decode to black), also under
-    --lowvram, whose group offloading keeps its own copies of the weights (made again in float32)."""
+    --lowvram, whose group offloading is applied again after the cast (on CUDA it uploads from pinned copies made
+    when applied, which would otherwise bring back float16; off CUDA there are no such copies: here the hooks must
+    still be in place and work in float32)."""
     import logging
 
     import torch
@@ -281,6 +283,10 @@ def test_half_precision_vae_nan_in_encoding_is_retried_in_float32(app, tiny_chec
     assert "encoding again in float32" in caplog.text
     assert np.isfinite(_pixels(processed.images[0])).all() and _pixels(processed.images[0]).std() > 0
     assert {p.dtype for p in model.vae.parameters()} == {torch.float32}
+    if mode == "lowvram":
+        from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+        assert all(_is_group_offload_enabled(part) for part in memory._lowvram_targets(model.vae))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="webui"):
         again = process_images(job, Context(model=model, opts=app.opts, state=State(), data_dir=str(tmp_path)))

@@ -108,21 +108,28 @@ def _check_size(values: dict[str, Any]) -> None:
 
 
 def _refuse_restricted(values: dict[str, Any], prefix: str = "") -> None:
-    """Settings marked restrict_api (output folders, file name patterns) may be changed from the UI only: through
-    the API they would let a client write files anywhere. Their current value is accepted (clients often post back
-    every setting that GET /options gave them)."""
+    """Settings marked api_path (output folders, file name patterns) may point only inside the data folder
+    when set through the API: A1111's clients set them, but a folder elsewhere (an absolute path, `..`) would let any
+    client write files anywhere. The UI's settings page may still set any folder."""
     opts = shared.opts
 
-    def changes(key: str) -> bool:
+    def escapes(key: str) -> bool:
         try:
-            return opts.cast_value(key, values[key]) != getattr(opts, key)
+            text = str(opts.cast_value(key, values[key]))
         except (ValueError, TypeError, KeyError):
             return True
+        if text == str(getattr(opts, key)):
+            return False  # clients post back every setting GET /options gave them
+        if os.path.isabs(text) or ".." in text.replace("\\", "/").split("/"):
+            return True
+        root = os.path.realpath(shared.cmd_opts.data_dir)
+        return os.path.commonpath([root, os.path.realpath(os.path.join(root, text))]) != root
 
     restricted = sorted(key for key in values
-                        if getattr(opts.data_labels.get(key), "restrict_api", False) and changes(key))
+                        if getattr(opts.data_labels.get(key), "api_path", False) and escapes(key))
     if restricted:
-        raise ApiError(403, f"{prefix}setting(s) that cannot be changed through the API: {', '.join(restricted)}")
+        raise ApiError(403, f"{prefix}setting(s) that may only name places inside the data folder through the API: "
+                            f"{', '.join(restricted)}")
 
 
 def checked_build_job(request: models.Txt2ImgRequest, img2img: bool) -> Job:
@@ -215,12 +222,13 @@ def _fill_slice(args: list[Any], script: Any, values: list[Any]) -> None:
         args[script.args_from + offset] = value
 
 
-def generate(request: models.Txt2ImgRequest, img2img: bool, task_id: str | None = None) -> dict[str, Any]:
+def generate(request: models.Txt2ImgRequest, img2img: bool, task: tasks.Task | None = None) -> dict[str, Any]:
+    """Run a generation request; `task` is the async job API's own record (a sync request registers a new one)."""
     job = checked_build_job(request, img2img)
     attach_scripts(job, request, img2img)
     try:
         processed = shared.run_job(job, "img2img" if img2img else "txt2img",
-                                   task_id=task_id or request.force_task_id)
+                                   task_id=request.force_task_id, task=task)
     except tasks.QueueClosed as e:  # the server is shutting down: the job never ran, a retry later may work
         raise ApiError(503, str(e)) from e
     except (JobError, ValueError, KeyError, CheckpointLoadError) as e:
@@ -248,7 +256,7 @@ def submit_job(request: models.JobRequest) -> dict[str, Any]:
 
     def work() -> None:
         try:
-            shared.tasks.complete(task, generate(request, img2img, task_id=task.id))
+            shared.tasks.complete(task, generate(request, img2img, task=task))
         except HTTPException as e:
             if task.status not in (tasks.DONE, tasks.FAILED, tasks.CANCELLED):
                 shared.tasks.finish(task, error=str(e.detail))

@@ -106,11 +106,10 @@ class ModelManager:
                                               f"Available: {', '.join(self.registry.titles())}")
             else:
                 info = self.current.checkpoint if self.current else self._default_checkpoint()
-            current = self.current
-            same_file = current is not None and current.checkpoint.filename == info.filename
-            wanted_vae = resolve_vae(self.opts.sd_vae, info.filename, self.vae_dirs)
-            if not same_file or _cache_key(info.filename, wanted_vae) != _cache_key(info.filename, current.vae_info):
-                self._load(info, force=same_file)
+            wanted = _cache_key(info.filename, resolve_vae(self.opts.sd_vae, info.filename, self.vae_dirs))
+            loaded = _cache_key(self.current.checkpoint.filename, self.current.vae_info) if self.current else None
+            if loaded != wanted:  # (no local reference to the current model: _load frees it before reading)
+                self._load(info, force=loaded is not None and loaded[0] == info.filename)
             return self.current
 
     def reload_vae(self) -> SDModel:
