@@ -120,6 +120,9 @@ def test_api_in_ui_mode_has_a1111_error_bodies_and_the_request_log(server):
         time.sleep(0.1)
     assert "POST /sdapi/v1/txt2img 400" in log_path.read_text(errors="replace")
     assert "GET /sdapi/v1/jobs/nope 404" in log_path.read_text(errors="replace")
+    outside = httpx.get(f"{url}/no-such-page", timeout=60)  # not the API's: FastAPI's own body, and not logged
+    assert outside.status_code == 404 and "error" not in outside.json()
+    assert "/no-such-page" not in log_path.read_text(errors="replace")
 
 
 def test_sigterm_with_the_ui_interrupts_the_job_and_exits_0(server):

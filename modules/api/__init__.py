@@ -551,13 +551,28 @@ def add_routes(app: FastAPI) -> None:
     app.include_router(router)
 
 
-async def _log_requests(request: Request, call_next):
-    started = time.time()
-    response = await call_next(request)
-    if request.url.path.startswith("/sdapi"):
-        log.info("API %s %s %s %.3fs", request.method, request.url.path, response.status_code,
-                 time.time() - started)
-    return response
+class RequestLog:
+    """--api-log: one line per /sdapi request (method, path, status, seconds). Plain ASGI rather than Starlette's
+    BaseHTTPMiddleware, so in UI mode Gradio's own routes and its streamed queue events pass through untouched."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/sdapi"):
+            await self.app(scope, receive, send)
+            return
+        started, status = time.time(), [500]
+
+        async def send_noting_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            log.info("API %s %s %s %.3fs", scope["method"], scope["path"], status[0], time.time() - started)
 
 
 def app_kwargs(ui: bool = False) -> dict[str, Any]:
@@ -566,10 +581,8 @@ def app_kwargs(ui: bool = False) -> dict[str, Any]:
     middleware), so in UI mode they go to `demo.launch(app_kwargs=...)`. With `ui`, only /sdapi routes get A1111's
     error body; Gradio's own routes keep FastAPI's."""
     from starlette.middleware import Middleware
-    from starlette.middleware.base import BaseHTTPMiddleware
 
-    middleware = [Middleware(BaseHTTPMiddleware, dispatch=_log_requests)] if getattr(
-        shared.cmd_opts, "api_log", False) else []
+    middleware = [Middleware(RequestLog)] if getattr(shared.cmd_opts, "api_log", False) else []
     return {"exception_handlers": _error_handlers("/sdapi" if ui else ""), "middleware": middleware}
 
 
