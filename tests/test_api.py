@@ -303,6 +303,8 @@ def _bomb() -> str:
     ("txt2img", {"prompt": "p", **SMALL, "sampler_name": "Nope"}, 400, "Nope"),
     ("txt2img", {"prompt": "p", **SMALL, "scheduler": "sideways"}, 400, "sideways"),
     ("txt2img", {"prompt": "p", "width": 60, "height": 64, "steps": 2}, 422, "multiple of 8"),
+    ("txt2img", {"prompt": "p", **SMALL, "enable_hr": True, "hr_scale": 100}, 422, "hires fix size 6400x6400"),
+    ("txt2img", {"prompt": "p", **SMALL, "enable_hr": True, "hr_resize_x": 8192}, 422, "hires fix size 8192x8192"),
     ("txt2img", {"prompt": "p", "width": 0, "height": 64, "steps": 2}, 422, "multiple of 8"),
     ("txt2img", {"prompt": "p", "width": 8192, "height": 64, "steps": 2}, 422, "above the limit"),
     ("txt2img", {"prompt": "p", **SMALL, "steps": 0}, 400, "steps"),

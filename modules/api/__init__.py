@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -29,7 +30,7 @@ from modules import auth, devices, shared, tasks
 from modules.api import models
 from modules.infotext import parse_generation_parameters, read_info_from_image
 from modules.models.safe_load import CheckpointLoadError
-from modules.processing import LATENT_UPSCALE_MODES, Job, JobError, Processed
+from modules.processing import LATENT_UPSCALE_MODES, Job, JobError, Processed, hires_target_size
 from modules.sampling import samplers
 from modules.ui import paste
 
@@ -97,7 +98,7 @@ def _apply_infotext(request: models.Txt2ImgRequest) -> dict[str, Any]:
     return values
 
 
-def _check_size(values: dict[str, Any]) -> None:
+def _check_size(values: dict[str, Any], img2img: bool) -> None:
     limit = int(shared.opts.api_max_image_side)
     for name in ("width", "height"):
         value = values[name]
@@ -105,6 +106,13 @@ def _check_size(values: dict[str, Any]) -> None:
             raise ApiError(422, f"{name} must be a positive multiple of 8, got {value}")
         if value > limit:
             raise ApiError(422, f"{name} {value} is above the limit of {limit} (setting api_max_image_side)")
+    if values.get("enable_hr") and not img2img:  # the second pass's size counts too (hr_scale 50 is no 64² job)
+        sizes = {"width": values["width"], "height": values["height"], "hr_scale": values.get("hr_scale") or 2.0,
+                 "hr_resize_x": values.get("hr_resize_x") or 0, "hr_resize_y": values.get("hr_resize_y") or 0}
+        width, height = hires_target_size(SimpleNamespace(**sizes))
+        if max(width, height) > limit:
+            raise ApiError(422, f"hires fix size {width}x{height} is above the limit of {limit} "
+                                "(setting api_max_image_side)")
 
 
 def _refuse_restricted(values: dict[str, Any], prefix: str = "") -> None:
@@ -142,7 +150,7 @@ def checked_build_job(request: models.Txt2ImgRequest, img2img: bool) -> Job:
 
 def build_job(request: models.Txt2ImgRequest, img2img: bool) -> Job:
     values = _apply_infotext(request)
-    _check_size(values)
+    _check_size(values, img2img)
     sampler = values.get("sampler_name") or values.get("sampler_index") or "Euler"
     try:
         info, schedule = samplers.resolve(sampler, values.get("scheduler"))
