@@ -230,9 +230,11 @@ def _fill_slice(args: list[Any], script: Any, values: list[Any]) -> None:
         args[script.args_from + offset] = value
 
 
-def generate(request: models.Txt2ImgRequest, img2img: bool, task: tasks.Task | None = None) -> dict[str, Any]:
-    """Run a generation request; `task` is the async job API's own record (a sync request registers a new one)."""
-    job = checked_build_job(request, img2img)
+def generate(request: models.Txt2ImgRequest, img2img: bool, task: tasks.Task | None = None,
+             job: Job | None = None) -> dict[str, Any]:
+    """Run a generation request; `task` is the async job API's own record (a sync request registers a new one),
+    `job` the request already built (it then goes to the queue without decoding its images again)."""
+    job = job if job is not None else checked_build_job(request, img2img)
     attach_scripts(job, request, img2img)
     try:
         processed = shared.run_job(job, "img2img" if img2img else "txt2img",
@@ -253,7 +255,7 @@ def submit_job(request: models.JobRequest) -> dict[str, Any]:
     if request.type not in ("txt2img", "img2img"):
         raise ApiError(422, f"type must be txt2img or img2img, got {request.type!r}")
     img2img = request.type == "img2img"
-    checked_build_job(request, img2img)  # validate now: a bad request is a 4xx here, not a failed job later
+    job = checked_build_job(request, img2img)  # now: a bad request is a 4xx here, not a failed job later
     try:
         # awaits_result: the task becomes done only once its answer is stored (`complete`), never "done" with null
         task = shared.tasks.add(request.force_task_id, request.type, awaits_result=True)
@@ -264,7 +266,7 @@ def submit_job(request: models.JobRequest) -> dict[str, Any]:
 
     def work() -> None:
         try:
-            shared.tasks.complete(task, generate(request, img2img, task=task))
+            shared.tasks.complete(task, generate(request, img2img, task=task, job=job))
         except HTTPException as e:
             if task.status not in (tasks.DONE, tasks.FAILED, tasks.CANCELLED):
                 shared.tasks.finish(task, error=str(e.detail))
