@@ -132,6 +132,7 @@ def test_missing_image_is_a_clear_error(server, pictures):  # noqa: F811
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
 def test_inpaint_by_drawing_on_the_editor_in_the_browser(server, pictures):  # noqa: F811
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import sync_playwright
 
     url, data_dir, _ = server
@@ -146,11 +147,25 @@ def test_inpaint_by_drawing_on_the_editor_in_the_browser(server, pictures):  # n
             page.wait_for_selector("#txt2img_prompt textarea")
             page.locator("#tab_img2img-button").click()
             page.locator("#img2img_inpaint_tab-button").click()
-            # A stroke drawn before the editor has placed its background is lost: let the page settle first.
-            page.locator("#img2maskimg input[type=file]").set_input_files(str(init))
+            # The editor places the file as its background asynchronously: a stroke drawn, or a Generate sent,
+            # before that is lost ("Upload an image first"). Placed = its crop area is no longer marked empty and
+            # the "Upload an image" prompt is gone. Gradio's editor starts its canvas on the first file; on a busy
+            # machine that first file can be dropped while it starts (it then waits empty), so a file not placed
+            # is given again, as a user would drop it again.
+            placed = ("() => { const e = document.querySelector('#img2maskimg');"
+                      " return e.querySelector('.pixi-target-crop') && !e.querySelector('.pixi-target-crop.empty')"
+                      " && !e.innerText.includes('Upload an image'); }")
+            for attempt in range(3):
+                page.locator("#img2maskimg input[type=file]").set_input_files(str(init))
+                try:
+                    page.wait_for_function(placed, timeout=20000)
+                    break
+                except PlaywrightTimeoutError:
+                    if attempt == 2:
+                        raise
             canvas = page.locator("#img2maskimg canvas").first
             canvas.wait_for()
-            page.wait_for_timeout(1500)
+            page.wait_for_timeout(1000)
             canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
