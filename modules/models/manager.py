@@ -80,30 +80,28 @@ class ModelManager:
     def select(self, query: str) -> SDModel:
         """Switch to the checkpoint named by title, name or hash. A bad file leaves the previous model loaded."""
         with self.lock:
-            info = self.registry.find(query)
-            if info is None:
-                self.registry.refresh()
-                info = self.registry.find(query)
-            if info is None:
-                valid = ", ".join(self.registry.titles())
-                raise CheckpointLoadError(f"Checkpoint {query!r} not found. Available: {valid}")
+            info = self._find(query)
             if self.current is not None and self.current.checkpoint.filename == info.filename:
                 return self.current
             self._load(info)
             return self.current
+
+    def _find(self, query: str) -> CheckpointInfo:
+        """The checkpoint a title, name or hash names (the folders read again once if it is not known yet)."""
+        info = self.registry.find(query)
+        if info is None:
+            self.registry.refresh()
+            info = self.registry.find(query)
+        if info is None:
+            raise CheckpointLoadError(f"Checkpoint {query!r} not found. Available: {', '.join(self.registry.titles())}")
+        return info
 
     def use(self, checkpoint: str | None = None) -> SDModel:
         """Have loaded what the settings name: `checkpoint` (title, name or hash; else the current one) with the VAE
         that `sd_vae` resolves to for it, reading only what differs."""
         with self.lock:
             if checkpoint:
-                info = self.registry.find(checkpoint)
-                if info is None:
-                    self.registry.refresh()
-                    info = self.registry.find(checkpoint)
-                if info is None:
-                    raise CheckpointLoadError(f"Checkpoint {checkpoint!r} not found. "
-                                              f"Available: {', '.join(self.registry.titles())}")
+                info = self._find(checkpoint)
             else:
                 info = self.current.checkpoint if self.current else self._default_checkpoint()
             wanted = _cache_key(info.filename, resolve_vae(self.opts.sd_vae, info.filename, self.vae_dirs))
