@@ -56,13 +56,12 @@ class GracefulShutdown:
         watchdog = threading.Timer(SHUTDOWN_GRACE_S, self._give_up)
         watchdog.daemon = True
         watchdog.start()
-        failed = shared.tasks.close(SHUTDOWN_MESSAGE)
-        shared.queue_lock.close(SHUTDOWN_MESSAGE)  # every caller waiting for its turn gets QueueClosed now
+        failed = shared.runner.close(SHUTDOWN_MESSAGE)  # every queued item fails with it and none is taken
         shared.state.stop_all()
         if failed:
             log.info("%d queued job(s) failed: %s", len(failed), ", ".join(t.id for t in failed))
         # wait for the running job (saving included) to end, so that its files are complete and closed
-        if not shared.queue_lock.wait_idle(SHUTDOWN_GRACE_S - 5):
+        if not shared.runner.wait_idle(SHUTDOWN_GRACE_S - 5):
             exit_status = 1  # a job was cut off: say so to the supervisor
             log.warning("the running job did not stop in time; closing the server anyway")
         self.stop_serving.set()
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     script_callbacks.before_ui_callback()
     demo = ui.create_ui()
     extension_css, extension_head = extensions.page_assets(shared.opts, shared.cmd_opts)
-    # generations are serialised by shared.queue_lock; the queue lets several sessions wait their turn in order
+    # GPU work is serialised by shared.runner; Gradio's queue lets several sessions wait their turn in order
     demo.queue(default_concurrency_limit=4)
     fastapi_kwargs = {"middleware": [security_middleware(args)]}
     if args.api:

@@ -19,9 +19,10 @@ from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lo
 from modules.options import OptionInfo, Options  # noqa: F401 (extensions use shared.OptionInfo)
 from modules.processing import MODEL_SETTINGS, Context, Job, JobError, Processed, process_images
 from modules.prompts.textual_inversion import EmbeddingDatabase
+from modules.runner import JobCancelled, JobFuture, JobRunner, QueueLock
 from modules.state import State
 from modules.styles import StyleDatabase
-from modules.tasks import FifoLock, Task, TaskRegistry
+from modules.tasks import Task, TaskRegistry
 
 log = logging.getLogger("webui")
 
@@ -33,14 +34,15 @@ prompt_styles: StyleDatabase | None = None
 embeddings: EmbeddingDatabase | None = None
 loras: NetworkRegistry | None = None
 hypernetworks: NetworkRegistry | None = None
-queue_lock = FifoLock()         # one generation at a time, first come first served (A1111's queue_lock)
-tasks = TaskRegistry()          # every generation's task id and status (API progress and job routes)
+tasks = TaskRegistry()          # every queued item's task id and status (API progress and job routes)
+runner = JobRunner(state, tasks)  # the one queue and worker every kind of GPU work goes through
+queue_lock = QueueLock(runner)  # A1111's queue_lock: a turn in that queue
 config_path: str = ""
 _counting_encoder: tuple | None = None  # the token counter's encoder, reused while the model and settings stay
 cache_path: str = ""
 
 
-class JobInterrupted(JobError):
+class JobInterrupted(JobError, JobCancelled):
     """A queued job its owner interrupted before it started."""
 
 
@@ -54,6 +56,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     opts = Options(frozen=cmd_opts.freeze_settings)
     opts.load(config_path)
     state = State()
+    runner.state = state
     tasks.keep = int(opts.api_keep_finished_jobs)
     policy = devices.choose_policy(use_cpu=cmd_opts.use_cpu, device_id=cmd_opts.device_id,
                                    no_half=cmd_opts.no_half, no_half_vae=cmd_opts.no_half_vae,
@@ -181,23 +184,30 @@ def _use_model_overrides(job: Job) -> dict[str, Any]:
 
 def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | None = None,
             task: Task | None = None) -> Processed:
-    """Run one job in its turn of the FIFO queue with progress state set up: what the UI, API and scripts call.
+    """Run one job in its turn of the runner's queue and wait for it: what the UI, API and scripts call.
 
     `owner` (a browser session) lets Interrupt/Skip and progress reach only that session's job; `task_id` names
     the job for the API's progress and job routes (a fresh id when not given; the id of a queued or running task
     is refused); `task` is a record the caller registered itself (the async job API)."""
-    task = task if task is not None else tasks.add(task_id, label or job.mode)
-    if owner is not None:
-        state.enqueue(owner)
     try:
-        queue_lock.acquire()
-    finally:
-        cancelled = owner is not None and state.dequeue(owner)
-    try:
-        if cancelled or not tasks.start(task):
-            tasks.finish(task, cancelled=True)  # one that close() failed at shutdown keeps its reason
-            raise JobInterrupted(task.error or "Interrupted before it started.")
-        state.begin(label or job.mode, job.n_iter, owner=owner, task_id=task.id)
+        return submit_job(job, label, owner=owner, task_id=task_id, task=task).result() if not runner.in_turn() \
+            else _job_work(job)()
+    except JobCancelled as e:
+        if isinstance(e, JobInterrupted):
+            raise
+        raise JobInterrupted(str(e)) from e
+
+
+def submit_job(job: Job, label: str = "", owner: str | None = None, task_id: str | None = None,
+               task: Task | None = None) -> JobFuture:
+    """Queue a generation job; returns a Future of its `Processed` (the async API does not wait for it)."""
+    return runner.submit(label or job.mode, _job_work(job), owner=owner, task_id=task_id, task=task,
+                         job_count=job.n_iter)
+
+
+def _job_work(job: Job):
+    """What the worker runs for a generation job: its model overrides, its context, its script or plain job."""
+    def work() -> Processed:
         restore_models: dict[str, Any] = {}
         try:
             restore_models = _use_model_overrides(job)
@@ -206,21 +216,15 @@ def run_job(job: Job, label: str = "", owner: str | None = None, task_id: str | 
             processed = job.scripts.run(job, *job.script_args) if job.scripts is not None else None
             if processed is None:
                 processed = process_images(job, job.context)
-        except BaseException as e:
-            tasks.finish(task, error=str(e) or type(e).__name__)
-            raise
+            return processed
         finally:
-            state.end()
             job.context = None  # valid for this turn of the queue only; a kept result must not pin the model
             if restore_models:
                 try:
                     _set_model_settings(restore_models)
                 except Exception as e:  # the job's own outcome stands, and its task must still be finished
                     log.error("Could not go back to %s after the job: %s", restore_models, e)
-        tasks.finish(task, cancelled=task.cancel_requested and state.interrupted)
-        return processed
-    finally:
-        queue_lock.release()
+    return work
 
 
 def __getattr__(name: str):

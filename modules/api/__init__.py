@@ -1,11 +1,12 @@
 """A1111's /sdapi/v1 REST API, plus task ids and an async job API.
 
-Translation only: JSON in, the core's Job through `shared.run_job` (the one FIFO queue the UI uses too), JSON out.
+Translation only: JSON in, the core's Job into the job runner's queue (the one queue the UI uses too), JSON out.
 Every client mistake is a 4xx with A1111's error body `{error, detail, body, errors}`, never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -13,7 +14,6 @@ import io
 import json
 import logging
 import os
-import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -25,12 +25,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
 
 from modules import auth, devices, shared, tasks
 from modules.api import models
 from modules.infotext import parse_generation_parameters, read_info_from_image
 from modules.models.safe_load import CheckpointLoadError
 from modules.processing import LATENT_UPSCALE_MODES, Job, JobError, Processed, hires_target_size
+from modules.runner import JobFuture
 from modules.sampling import samplers
 from modules.ui import paste
 
@@ -230,16 +232,26 @@ def _fill_slice(args: list[Any], script: Any, values: list[Any]) -> None:
         args[script.args_from + offset] = value
 
 
-def generate(request: models.Txt2ImgRequest, img2img: bool, task: tasks.Task | None = None,
-             job: Job | None = None) -> dict[str, Any]:
-    """Run a generation request; `task` is the async job API's own record (a sync request registers a new one),
-    `job` the request already built (it then goes to the queue without decoding its images again)."""
+def _queue_generation(request: models.Txt2ImgRequest, img2img: bool, job: Job | None = None,
+                      task: tasks.Task | None = None) -> tuple[Job, JobFuture]:
+    """Build (unless given) and queue a generation request; returns the job and the Future of its `Processed`."""
     job = job if job is not None else checked_build_job(request, img2img)
     attach_scripts(job, request, img2img)
     try:
-        processed = shared.run_job(job, "img2img" if img2img else "txt2img",
-                                   task_id=request.force_task_id, task=task)
-    except tasks.QueueClosed as e:  # the server is shutting down: the job never ran, a retry later may work
+        return job, shared.submit_job(job, "img2img" if img2img else "txt2img", task_id=request.force_task_id,
+                                      task=task)
+    except tasks.QueueClosed as e:  # the server is shutting down: the job never runs, a retry later may work
+        raise ApiError(503, str(e)) from e
+    except ValueError as e:  # force_task_id of a job that is queued or running
+        raise ApiError(400, str(e)) from e
+
+
+def _answer(request: models.Txt2ImgRequest, img2img: bool, job: Job, future: JobFuture
+            ) -> dict[str, Any]:
+    """The finished job's response, or the 4xx/503 that says why it failed."""
+    try:
+        processed = future.result()
+    except tasks.QueueClosed as e:
         raise ApiError(503, str(e)) from e
     except (JobError, ValueError, KeyError, CheckpointLoadError) as e:
         raise ApiError(400, str(e)) from e
@@ -249,9 +261,35 @@ def generate(request: models.Txt2ImgRequest, img2img: bool, task: tasks.Task | N
     return _response(request, processed, job.init_images if img2img and request.include_init_images else None)
 
 
+def generate(request: models.Txt2ImgRequest, img2img: bool) -> dict[str, Any]:
+    """Run a generation request and wait for it (scripts and tests call this directly)."""
+    job, future = _queue_generation(request, img2img)
+    return _answer(request, img2img, job, future)
+
+
+DISCONNECT_POLL_S = 0.5
+
+
+async def generate_for_client(request: models.Txt2ImgRequest, img2img: bool, http: Request) -> dict[str, Any]:
+    """A synchronous generation request: queued, then awaited while watching the connection. A client that hangs
+    up (a closed script, a timed-out bot) cancels its job: queued, it never runs; running, it stops at its next
+    step. Building the job (decoding images) and encoding the answer run in the thread pool."""
+    job, future = await run_in_threadpool(_queue_generation, request, img2img)
+    waiting = asyncio.wrap_future(future)
+    while not waiting.done():
+        await asyncio.wait([waiting], timeout=DISCONNECT_POLL_S)
+        if not waiting.done() and await http.is_disconnected():
+            shared.runner.cancel(future.task.id)
+            log.info("the client of %s disconnected: job cancelled", future.task.id)
+            await asyncio.wait([waiting])  # the worker reports the cancel; nobody reads the answer
+            raise ApiError(499, "Client closed the request; the job was cancelled.")
+    return await run_in_threadpool(_answer, request, img2img, job, future)
+
+
 # --- async jobs ---------------------------------------------------------------------------------------------------
 
 def submit_job(request: models.JobRequest) -> dict[str, Any]:
+    """Queue a job and answer at once with its id; it runs even if the client goes away (that is its purpose)."""
     if request.type not in ("txt2img", "img2img"):
         raise ApiError(422, f"type must be txt2img or img2img, got {request.type!r}")
     img2img = request.type == "img2img"
@@ -263,21 +301,23 @@ def submit_job(request: models.JobRequest) -> dict[str, Any]:
         raise ApiError(503, str(e)) from e
     except ValueError as e:  # force_task_id of a job that is queued or running
         raise ApiError(409, str(e)) from e
+    job, future = _queue_generation(request, img2img, job=job, task=task)
 
-    def work() -> None:
+    def store_answer(done: JobFuture) -> None:
+        """In the worker, right after the job: the stored answer, or why there is none."""
         try:
-            shared.tasks.complete(task, generate(request, img2img, task=task, job=job))
+            shared.tasks.complete(task, _answer(request, img2img, job, done))
         except HTTPException as e:
             if task.status not in (tasks.DONE, tasks.FAILED, tasks.CANCELLED):
                 shared.tasks.finish(task, error=str(e.detail))
             elif task.error is None and task.status != tasks.CANCELLED:
                 task.error = str(e.detail)
-        except Exception as e:  # the worker must survive anything a job does
+        except Exception as e:  # the worker must survive anything an answer does
             log.exception("async job %s failed", task.id)
             if task.status not in (tasks.DONE, tasks.FAILED, tasks.CANCELLED):
                 shared.tasks.finish(task, error=str(e))
 
-    threading.Thread(target=work, name=f"job-{task.id}", daemon=True).start()
+    future.add_done_callback(store_answer)
     return {"id": task.id, "status": task.status}
 
 
@@ -295,11 +335,9 @@ def job_status(job_id: str) -> dict[str, Any]:
 
 
 def cancel_job(job_id: str) -> dict[str, Any]:
-    task = shared.tasks.request_cancel(job_id)
+    task = shared.runner.cancel(job_id)  # a queued task is skipped by its cancel_requested flag
     if task is None:
         raise ApiError(404, f"No job with id {job_id!r}")
-    if task.cancel_requested:
-        shared.state.interrupt_task(task.id)  # a queued task is skipped by its cancel_requested flag
     return {"id": task.id, "status": task.status, "cancel_requested": task.cancel_requested}
 
 
@@ -486,12 +524,12 @@ def add_routes(app: FastAPI) -> None:
     post, get = router.post, router.get
 
     @post("/txt2img")
-    def txt2img(request: models.Txt2ImgRequest) -> dict[str, Any]:
-        return generate(request, img2img=False)
+    async def txt2img(request: models.Txt2ImgRequest, http: Request) -> dict[str, Any]:
+        return await generate_for_client(request, False, http)
 
     @post("/img2img")
-    def img2img(request: models.Img2ImgRequest) -> dict[str, Any]:
-        return generate(request, img2img=True)
+    async def img2img(request: models.Img2ImgRequest, http: Request) -> dict[str, Any]:
+        return await generate_for_client(request, True, http)
 
     @post("/jobs")
     def jobs_submit(request: models.JobRequest) -> dict[str, Any]:
@@ -724,12 +762,3 @@ def create_api_app() -> FastAPI:
     add_routes(app)
     return app
 
-
-def serve_app(app: FastAPI, host: str, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-def serve_api_only(host: str, port: int) -> None:
-    serve_app(create_api_app(), host, port)

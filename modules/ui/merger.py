@@ -20,6 +20,8 @@ from modules.merger import (
     merge_checkpoints,
 )
 from modules.models.safe_load import CheckpointLoadError, read_safetensors_metadata
+from modules.runner import JobCancelled
+from modules.tasks import QueueClosed
 from modules.ui.common import checkpoint_choices
 
 log = logging.getLogger("webui")
@@ -68,7 +70,7 @@ def merge(primary: str | None, secondary: str | None, tertiary: str | None, inte
           multiplier: float, save_as_half: bool, custom_name: str, checkpoint_format: str, bake_in_vae: str | None,
           discard_weights: str, save_metadata: bool, add_merge_recipe: bool, copy_metadata_fields: bool,
           metadata_json: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
-    """Run the merge under the queue lock (never during a generation); refresh the list after a successful save.
+    """Run the merge as an item of the job runner's queue (never beside a generation); refresh the lists after a save.
 
     Returns (status, result HTML): status is "Checkpoint saved to <path>" or "Failed: <why>"."""
     request = MergeRequest(
@@ -86,22 +88,23 @@ def merge(primary: str | None, secondary: str | None, tertiary: str | None, inte
         shared.state.sampling_step, shared.state.sampling_steps = done, total
         progress((done, max(total, 1)), desc=stage, unit="keys")
 
-    with shared.queue_lock:
-        shared.state.begin("model-merge")
+    def work() -> str:
         try:
             path = merge_checkpoints(request, registry=shared.models.registry, vae_folders=shared.models.vae_dirs,
                                      hash_cache=shared.cache_path, progress=report)
         except (MergeError, CheckpointLoadError) as e:
             log.error("Checkpoint merge failed: %s", e)
-            message = f"Failed: {e}"
+            return f"Failed: {e}"
         except Exception as e:  # disk full, out of memory...: still a message in the page, with the trace logged
             log.exception("Checkpoint merge failed")
-            message = f"Failed: {type(e).__name__}: {e}"
-        else:
-            shared.models.refresh()  # the new file appears in every checkpoint list (and is hashed)
-            message = f"Checkpoint saved to {path}"
-        finally:
-            shared.state.end()
+            return f"Failed: {type(e).__name__}: {e}"
+        shared.models.refresh()  # the new file appears in every checkpoint list (and is hashed)
+        return f"Checkpoint saved to {path}"
+
+    try:
+        message = shared.runner.run("model-merge", work)
+    except (JobCancelled, QueueClosed) as e:
+        message = f"Failed: {e}"
     return message, html.escape(message)
 
 

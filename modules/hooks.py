@@ -1,0 +1,143 @@
+"""Named points in the core where adapters attach: the core fires, adapters listen.
+
+The core (processing, sampling, output writing, the job runner) calls `fire("cfg_denoiser", params)` at A1111's
+points and never imports an adapter. The A1111 surface (`modules.script_callbacks`) connects its dispatchers here
+when it is imported; other adapters (the UI, built-in extensions) may connect their own. A listener that raises is
+logged and skipped: one broken extension must not stop saving or sampling.
+
+The parameter objects are the ones A1111's callbacks receive; they live here, in the core, because the core builds
+them (`modules.script_callbacks` re-exports them under A1111's names).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("webui")
+
+# Every point the core fires, with what it passes. Adapters may only connect to these (a typo is an error).
+POINTS: dict[str, str] = {
+    "before_image_saved": "ImageSaveParams, before an output file is written (image and pnginfo may be replaced)",
+    "image_saved": "ImageSaveParams, after an output file is written (filename is the full path)",
+    "image_grid": "ImageGridLoopParams, before a grid is assembled (cols/rows/imgs may be changed)",
+    "extra_noise": "ExtraNoiseParams, before img2img's noise is added to the latents (noise may be replaced)",
+    "cfg_denoiser": "CFGDenoiserParams, before every denoiser call",
+    "cfg_denoised": "CFGDenoisedParams, after every denoiser call, before guidance is combined",
+    "cfg_after_cfg": "AfterCFGCallbackParams, after guidance is combined",
+    "before_token_counter": "BeforeTokenCounterParams, before the UI's token counter counts a prompt",
+    "model_loaded": "the loaded model wrapper, after every checkpoint load",
+}
+
+_lock = threading.Lock()
+_listeners: dict[str, tuple[Callable[..., Any], ...]] = {point: () for point in POINTS}
+
+
+def connect(point: str, listener: Callable[..., Any]) -> None:
+    """Call `listener(*args)` whenever the core fires `point` (once per listener, however often connected)."""
+    if point not in POINTS:
+        raise KeyError(f"unknown hook point {point!r}; known: {', '.join(POINTS)}")
+    with _lock:
+        if listener not in _listeners[point]:
+            _listeners[point] = (*_listeners[point], listener)
+
+
+def disconnect(point: str, listener: Callable[..., Any]) -> None:
+    with _lock:
+        _listeners[point] = tuple(fn for fn in _listeners[point] if fn != listener)
+
+
+def active(point: str) -> bool:
+    """Whether anything listens (lets hot loops skip building parameter objects)."""
+    listeners = _listeners[point]
+    return any(getattr(fn, "has_listeners", lambda: True)() for fn in listeners)
+
+
+def fire(point: str, *args: Any) -> None:
+    """Call every listener of `point` in connection order; one that raises is logged and skipped."""
+    for listener in _listeners[point]:
+        try:
+            listener(*args)
+        except Exception:
+            log.exception("Error in a listener of %s (%s)", point, getattr(listener, "__qualname__", listener))
+
+
+# --- what the points pass -----------------------------------------------------------------------------------------
+
+@dataclass
+class ImageSaveParams:
+    """What `before_image_saved` may change (image, pnginfo) and what `image_saved` reports.
+
+    `filename`: before saving, the folder the image goes to (the numbered name is chosen atomically while writing);
+    after saving, the file's full path."""
+
+    image: Any
+    p: Any
+    filename: str
+    pnginfo: dict[str, Any]
+
+
+@dataclass
+class ImageGridLoopParams:
+    """Before a grid is drawn: a listener may reorder `imgs` or change `cols`/`rows` (A1111's class of that name)."""
+
+    imgs: list[Any]
+    cols: int
+    rows: int
+
+
+@dataclass
+class ExtraNoiseParams:
+    """img2img, before the noise is added to the encoded image: `noise` may be replaced (A1111's class)."""
+
+    noise: Any
+    x: Any
+    xi: Any = None
+
+
+@dataclass
+class CFGDenoiserParams:
+    """Before each denoiser call. `x` are the model-input latents (every conditioning row, then the unconditional
+    rows), `sigma` the scheduler's timestep; changing `x`, `text_cond` or `text_uncond` changes what the model sees."""
+
+    x: Any
+    image_cond: Any
+    sigma: Any
+    sampling_step: int
+    total_sampling_steps: int
+    text_cond: Any
+    text_uncond: Any
+    denoiser: Any = None
+
+
+@dataclass
+class CFGDenoisedParams:
+    """After each denoiser call, before guidance is combined: `x` is the model's output, which may be replaced."""
+
+    x: Any
+    sampling_step: int
+    total_sampling_steps: int
+    inner_model: Any = None
+
+
+@dataclass
+class AfterCFGCallbackParams:
+    """After guidance is combined, every step: `x` is the guided model prediction the scheduler steps with (noise or
+    v, as the diffusers scheduler takes it; A1111's k-diffusion gives the denoised latents), which may be replaced."""
+
+    x: Any
+    sampling_step: int
+    total_sampling_steps: int
+
+
+@dataclass
+class BeforeTokenCounterParams:
+    """Before the token counter counts: `prompt` may be rewritten (a wildcard extension expands it, say)."""
+
+    prompt: str
+    steps: int
+    styles: list[str]
+    is_positive: bool = True

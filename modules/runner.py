@@ -1,0 +1,259 @@
+"""The job runner: one queue and one worker thread per device, through which every kind of GPU work passes.
+
+txt2img, img2img, extras, checkpoint merges, model switches (and later ControlNet preprocessing, training, remote
+workers) are items of one first-come-first-served queue. Each item has a task id in `TaskRegistry` (status, queue
+position, cancel), and while it runs the shared `State` carries its progress and the interrupt/skip flags. Callers
+wait on a `concurrent.futures.Future`; the async API does not wait.
+
+A *turn* (`with runner.turn("model-switch"):`) is an item whose body runs in the caller's thread while the worker
+waits for it: A1111's `with shared.queue_lock:` for extensions, and short sections (a checkpoint change from the
+settings) that must not overlap a job. Work submitted from inside the worker thread, or by the holder of a turn,
+runs at once (a script's nested process_images, a model switch inside an X/Y/Z plot) instead of deadlocking.
+
+This module is core: it imports no UI, API or A1111-compatibility module.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from modules.state import State
+from modules.tasks import QueueClosed, Task, TaskRegistry
+
+log = logging.getLogger("webui")
+T = TypeVar("T")
+
+
+class JobFuture(concurrent.futures.Future):
+    """A queued item's result, with its task record (id, status) for cancelling it."""
+
+    task: Task
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled or interrupted before it started (it never ran)."""
+
+
+@dataclass(eq=False)
+class _Item:
+    task: Task
+    kind: str
+    work: Callable[[], Any] | None      # None: a turn, whose body runs in the caller's thread
+    owner: str | None
+    job_count: int
+    progress: bool                      # set up the shared progress state (jobs), or not (short turns)
+    future: JobFuture = field(default_factory=JobFuture)
+    granted: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+
+class JobRunner:
+    """One device's queue and worker. Thread-safe; the worker thread starts with the first item."""
+
+    def __init__(self, state: State, tasks: TaskRegistry, device_name: str = "device 0") -> None:
+        self.state = state
+        self.tasks = tasks
+        self.device_name = device_name
+        self._condition = threading.Condition()
+        self._items: deque[_Item] = deque()
+        self._current: _Item | None = None
+        self._worker: threading.Thread | None = None
+        self._turn_holder: int | None = None   # thread id that runs a turn's body right now
+        self._closed_reason: str | None = None
+
+    # --- submitting -------------------------------------------------------------------------------------------
+
+    def submit(self, kind: str, work: Callable[[], T], *, label: str | None = None, owner: str | None = None,
+               task_id: str | None = None, task: Task | None = None, job_count: int = 1,
+               progress: bool = True) -> JobFuture:
+        """Queue `work()`; returns a Future for its result. `task` is a record the caller registered itself (the
+        async API, which answers with its id first); otherwise one is made (`task_id`: a client's own id)."""
+        item = self._enqueue(kind, work, label, owner, task_id, task, job_count, progress)
+        return item.future
+
+    def run(self, kind: str, work: Callable[[], T], *, label: str | None = None, owner: str | None = None,
+            task_id: str | None = None, task: Task | None = None, job_count: int = 1, progress: bool = True) -> T:
+        """Queue `work()` and wait for its result (its exception is raised here). Inside the worker or a turn the
+        work runs at once: it is part of the job that is running."""
+        if self.in_turn():
+            return work()
+        return self.submit(kind, work, label=label, owner=owner, task_id=task_id, task=task, job_count=job_count,
+                           progress=progress).result()
+
+    @contextmanager
+    def turn(self, kind: str = "exclusive", owner: str | None = None) -> Iterator[None]:
+        """Wait for a turn in the queue, run the `with` body in this thread while the worker waits, then go on."""
+        if self.in_turn():
+            yield
+            return
+        item = self._enqueue(kind, None, None, owner, None, None, 1, False)
+        item.granted.wait()
+        exc = item.future.exception() if item.future.done() else None
+        if exc is not None:  # cancelled before its turn, or the queue closed
+            raise exc
+        self._turn_holder = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._turn_holder = None
+            item.released.set()
+
+    def in_turn(self) -> bool:
+        """Whether the calling thread is the one the device is working for now (the worker or a turn's holder)."""
+        ident = threading.get_ident()
+        return ident == self._turn_holder or (self._worker is not None and ident == self._worker.ident)
+
+    def _enqueue(self, kind: str, work: Callable[[], Any] | None, label: str | None, owner: str | None,
+                 task_id: str | None, task: Task | None, job_count: int, progress: bool) -> _Item:
+        with self._condition:
+            if self._closed_reason is not None:
+                raise QueueClosed(self._closed_reason)
+            task = task if task is not None else self.tasks.add(task_id, label or kind)
+            item = _Item(task, kind, work, owner, max(1, int(job_count)), progress)
+            item.future.task = task
+            if owner is not None:
+                self.state.enqueue(owner)
+            self._items.append(item)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work_loop, name=f"job-runner ({self.device_name})",
+                                                daemon=True)
+                self._worker.start()
+            self._condition.notify_all()
+            return item
+
+    # --- the worker ---------------------------------------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._condition:
+                while not self._items:
+                    self._condition.wait()
+                item = self._current = self._items.popleft()
+            try:
+                self._run_item(item)
+            except BaseException:  # the worker must survive anything an item does
+                log.exception("job runner: item %s failed outside its job", item.task.id)
+            finally:
+                with self._condition:
+                    self._current = None
+                    self._condition.notify_all()
+
+    def _run_item(self, item: _Item) -> None:
+        task, future = item.task, item.future
+        cancelled_by_owner = item.owner is not None and self.state.dequeue(item.owner)
+        if cancelled_by_owner or not self.tasks.start(task):
+            self.tasks.finish(task, cancelled=True)  # one that close() failed at shutdown keeps its reason
+            reason = task.error if task.status != "cancelled" and task.error else "Interrupted before it started."
+            future.set_exception(QueueClosed(reason) if self._closed_reason else JobCancelled(reason))
+            item.granted.set()
+            return
+        if item.progress:
+            self.state.begin(task.label, item.job_count, owner=item.owner, task_id=task.id)
+        try:
+            if item.work is None:  # a turn: hand the device to the waiting caller until it is done
+                item.granted.set()
+                item.released.wait()
+                self.tasks.finish(task)
+                future.set_result(None)
+                return
+            try:
+                result = item.work()
+            except BaseException as e:
+                self.tasks.finish(task, error=str(e) or type(e).__name__)
+                future.set_exception(e)
+                return
+            self.tasks.finish(task, cancelled=task.cancel_requested and self.state.interrupted)
+            future.set_result(result)
+        finally:
+            if item.progress:
+                self.state.end()
+
+    # --- what is queued -------------------------------------------------------------------------------------------
+
+    def queued(self) -> list[Task]:
+        """The tasks waiting, in the order they will run (the running one not included)."""
+        with self._condition:
+            return [item.task for item in self._items if item.task.status == "queued"]
+
+    def current(self) -> Task | None:
+        with self._condition:
+            return self._current.task if self._current is not None else None
+
+    def position(self, task_id: str) -> int | None:
+        """0-based place in the queue of a waiting task ("N ahead"), None when it is not waiting."""
+        ids = [task.id for task in self.queued()]
+        return ids.index(task_id) if task_id in ids else None
+
+    def cancel(self, task_id: str) -> Task | None:
+        """Cancel a task: a queued one will not run, a running one is interrupted at its next step."""
+        task = self.tasks.request_cancel(task_id)
+        if task is not None and task.cancel_requested:
+            self.state.interrupt_task(task.id)
+        return task
+
+    # --- shutdown ---------------------------------------------------------------------------------------------------
+
+    def close(self, reason: str) -> list[Task]:
+        """Refuse new work; queued items fail with `reason` (they never run); the running one is left to finish or be
+        interrupted. Returns the tasks that failed."""
+        with self._condition:
+            self._closed_reason = reason
+            failed = self.tasks.close(reason)
+            self._condition.notify_all()
+            return failed
+
+    def reopen(self) -> None:
+        with self._condition:
+            self._closed_reason = None
+        self.tasks.reopen()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing runs or waits; False if `timeout` seconds passed first."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self._current is None and not self._items, timeout)
+
+    def busy(self) -> bool:
+        with self._condition:
+            return self._current is not None or bool(self._items)
+
+
+class QueueLock:
+    """A1111's `shared.queue_lock` over the runner: `with shared.queue_lock:` (or acquire/release) takes a turn in
+    the one queue, so an extension's locked section never overlaps a job and waits its turn in order."""
+
+    def __init__(self, runner: JobRunner) -> None:
+        self._runner = runner
+        self._held: dict[int, Any] = {}
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        turn = self._runner.turn("queue_lock")
+        turn.__enter__()
+        self._held.setdefault(threading.get_ident(), []).append(turn)
+        return True
+
+    def release(self) -> None:
+        turns = self._held.get(threading.get_ident())
+        if not turns:
+            raise RuntimeError("release of a queue_lock this thread does not hold")
+        turns.pop().__exit__(None, None, None)
+
+    def locked(self) -> bool:
+        return self._runner.busy()
+
+    def __enter__(self) -> QueueLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
