@@ -286,6 +286,7 @@ class Options:
         object.__setattr__(self, "frozen", frozen)
         object.__setattr__(self, "_lock", threading.RLock())
         object.__setattr__(self, "_callbacks", {})
+        object.__setattr__(self, "_job_view", threading.local())  # this thread's running job's snapshot, if any
 
     data: dict[str, Any]
     data_labels: dict[str, OptionInfo]
@@ -296,6 +297,9 @@ class Options:
         # Only called when normal lookup fails, i.e. for setting names.
         if name.startswith("__"):
             raise AttributeError(name)
+        view = getattr(self.__dict__.get("_job_view"), "snapshot", None)
+        if view is not None and name in view.data:  # read from the job's own thread: its settings
+            return copy.deepcopy(view.data[name])
         data = self.__dict__.get("data", {})
         labels = self.__dict__.get("data_labels", {})
         if name in data:
@@ -401,6 +405,27 @@ class Options:
                     logger.warning("config value ignored, using the default: %s", error)
                     del self.data[key]
 
+    # ---- a job's settings ----
+    def snapshot(self, overrides: Mapping[str, Any] | None = None) -> SettingsSnapshot:
+        """The current values plus a job's `override_settings`, frozen: what everything in that job reads. The
+        global values never change for an override. ValueError/KeyError name a bad override."""
+        values = self.all_values()
+        values.update({key: self.cast_value(key, value) for key, value in (overrides or {}).items()})
+        return SettingsSnapshot(values, self.data_labels)
+
+    @contextlib.contextmanager
+    def job_view(self, snapshot: SettingsSnapshot):
+        """While a job runs: reads of these options *from the job's thread* give its snapshot (A1111 extensions read
+        `shared.opts` in their hooks and expect the job's overrides); every other thread keeps seeing the global
+        values, which nothing here changes."""
+        local = self._job_view
+        previous = getattr(local, "snapshot", None)
+        local.snapshot = snapshot
+        try:
+            yield snapshot
+        finally:
+            local.snapshot = previous
+
     # ---- files ----
     def load(self, path: str) -> None:
         """Read config.json. Missing file: defaults. Corrupt file: renamed to .corrupt-<time>, defaults, warning."""
@@ -449,6 +474,50 @@ class Options:
                 if key not in self.data_labels or not self.data_labels[key].do_not_save
             }
             write_json_atomic(path, to_save)
+
+
+class SettingsSnapshot:
+    """One job's settings, frozen when it starts: the global values plus its overrides. Reads like `Options`
+    (`snapshot.steps`, `data`, `data_labels`, `get_default`, `cast_value`); nothing can set a value."""
+
+    frozen = True
+
+    def __init__(self, values: Mapping[str, Any], data_labels: Mapping[str, OptionInfo]) -> None:
+        object.__setattr__(self, "data", dict(values))
+        object.__setattr__(self, "data_labels", data_labels)
+
+    data: dict[str, Any]
+    data_labels: Mapping[str, OptionInfo]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        data = self.__dict__.get("data", {})
+        if name in data:
+            return data[name]
+        raise AttributeError(f"no setting named {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a job's settings are read-only (tried to set {name!r}); use override_settings")
+
+    def get_default(self, key: str) -> Any:
+        info = self.data_labels.get(key)
+        return None if info is None else copy.deepcopy(info.default)
+
+    def all_values(self) -> dict[str, Any]:
+        return copy.deepcopy(self.data)
+
+    def cast_value(self, key: str, value: Any) -> Any:
+        info = self.data_labels.get(key)
+        if info is None:
+            raise KeyError(f"unknown setting {key!r}")
+        return _coerce(key, info.default, value)
+
+    def snapshot(self, overrides: Mapping[str, Any] | None = None) -> SettingsSnapshot:
+        """A nested job (a script's process_images inside a job): these values plus its own overrides."""
+        values = dict(self.data)
+        values.update({key: self.cast_value(key, value) for key, value in (overrides or {}).items()})
+        return SettingsSnapshot(values, self.data_labels)
 
 
 def write_json_atomic(path: str, content: Any) -> None:

@@ -52,6 +52,7 @@ class _Item:
     future: JobFuture = field(default_factory=JobFuture)
     granted: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
+    refusal: BaseException | None = None  # why a turn was not granted (cancelled, queue closed)
 
 
 class JobRunner:
@@ -95,9 +96,8 @@ class JobRunner:
             return
         item = self._enqueue(kind, None, None, owner, None, None, 1, False)
         item.granted.wait()
-        exc = item.future.exception() if item.future.done() else None
-        if exc is not None:  # cancelled before its turn, or the queue closed
-            raise exc
+        if item.refusal is not None:  # cancelled before its turn, or the queue closed
+            raise item.refusal
         self._turn_holder = threading.get_ident()
         try:
             yield
@@ -136,24 +136,35 @@ class JobRunner:
                 while not self._items:
                     self._condition.wait()
                 item = self._current = self._items.popleft()
+            outcome: tuple[bool, Any] = (False, RuntimeError("the job runner failed"))
             try:
-                self._run_item(item)
-            except BaseException:  # the worker must survive anything an item does
+                outcome = self._run_item(item)
+            except BaseException as e:  # the worker must survive anything an item does
                 log.exception("job runner: item %s failed outside its job", item.task.id)
+                outcome = (False, e)
             finally:
                 with self._condition:
                     self._current = None
                     self._condition.notify_all()
+            # resolved only now: whoever waits sees the device free and the progress state ended
+            ok, value = outcome
+            if item.future.done():
+                continue
+            if ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
 
-    def _run_item(self, item: _Item) -> None:
-        task, future = item.task, item.future
+    def _run_item(self, item: _Item) -> tuple[bool, Any]:
+        """Run one item; (True, result) or (False, exception)."""
+        task = item.task
         cancelled_by_owner = item.owner is not None and self.state.dequeue(item.owner)
         if cancelled_by_owner or not self.tasks.start(task):
             self.tasks.finish(task, cancelled=True)  # one that close() failed at shutdown keeps its reason
             reason = task.error if task.status != "cancelled" and task.error else "Interrupted before it started."
-            future.set_exception(QueueClosed(reason) if self._closed_reason else JobCancelled(reason))
+            item.refusal = QueueClosed(reason) if self._closed_reason else JobCancelled(reason)
             item.granted.set()
-            return
+            return False, item.refusal
         if item.progress:
             self.state.begin(task.label, item.job_count, owner=item.owner, task_id=task.id)
         try:
@@ -161,16 +172,14 @@ class JobRunner:
                 item.granted.set()
                 item.released.wait()
                 self.tasks.finish(task)
-                future.set_result(None)
-                return
+                return True, None
             try:
                 result = item.work()
             except BaseException as e:
                 self.tasks.finish(task, error=str(e) or type(e).__name__)
-                future.set_exception(e)
-                return
+                return False, e
             self.tasks.finish(task, cancelled=task.cancel_requested and self.state.interrupted)
-            future.set_result(result)
+            return True, result
         finally:
             if item.progress:
                 self.state.end()
@@ -194,8 +203,23 @@ class JobRunner:
     def cancel(self, task_id: str) -> Task | None:
         """Cancel a task: a queued one will not run, a running one is interrupted at its next step."""
         task = self.tasks.request_cancel(task_id)
-        if task is not None and task.cancel_requested:
+        if task is None or not task.cancel_requested:
+            return task
+        with self._condition:  # a waiting item leaves the queue now: its caller hears at once, others move up
+            item = next((i for i in self._items if i.task is task), None)
+            if item is not None:
+                self._items.remove(item)
+        if item is None:
             self.state.interrupt_task(task.id)
+            return task
+        if item.owner is not None:
+            self.state.dequeue(item.owner)
+        self.tasks.start(task)  # a cancelled queued task is marked cancelled by start()
+        item.refusal = JobCancelled("Cancelled before it started.")
+        item.future.set_exception(item.refusal)
+        item.granted.set()
+        with self._condition:
+            self._condition.notify_all()
         return task
 
     # --- shutdown ---------------------------------------------------------------------------------------------------

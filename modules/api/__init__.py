@@ -375,8 +375,13 @@ def progress(skip_current_image: bool = False, id_task: str | None = None) -> di
 
 
 def pending_tasks() -> dict[str, Any]:
-    running = shared.tasks.running()
-    return {"tasks": [t.id for t in shared.tasks.pending()], "running": running.id if running else None}
+    """A1111's pending-tasks answer (`tasks`, `running`), plus `queue`: every waiting item of the job runner, of
+    any kind (txt2img, img2img, extras, model-merge, ...), with its place ("N ahead")."""
+    running = shared.runner.current()
+    queued = shared.runner.queued()
+    return {"tasks": [t.id for t in queued], "running": running.id if running else None,
+            "running_type": running.label if running else None,
+            "queue": [{"id": t.id, "type": t.label, "position": n} for n, t in enumerate(queued)]}
 
 
 def set_options(body: dict[str, Any]) -> dict[str, Any]:
