@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -142,8 +143,31 @@ def _refuse_restricted(values: dict[str, Any], prefix: str = "") -> None:
                             f"{', '.join(restricted)}")
 
 
+# Fields A1111 clients may send that this program cannot honour yet: a value that asks for the feature is a 422 naming
+# the field (never silently dropped); the "off" values clients send by default pass. field -> (is off, why)
+_UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "refiner_checkpoint": (lambda v: v in (None, "", "None"), "the SDXL refiner is not available yet"),
+    "refiner_switch_at": (lambda v: v is None or v in (0, 1), "the SDXL refiner is not available yet"),
+    "restore_faces": (lambda v: not v, "face restoration is not available"),
+    "tiling": (lambda v: not v, "tiling is not available"),
+    "hr_checkpoint_name": (lambda v: v in (None, "", "Use same checkpoint"),
+                           "a separate hires-fix checkpoint is not available"),
+    "firstpass_image": (lambda v: not v, "a given first-pass image is not available"),
+    "latent_mask": (lambda v: not v, "a separate latent mask is not available"),
+    "disable_extra_networks": (lambda v: not v, "disabling extra networks is not available"),
+    "s_min_uncond": (lambda v: not v, "skipping the negative prompt at low sigmas is not available"),
+}
+
+
+def _refuse_unsupported(request: models.Txt2ImgRequest) -> None:
+    for name, (is_off, why) in _UNSUPPORTED_FIELDS.items():
+        if name in request.model_fields_set and not is_off(getattr(request, name, None)):
+            raise ApiError(422, f"{name}: {why} in this WebUI (got {getattr(request, name)!r}); leave it unset")
+
+
 def checked_build_job(request: models.Txt2ImgRequest, img2img: bool) -> Job:
     """`build_job`, with a value it cannot use (an infotext's "Batch size: inf", a wrong type) as a 400."""
+    _refuse_unsupported(request)
     try:
         return build_job(request, img2img)
     except (ValueError, TypeError, OverflowError) as e:

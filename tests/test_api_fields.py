@@ -1,0 +1,36 @@
+"""Every field the API accepts is either honoured or refused with a 422 naming it (never silently dropped)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SMALL = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 1}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("refiner_checkpoint", "sd_xl_refiner_1.0.safetensors"), ("refiner_switch_at", 0.8), ("restore_faces", True),
+    ("tiling", True), ("hr_checkpoint_name", "other.safetensors"), ("disable_extra_networks", True),
+    ("s_min_uncond", 0.5), ("firstpass_image", "aGVsbG8="),
+])
+def test_a_field_this_program_cannot_honour_is_a_422_naming_it(app, field, value):
+    from modules.api import ApiError, generate
+    from modules.api.models import Txt2ImgRequest
+
+    with pytest.raises(ApiError) as caught:
+        generate(Txt2ImgRequest(**SMALL, **{field: value}), img2img=False)
+    assert caught.value.status_code == 422
+    assert caught.value.detail.startswith(f"{field}: ") and repr(value) in caught.value.detail
+    assert app.tasks.pending() == [] and app.runner.current() is None  # nothing was queued
+
+
+def test_the_off_values_clients_send_by_default_still_generate(app):
+    """webuiapi sends restore_faces=False, tiling=False, hr_checkpoint_name=None, refiner_checkpoint=None."""
+    from modules.api import generate
+    from modules.api.models import Txt2ImgRequest
+
+    request = Txt2ImgRequest(**SMALL, restore_faces=False, tiling=False, hr_checkpoint_name=None,
+                             refiner_checkpoint=None, refiner_switch_at=None, disable_extra_networks=False,
+                             s_min_uncond=0.0)
+    assert len(generate(request, img2img=False)["images"]) == 1
