@@ -1,4 +1,6 @@
-"""Saving generated images the way A1111 v1.10.1 does (folders, numbered names, metadata) and building grids.
+"""The pieces of saving images the way A1111 v1.10.1 does (file name patterns, numbered names, metadata encoding,
+atomic publishing) and building grids. What to save where, under which settings, is decided in one place:
+`modules.output_writer`, which every job's saving (and `save_image` here, A1111's entry point) goes through.
 
 Names: `<path>/<YYYY-MM-DD>/00012-1234567890.png` for samples, `grid-0003.png` for grids, with the number one
 above the highest already in the folder. Unlike A1111, concurrent savers (threads or processes) can never pick the
@@ -28,16 +30,19 @@ from collections.abc import Callable, Iterator, Mapping
 import psutil
 from PIL import Image, ImageColor, PngImagePlugin
 
+from modules import hooks
 from modules.infotext import EXIF_IFD_POINTER, EXIF_USER_COMMENT, encode_user_comment, read_info_from_image
 
 __all__ = [
     "FilenameGenerator",
     "get_next_sequence_number",
     "image_grid",
+    "publish_file",
     "read_info_from_image",  # A1111 keeps it in images.py; extensions import it from here
     "sanitize_filename_part",
     "save_image",
     "save_image_with_geninfo",
+    "write_text_atomically",
 ]
 
 # --- grids -----------------------------------------------------------------------------------------------------------
@@ -72,6 +77,9 @@ def image_grid(
     Without `rows`, the row count follows the `n_rows` setting (default -1: round(sqrt(n)), so 4 images give 2x2
     and 3 give 2 rows of 2 with one empty cell). Cells are as large as the largest image; smaller images are
     centred; empty cells keep the background colour.
+
+    Listeners of the `image_grid` hook (A1111's `on_image_grid`) see the images, columns and rows first and may
+    change them; the grid is drawn from what they leave.
     """
     if not imgs:
         raise ValueError("image_grid needs at least one image")
@@ -79,6 +87,12 @@ def image_grid(
         rows = grid_rows(len(imgs), batch_size, n_rows, prevent_empty_spots)
     rows = min(rows, len(imgs))
     cols = math.ceil(len(imgs) / rows)
+
+    params = hooks.ImageGridLoopParams(list(imgs), cols, rows)
+    hooks.fire("image_grid", params)
+    imgs, cols, rows = params.imgs, int(params.cols), int(params.rows)
+    if not imgs or cols < 1 or rows < 1:
+        raise ValueError(f"an image_grid listener left no grid to draw ({len(imgs)} images, {cols}x{rows})")
 
     cell_w = max(img.width for img in imgs)
     cell_h = max(img.height for img in imgs)
@@ -128,8 +142,9 @@ class FilenameGenerator:
 
     `p` is optional: any object with A1111 processing attribute names (steps, cfg_scale, sampler_name, scheduler,
     styles, sd_model_hash, sd_model_name, job_timestamp, batch_size, batch_index, n_iter, iteration, all_seeds,
-    denoising_strength, clip_skip, user, negative_prompt). A pattern whose value is unknown is left as written,
-    like A1111 does.
+    denoising_strength, clip_skip, user, negative_prompt). `fields` supplies those a job object does not carry
+    itself (the model name and hash, the job timestamp) and wins over `p`. A pattern whose value is unknown is left
+    as written, like A1111 does.
     """
 
     def __init__(
@@ -141,8 +156,10 @@ class FilenameGenerator:
         zip: bool = False,  # A1111's parameter name: names for a zip archive skip batch numbers
         basename: str = "",
         now: datetime.datetime | None = None,
+        fields: Mapping[str, object] | None = None,
     ) -> None:
         self.p = p
+        self.fields = dict(fields or {})
         self.seed = seed
         self.prompt = prompt
         self.image = image
@@ -150,55 +167,58 @@ class FilenameGenerator:
         self.basename = basename
         self.now = now or datetime.datetime.now()
 
+    def _field(self, name: str) -> object:
+        return self.fields[name] if name in self.fields else _attr(self.p, name)
+
     def _batch_size(self) -> int:
-        return int(_attr(self.p, "batch_size") or 1)
+        return int(self._field("batch_size") or 1)
 
     def _replacements(self) -> dict[str, Callable[..., object]]:
-        p = self.p
+        p, field = self.p, self._field
         return {
             "basename": lambda: self.basename or "img",
             "seed": lambda: self.seed if self.seed is not None else "",
-            "seed_first": lambda: self.seed if self._batch_size() == 1 else _attr(p, "all_seeds")[0],
-            "seed_last": lambda: SKIP_PREVIOUS_TEXT if self._batch_size() == 1 else _attr(p, "all_seeds")[-1],
-            "steps": lambda: _attr(p, "steps"),
-            "cfg": lambda: _attr(p, "cfg_scale"),
+            "seed_first": lambda: self.seed if self._batch_size() == 1 else field("all_seeds")[0],
+            "seed_last": lambda: SKIP_PREVIOUS_TEXT if self._batch_size() == 1 else field("all_seeds")[-1],
+            "steps": lambda: field("steps"),
+            "cfg": lambda: field("cfg_scale"),
             "width": lambda: self.image.width if self.image is not None else None,
             "height": lambda: self.image.height if self.image is not None else None,
             "styles": lambda: None if p is None else sanitize_filename_part(
-                ", ".join(style for style in (_attr(p, "styles") or []) if style != "None") or "None",
+                ", ".join(style for style in (field("styles") or []) if style != "None") or "None",
                 replace_spaces=False),
-            "sampler": lambda: sanitize_filename_part(_attr(p, "sampler_name"), replace_spaces=False),
-            "scheduler": lambda: sanitize_filename_part(_attr(p, "scheduler"), replace_spaces=False),
-            "model_hash": lambda: _attr(p, "sd_model_hash"),
-            "model_name": lambda: sanitize_filename_part(_attr(p, "sd_model_name"), replace_spaces=False),
+            "sampler": lambda: sanitize_filename_part(field("sampler_name"), replace_spaces=False),
+            "scheduler": lambda: sanitize_filename_part(field("scheduler"), replace_spaces=False),
+            "model_hash": lambda: field("sd_model_hash"),
+            "model_name": lambda: sanitize_filename_part(field("sd_model_name"), replace_spaces=False),
             "date": lambda: self.now.strftime("%Y-%m-%d"),
             "datetime": self._datetime,
-            "job_timestamp": lambda: _attr(p, "job_timestamp"),
+            "job_timestamp": lambda: field("job_timestamp"),
             "prompt_hash": lambda *args: self._string_hash(self.prompt, *args),
-            "negative_prompt_hash": lambda *args: self._string_hash(_attr(p, "negative_prompt"), *args),
+            "negative_prompt_hash": lambda *args: self._string_hash(field("negative_prompt"), *args),
             "full_prompt_hash": lambda *args: self._string_hash(
-                f"{_attr(p, 'prompt')} {_attr(p, 'negative_prompt')}", *args),
+                f"{field('prompt')} {field('negative_prompt')}", *args),
             "prompt": lambda: sanitize_filename_part(self.prompt),
             "prompt_no_styles": lambda: sanitize_filename_part(self.prompt, replace_spaces=False),
             "prompt_spaces": lambda: sanitize_filename_part(self.prompt, replace_spaces=False),
             "prompt_words": self._prompt_words,
             "batch_number": lambda: SKIP_PREVIOUS_TEXT if self._batch_size() == 1 or self.zip
-            else int(_attr(p, "batch_index") or 0) + 1,
+            else int(field("batch_index") or 0) + 1,
             "batch_size": lambda: self._batch_size(),
             "generation_number": self._generation_number,
             "hasprompt": self._hasprompt,
-            "clip_skip": lambda: _attr(p, "clip_skip"),
-            "denoising": lambda: _attr(p, "denoising_strength") or SKIP_PREVIOUS_TEXT,
-            "user": lambda: _attr(p, "user"),
+            "clip_skip": lambda: field("clip_skip"),
+            "denoising": lambda: field("denoising_strength") or SKIP_PREVIOUS_TEXT,
+            "user": lambda: field("user"),
             "none": lambda: "",  # gives just the sequence number
             "image_hash": self._image_hash,
         }
 
     def _generation_number(self) -> object:
-        if (int(_attr(self.p, "n_iter") or 1) == 1 and self._batch_size() == 1) or self.zip:
+        if (int(self._field("n_iter") or 1) == 1 and self._batch_size() == 1) or self.zip:
             return SKIP_PREVIOUS_TEXT
-        iteration = int(_attr(self.p, "iteration") or 0)
-        return iteration * self._batch_size() + int(_attr(self.p, "batch_index") or 0) + 1
+        iteration = int(self._field("iteration") or 0)
+        return iteration * self._batch_size() + int(self._field("batch_index") or 0) + 1
 
     def _prompt_words(self) -> str | None:
         words = [word for word in RE_NONLETTERS.split(self.prompt or "") if word] or ["empty"]
@@ -302,9 +322,6 @@ def get_next_sequence_number(path: str, basename: str = "") -> int:
 
 # --- writing files ---------------------------------------------------------------------------------------------------
 
-# Pillow's save limits: past these sizes A1111 falls back to PNG.
-_MAX_JPEG_SIDE = 65535
-_MAX_WEBP_SIDE = 16383
 _MAX_NAME_ATTEMPTS = 100_000
 
 
@@ -572,7 +589,8 @@ def publish_without_overwrite(
     raise FileExistsError(f"No free file name found after {_MAX_NAME_ATTEMPTS} tries, last {name_for(number)!r}")
 
 
-def _write_text_atomically(path: str, text: str) -> None:
+def write_text_atomically(path: str, text: str) -> None:
+    """Write `text` to `path` (UTF-8) through a temporary file, replacing what was there in one step."""
     directory = os.path.dirname(path) or "."
 
     def write(temp: str) -> None:
@@ -581,6 +599,52 @@ def _write_text_atomically(path: str, text: str) -> None:
 
     os.replace(_write_temporary(directory, write), path)
     _fsync_path(directory, directory=True)
+
+
+def publish_file(
+    directory: str,
+    write: Callable[[str], None],
+    stem: str,
+    extension: str,
+    *,
+    numbered: bool,
+    basename: str = "",
+    replace_existing: bool = True,
+) -> str:
+    """Write a file with `write(temp_path)` into `directory` and publish it atomically; returns its path.
+
+    - `numbered`: A1111's sequence names, `{n:05}{stem}.{extension}` (or `{basename}-{n:04}{stem}` with a
+      basename), n one above the highest number in the folder, never shared with another saver, never overwriting.
+    - otherwise `{stem}.{extension}`: replaced in one step when it exists and `replace_existing`, else published as
+      `{stem}-1`, `{stem}-2`, ... (A1111's "Add number suffix").
+    Names are cut to the filesystem's limit. A failed write leaves nothing behind.
+    """
+    extension = extension.lstrip(".")
+    name_max = _max_name_length(directory)
+
+    def name_for(number: int) -> str:
+        if not numbered:
+            name = stem if number == 0 else f"{stem}-{number}"
+        elif basename == "":
+            name = f"{number:05}{stem}"
+        else:
+            name = f"{basename}-{number:04}{stem}"
+        return os.path.join(directory, _fit_name(name, extension, name_max))
+
+    temp_path = _write_temporary(directory, write)
+    try:
+        if not numbered and replace_existing:
+            path = name_for(0)
+            os.replace(temp_path, path)
+        else:
+            first = get_next_sequence_number(directory, basename) if numbered else 0
+            path = publish_without_overwrite(temp_path, name_for, first,
+                                             sequence=(directory, basename) if numbered else None)
+    except BaseException:
+        _remove_quietly(temp_path)
+        raise
+    _fsync_path(directory, directory=True)  # the new name itself survives a power loss
+    return path
 
 
 def save_image(
@@ -610,87 +674,32 @@ def save_image(
     jpeg_quality: int = 80,
     webp_lossless: bool = False,
 ) -> tuple[str, str | None]:
-    """Save an image as A1111's `images.save_image` does with default settings; returns (image path, txt path).
+    """A1111's `images.save_image` with its settings given as arguments; returns (image path, txt path).
 
-    - Folder: `path/<directories_filename_pattern>` (default `[date]`, YYYY-MM-DD of `now`) when `save_to_dirs`;
-      None applies A1111's rule (grids and samples go to folders, except `no_prompt` samples).
-    - Name: `{n:05}-{pattern}{suffix}.{ext}` with pattern `samples_filename_pattern` or `[seed]` (`[seed]-
-      [prompt_spaces]` without folders); grids (`grid=True`, basename "grid" unless given) `grid-{n:04}{suffix}.
-      {ext}`; `short_filename` (default: True for grids) or no seed drops the pattern. n = `get_next_sequence_number`
-      or the next free number above it. `forced_filename` gives exactly `<forced_filename>.<ext>`, replacing an
-      existing file unless `replace_existing` is False (then "-1", "-2", ... is appended, A1111's other choice).
-    - Metadata: `info` in the `pnginfo_section_name` PNG chunk (plus `existing_info` items), or EXIF UserComment.
+    Extensions and the Save button call it; it is the one output writer (`modules.output_writer`) with these
+    settings, so names, formats, metadata, callbacks and atomic publishing are those of generated images:
+
+    - Folder: `path/<directories_filename_pattern>` (default `[date]`) when `save_to_dirs`; None applies A1111's
+      rule (grids and samples go to folders, except `no_prompt` samples).
+    - Name: `{n:05}-{pattern}{suffix}.{ext}` (pattern `samples_filename_pattern`, or `[seed]`; `[seed]-
+      [prompt_spaces]` without folders); grids `grid-{n:04}{suffix}.{ext}`; `short_filename` (default: True for
+      grids) or no seed drops the pattern; `add_number=False` drops the number. `forced_filename` gives exactly
+      `<forced_filename>.<ext>`, replacing an existing file unless `replace_existing` is False ("-1", "-2", ...).
+    - Metadata: `info` in the `pnginfo_section_name` PNG chunk (plus `existing_info` items), or EXIF UserComment;
       `save_txt` also writes `info` to `<same name>.txt`.
     """
-    if grid and basename == "":
-        basename = "grid"
-    if short_filename is None:
-        short_filename = grid  # A1111's grid_extended_filename setting defaults to off
-    if save_to_dirs is None:
-        save_to_dirs = grid or not no_prompt
-    extension = extension.lstrip(".").lower()
-    now = now or datetime.datetime.now()
-    namegen = FilenameGenerator(p, seed, prompt, image, basename=basename, now=now)
+    from modules import output_writer  # here: the writer builds on this module's names and publishing
 
-    # JPEG and WebP have maximum dimensions; A1111 saves such images as PNG instead.
-    too_big_for_jpeg = max(image.size) > _MAX_JPEG_SIDE and extension in ("jpg", "jpeg")
-    if too_big_for_jpeg or (max(image.size) > _MAX_WEBP_SIDE and extension == "webp"):
-        extension = "png"
-
-    if save_to_dirs:
-        dirname = namegen.apply(directories_filename_pattern or "[prompt_words]").lstrip(" ").rstrip("\\ /")
-        path = os.path.join(path, dirname)
-    os.makedirs(path, exist_ok=True)
-    name_max = _max_name_length(path)
-
-    def write_image(temp_path: str) -> None:
-        save_image_with_geninfo(image, info, temp_path, "." + extension, existing_info, pnginfo_section_name,
-                                jpeg_quality, webp_lossless)
-
-    if forced_filename is not None:
-        stem = forced_filename
-        numbered = False
-    else:
-        if short_filename or seed is None:
-            file_decoration = ""
-        else:
-            file_decoration = samples_filename_pattern or ("[seed]" if save_to_dirs else "[seed]-[prompt_spaces]")
-            file_decoration = namegen.apply(file_decoration)
-        file_decoration += suffix
-        numbered = add_number or file_decoration == ""
-        if numbered and file_decoration != "":
-            file_decoration = f"-{file_decoration}"
-        stem = file_decoration
-
-    def name_for(number: int) -> str:
-        if not numbered:
-            # A fixed name; numbers only serve as the "-1", "-2" suffix when it must not be replaced.
-            name = stem if number == 0 else f"{stem}-{number}"
-        elif basename == "":
-            name = f"{number:05}{stem}"
-        else:
-            name = f"{basename}-{number:04}{stem}"
-        return os.path.join(path, _fit_name(name, extension, name_max))
-
-    temp_path = _write_temporary(path, write_image)
-    try:
-        if not numbered and replace_existing:
-            fullfn = name_for(0)
-            os.replace(temp_path, fullfn)
-        else:
-            first = get_next_sequence_number(path, basename) if numbered else 0
-            fullfn = publish_without_overwrite(temp_path, name_for, first,
-                                               sequence=(path, basename) if numbered else None)
-    except BaseException:
-        _remove_quietly(temp_path)
-        raise
-    _fsync_path(path, directory=True)  # the new name itself survives a power loss
-
-    # A1111's UI reads this to avoid saving the same image twice.
-    image.already_saved_as = fullfn
-
-    txt_fullfn = None
-    if save_txt and info is not None:
-        txt_fullfn = f"{os.path.splitext(fullfn)[0]}.txt"
-        _write_text_atomically(txt_fullfn, f"{info}\n")
-    return fullfn, txt_fullfn
+    to_dirs = True if save_to_dirs is None else bool(save_to_dirs)
+    settings = output_writer.SaveSettings(
+        samples_format=extension, grid_format=extension, samples_filename_pattern=samples_filename_pattern,
+        directories_filename_pattern=directories_filename_pattern, save_to_dirs=to_dirs, grid_save_to_dirs=to_dirs,
+        save_images_add_number=add_number, enable_pnginfo=True, save_txt=save_txt, jpeg_quality=jpeg_quality,
+        webp_lossless=webp_lossless,
+        save_images_replace_action="Replace" if replace_existing else "Add number suffix")
+    saved = output_writer.save_output_image(
+        image, opts=settings, folder=path, seed=seed, prompt=prompt, info=info, p=p, grid=grid, suffix=suffix,
+        basename=basename, existing_pnginfo=existing_info, pnginfo_section_name=pnginfo_section_name,
+        forced_filename=forced_filename, short_filename=grid if short_filename is None else short_filename,
+        no_prompt=no_prompt, save_to_dirs=save_to_dirs, now=now)
+    return saved.path, saved.txt_path

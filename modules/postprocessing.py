@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from modules import devices, images, infotext, upscaling
+from modules import devices, images, infotext, output_writer, upscaling
 
 log = logging.getLogger("webui")
 
@@ -242,7 +242,7 @@ def run_extras(request: ExtrasRequest, opts: Any, data_dir: str, state: Any = No
             raise ExtrasError("The output directory is the input directory: the results would replace the "
                               "originals. Choose another output directory.")
     else:
-        outpath = os.path.join(data_dir, opts.outdir_samples or opts.outdir_extras_samples)
+        outpath = output_writer.output_folder(opts, "extras", data_dir=data_dir)
 
     outputs: list[Image.Image] = []
     saved: list[str] = []
@@ -285,16 +285,13 @@ def run_extras(request: ExtrasRequest, opts: Any, data_dir: str, state: Any = No
         result.info = {**existing, "postprocessing": text} if opts.enable_pnginfo else {}
 
         if save_output:
-            basename = name if name and getattr(opts, "use_original_name_batch", True) else None
-            path, _ = images.save_image(
-                result, outpath, basename="", extension=opts.samples_format,
-                info=text if opts.enable_pnginfo else None, short_filename=True, no_prompt=True,
-                pnginfo_section_name="extras", forced_filename=basename, save_to_dirs=False,
-                existing_info=dict(result.info) if opts.enable_pnginfo else None,
-                save_txt=bool(getattr(opts, "save_txt", False)),
-                jpeg_quality=int(getattr(opts, "jpeg_quality", 80)),
-                webp_lossless=bool(getattr(opts, "webp_lossless", False)))
-            saved.append(path)
+            # the one output writer, as for generated images: samples_format, jpeg_quality, webp_lossless,
+            # enable_pnginfo, save_txt and the image-saved hooks; no date folder and no seed in the name (A1111)
+            forced = name if name and getattr(opts, "use_original_name_batch", True) else None
+            written = output_writer.save_output_image(
+                result, opts=opts, folder=outpath, info=text, existing_pnginfo={**existing, "postprocessing": text},
+                pnginfo_section_name="extras", forced_filename=forced, short_filename=True, no_prompt=True)
+            saved.append(written.path)
         if request.extras_mode != 2 or request.show_extras_results:
             outputs.append(result)
 

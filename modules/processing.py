@@ -884,31 +884,25 @@ def _call_hooks(ctx: Context, name: str, *args: Any) -> None:
 
 def save_output_image(image: Image.Image, job: Job, ctx: Context, text: str, seed: int, prompt: str,
                       grid: bool = False, suffix: str = "") -> str:
-    """Save a result (or, with grid=True, a grid) as process_images does: the job's output folder, A1111's file
-    names, the `parameters` chunk and the image-saved callbacks. Scripts save their own grids through it."""
+    """Save a result (or, with grid=True, a grid) as process_images does: the job's output folder, then the one
+    output writer (A1111's names, formats and quality, text chunks, .txt, the image-saved hooks) under the
+    context's settings. Scripts save their own grids through it."""
+    from modules import output_writer  # only needed here
+
     opts = ctx.opts
-    if grid:
-        folder = job.outpath_grids or opts.outdir_grids or getattr(opts, f"outdir_{job.mode}_grids")
-    else:
-        folder = job.outpath_samples or opts.outdir_samples or getattr(opts, f"outdir_{job.mode}_samples")
-    folder = os.path.join(ctx.data_dir, folder)  # relative settings are relative to the data dir
-    # extensions' on_before_image_saved may replace the image or edit the text chunks; the numbered file name is
-    # only chosen while writing, so they see the folder and on_image_saved sees the path
-    params = script_callbacks.ImageSaveParams(image, job, folder, {"parameters": text} if opts.enable_pnginfo else {})
-    script_callbacks.before_image_saved_callback(params)
-    pnginfo = dict(params.pnginfo or {})
-    info = pnginfo.pop("parameters", None)
-    path, _ = images.save_image(
-        params.image, folder, seed=seed, prompt=prompt, extension=opts.grid_format if grid else opts.samples_format,
-        info=info, grid=grid, suffix=suffix, existing_info=pnginfo or None,
-        save_to_dirs=opts.grid_save_to_dirs if grid else opts.save_to_dirs,
-        directories_filename_pattern=opts.directories_filename_pattern,
-        samples_filename_pattern=opts.samples_filename_pattern)
-    params.filename = path
-    script_callbacks.image_saved_callback(params)
+    folder = job.outpath_grids if grid else job.outpath_samples
+    folder = os.path.join(ctx.data_dir, folder) if folder else output_writer.output_folder(
+        opts, job.mode, grid=grid, data_dir=ctx.data_dir)  # relative settings are relative to the data dir
+    checkpoint = getattr(ctx.model, "checkpoint", None)
+    fields = {"sd_model_name": getattr(checkpoint, "model_name", None),
+              "sd_model_hash": getattr(checkpoint, "shorthash", None),
+              "job_timestamp": getattr(ctx.state, "job_timestamp", None)}
+    saved = output_writer.save_output_image(
+        image, opts=opts, folder=folder, seed=seed, prompt=prompt, info=text, p=job, grid=grid, suffix=suffix,
+        filename_fields={key: value for key, value in fields.items() if value is not None})
     if ctx.on_image_saved:
-        ctx.on_image_saved(path)
-    return path
+        ctx.on_image_saved(saved.path)
+    return saved.path
 
 
 def _decode_to_images(sampling: Sampling, latents: torch.Tensor) -> list[Image.Image]:
