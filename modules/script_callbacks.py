@@ -1,5 +1,12 @@
 """A1111's callback registry for extensions: `on_X(fn)` registers, `X_callback(...)` calls every registered function.
 
+This module is an adapter: the core fires its own hook points (`modules.hooks`) and never imports it. At import,
+one dispatcher per core point is connected there (`hooks.connect`), so the core's `hooks.fire("cfg_denoiser",
+params)` runs every `on_cfg_denoiser` callback; the parameter classes are the core's, under A1111's names. The UI
+calls the UI-only callbacks (`before_component`, `ui_tabs`, `ui_settings`, `infotext_pasted`, `before_reload` ...)
+directly. The callbacks of features this WebUI does not have (`ui_train_tabs`, `list_optimizers`, `list_unets`)
+are accepted, never called, and their registration is logged once with the registering file.
+
 Each callback remembers the file that registered it (A1111's rule: the first stack frame outside this module), so
 `remove_current_script_callbacks()` can drop one script's callbacks and an error names the culprit. A failing callback
 is logged with its file and never propagates: one broken extension must not stop saving or sampling.
@@ -14,6 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modules import hooks
+from modules.hooks import (  # noqa: F401 (A1111's names for the core's parameter objects)
+    AfterCFGCallbackParams,
+    BeforeTokenCounterParams,
+    CFGDenoisedParams,
+    CFGDenoiserParams,
+    ExtraNoiseParams,
+    ImageGridLoopParams,
+    ImageSaveParams,
+)
+
 log = logging.getLogger("webui")
 
 
@@ -22,55 +40,6 @@ class ScriptCallback:
     script: str                 # file that registered it
     callback: Callable[..., Any]
     name: str | None = None
-
-
-@dataclass
-class ImageSaveParams:
-    """What `on_before_image_saved` may change (image, pnginfo) and what `on_image_saved` reports.
-
-    `filename`: before saving, the folder the image goes to (the numbered name is chosen atomically while writing);
-    after saving, the file's full path."""
-
-    image: Any
-    p: Any
-    filename: str
-    pnginfo: dict[str, Any]
-
-
-@dataclass
-class CFGDenoiserParams:
-    """Before each UNet call. `x` are the model-input latents (every conditioning row, then the unconditional rows),
-    `sigma` the scheduler's timestep; changing `x`, `text_cond` or `text_uncond` changes what the UNet sees."""
-
-    x: Any
-    image_cond: Any
-    sigma: Any
-    sampling_step: int
-    total_sampling_steps: int
-    text_cond: Any
-    text_uncond: Any
-    denoiser: Any = None
-
-
-@dataclass
-class CFGDenoisedParams:
-    """After each UNet call, before guidance is combined: `x` is the UNet's output, which a callback may replace."""
-
-    x: Any
-    sampling_step: int
-    total_sampling_steps: int
-    inner_model: Any = None
-
-
-@dataclass
-class AfterCFGCallbackParams:
-    """After guidance is combined, every step: `x` is the guided model prediction the scheduler steps with (noise or
-    v, as the diffusers scheduler takes it; A1111's k-diffusion gives the denoised latents), which a callback may
-    replace."""
-
-    x: Any
-    sampling_step: int
-    total_sampling_steps: int
 
 
 @dataclass
@@ -109,12 +78,12 @@ def add_callback(callbacks: list[ScriptCallback], fun: Callable[..., Any], *, na
     callbacks.append(ScriptCallback(filename or _caller_file(), fun, name))
 
 
-def _run(kind: str, *args: Any) -> list[Any]:
+def _run(kind: str, /, *args: Any, **kwargs: Any) -> list[Any]:
     """Call every callback of a kind; a failing one is logged with its file and skipped. Returns the results."""
     results = []
     for c in list(callback_map[f"callbacks_{kind}"]):
         try:
-            results.append(c.callback(*args))
+            results.append(c.callback(*args, **kwargs))
         except Exception:
             log.exception("Error executing callback %s for %s (registered by %s)", c.name or
                           getattr(c.callback, "__name__", "?"), kind, c.script)
@@ -151,6 +120,12 @@ def app_started_callback(demo: Any, app: Any) -> None:
     _run("app_started", demo, app)
 
 
+def app_reload_callback() -> None:
+    """The `on_before_reload` callbacks: the UI is about to restart (A1111's name)."""
+    _run("on_reload")
+
+
+
 def model_loaded_callback(sd_model: Any) -> None:
     _run("model_loaded", sd_model)
 
@@ -164,6 +139,7 @@ def ui_tabs_callback() -> list[tuple[Any, str, str]]:
 
 
 def ui_train_tabs_callback(params: UiTrainTabParams) -> None:
+    """Never called by this WebUI (it has no Train tab)."""
     _run("ui_train_tabs", params)
 
 
@@ -179,7 +155,7 @@ def image_saved_callback(params: ImageSaveParams) -> None:
     _run("image_saved", params)
 
 
-def extra_noise_callback(params: Any) -> None:
+def extra_noise_callback(params: ExtraNoiseParams) -> None:
     _run("extra_noise", params)
 
 
@@ -196,14 +172,15 @@ def cfg_after_cfg_callback(params: AfterCFGCallbackParams) -> None:
 
 
 def before_component_callback(component: Any, **kwargs: Any) -> None:
-    _run("before_component", component, kwargs)
+    """`callback(component, **kwargs)` as A1111 calls it: the constructor's keyword arguments (elem_id, label ...)."""
+    _run("before_component", component, **kwargs)
 
 
 def after_component_callback(component: Any, **kwargs: Any) -> None:
-    _run("after_component", component, kwargs)
+    _run("after_component", component, **kwargs)
 
 
-def image_grid_callback(params: Any) -> None:
+def image_grid_callback(params: ImageGridLoopParams) -> None:
     _run("image_grid", params)
 
 
@@ -219,19 +196,74 @@ def before_ui_callback() -> None:
     _run("before_ui")
 
 
-def on_reload_callback() -> None:
-    _run("on_reload")
+def list_optimizers_callback() -> list[Any]:
+    """Never called by this WebUI (no A1111 cross-attention optimisations to choose from)."""
+    found: list[Any] = []
+    _run("list_optimizers", found)
+    return found
 
 
-def before_token_counter_callback(params: Any) -> None:
+def list_unets_callback() -> list[Any]:
+    """Never called by this WebUI (no UNet replacements)."""
+    found: list[Any] = []
+    _run("list_unets", found)
+    return found
+
+
+def before_token_counter_callback(params: BeforeTokenCounterParams) -> None:
     _run("before_token_counter", params)
+
+
+# --- the core's hook points ---------------------------------------------------------------------------------------
+
+class Dispatcher:
+    """Listens to one core hook point and runs the callbacks registered for it; `has_listeners` lets the core's
+    hot loops (every sampling step) skip building parameter objects while no extension registered one."""
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.__qualname__ = f"script_callbacks.Dispatcher({point})"  # what hooks' error log names
+
+    def __call__(self, *args: Any) -> None:
+        _run(self.point, *args)
+
+    def has_listeners(self) -> bool:
+        return has_callbacks(self.point)
+
+
+# each core point and the A1111 callbacks it runs (same name)
+HOOK_POINTS = ("before_image_saved", "image_saved", "image_grid", "extra_noise", "cfg_denoiser", "cfg_denoised",
+               "cfg_after_cfg", "before_token_counter", "model_loaded")
+dispatchers: dict[str, Dispatcher] = {point: Dispatcher(point) for point in HOOK_POINTS}
+for _point, _dispatcher in dispatchers.items():
+    hooks.connect(_point, _dispatcher)
 
 
 # --- registration (called by extensions) -----------------------------------------------------------------------
 
+def _register_unsupported(kind: str, callback: Callable[..., Any], name: str | None, missing: str) -> None:
+    """Keep the callback (remove_* and the invoker still work) and say once, naming the file, that nothing calls
+    it: an extension that relies on it then fails visibly in the log rather than silently."""
+    filename = _caller_file()
+    add_callback(callback_map[f"callbacks_{kind}"], callback, name=name, filename=filename)
+    log.warning("on_%s registered by %s: %s; the callback will not be called", kind, _display_path(filename),
+                missing)
+
+
+def _display_path(path: str) -> str:
+    """The path relative to the working directory when it is inside it (extensions/foo/scripts/x.py)."""
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    return path if relative.startswith("..") else relative
+
+
 def on_app_started(callback: Callable[[Any, Any], None], *, name: str | None = None) -> None:
     """`callback(demo, app)` once the Gradio app (and its FastAPI `app`) is running: add routes here."""
     add_callback(callback_map["callbacks_app_started"], callback, name=name)
+
+
+def on_before_reload(callback: Callable[[], None], *, name: str | None = None) -> None:
+    """`callback()` just before the server restarts ("Apply and restart UI"), before `script_unloaded`."""
+    add_callback(callback_map["callbacks_on_reload"], callback, name=name)
 
 
 def on_model_loaded(callback: Callable[[Any], None], *, name: str | None = None) -> None:
@@ -245,7 +277,8 @@ def on_ui_tabs(callback: Callable[[], list[tuple[Any, str, str]] | None], *, nam
 
 
 def on_ui_train_tabs(callback: Callable[[UiTrainTabParams], None], *, name: str | None = None) -> None:
-    add_callback(callback_map["callbacks_ui_train_tabs"], callback, name=name)
+    """Accepted and never called: this WebUI has no Train tab (logged once, with the registering file)."""
+    _register_unsupported("ui_train_tabs", callback, name, "this WebUI has no Train tab")
 
 
 def on_ui_settings(callback: Callable[[], None], *, name: str | None = None) -> None:
@@ -263,7 +296,9 @@ def on_image_saved(callback: Callable[[ImageSaveParams], None], *, name: str | N
     add_callback(callback_map["callbacks_image_saved"], callback, name=name)
 
 
-def on_extra_noise(callback: Callable[[Any], None], *, name: str | None = None) -> None:
+def on_extra_noise(callback: Callable[[ExtraNoiseParams], None], *, name: str | None = None) -> None:
+    """`callback(params)` in img2img before the noise is added to the encoded image: `params.noise` may be
+    replaced."""
     add_callback(callback_map["callbacks_extra_noise"], callback, name=name)
 
 
@@ -283,16 +318,20 @@ def on_cfg_after_cfg(callback: Callable[[AfterCFGCallbackParams], None], *, name
 
 
 def on_before_component(callback: Callable[..., None], *, name: str | None = None) -> None:
-    """Registered but never fired: components are not intercepted as they are created (A1111 patches Gradio)."""
+    """`callback(component, **kwargs)` before each component of the WebUI's own UI is created; `kwargs` are its
+    constructor arguments: use `kwargs.get("elem_id")` / `label` to find one. Components created meanwhile (inside
+    the current layout) appear right before it."""
     add_callback(callback_map["callbacks_before_component"], callback, name=name)
 
 
 def on_after_component(callback: Callable[..., None], *, name: str | None = None) -> None:
-    """Registered but never fired: components are not intercepted as they are created (A1111 patches Gradio)."""
+    """`callback(component, **kwargs)` right after each component of the WebUI's own UI is created (see
+    `on_before_component`); components created meanwhile appear right after it."""
     add_callback(callback_map["callbacks_after_component"], callback, name=name)
 
 
-def on_image_grid(callback: Callable[[Any], None], *, name: str | None = None) -> None:
+def on_image_grid(callback: Callable[[ImageGridLoopParams], None], *, name: str | None = None) -> None:
+    """`callback(params)` before a grid is assembled: `params.imgs`, `cols`, `rows` may be changed."""
     add_callback(callback_map["callbacks_image_grid"], callback, name=name)
 
 
@@ -303,7 +342,7 @@ def on_infotext_pasted(callback: Callable[[str, dict[str, Any]], None], *, name:
 
 
 def on_script_unloaded(callback: Callable[[], None], *, name: str | None = None) -> None:
-    """`callback()` before scripts are reloaded (free what the script holds)."""
+    """`callback()` before scripts are reloaded or the server restarts (free what the script holds)."""
     add_callback(callback_map["callbacks_script_unloaded"], callback, name=name)
 
 
@@ -312,17 +351,19 @@ def on_before_ui(callback: Callable[[], None], *, name: str | None = None) -> No
     add_callback(callback_map["callbacks_before_ui"], callback, name=name)
 
 
-def on_before_reload(callback: Callable[[], None], *, name: str | None = None) -> None:
-    add_callback(callback_map["callbacks_on_reload"], callback, name=name)
-
-
 def on_list_optimizers(callback: Callable[[list[Any]], None], *, name: str | None = None) -> None:
-    add_callback(callback_map["callbacks_list_optimizers"], callback, name=name)
+    """Accepted and never called: no A1111 cross-attention optimisations here (PyTorch SDPA is always used)."""
+    _register_unsupported("list_optimizers", callback, name,
+                          "this WebUI has no cross-attention optimisation choice (it always uses PyTorch SDPA)")
 
 
 def on_list_unets(callback: Callable[[list[Any]], None], *, name: str | None = None) -> None:
-    add_callback(callback_map["callbacks_list_unets"], callback, name=name)
+    """Accepted and never called: this WebUI has no UNet replacements."""
+    _register_unsupported("list_unets", callback, name, "this WebUI has no UNet replacements")
 
 
-def on_before_token_counter(callback: Callable[[Any], None], *, name: str | None = None) -> None:
+def on_before_token_counter(callback: Callable[[BeforeTokenCounterParams], None], *,
+                            name: str | None = None) -> None:
+    """`callback(params)` before the UI's token counter counts a prompt: `params.prompt` (and `steps`) may be
+    rewritten, e.g. to count a wildcard's expansion; `is_positive` tells the prompt from the negative one."""
     add_callback(callback_map["callbacks_before_token_counter"], callback, name=name)

@@ -12,6 +12,7 @@ logged with the script's file name (and, for hooks, reported in the job's commen
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -21,7 +22,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -40,8 +41,16 @@ log = logging.getLogger("webui")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AlwaysVisible = object()  # A1111's marker: `show()` returns it for scripts that are always on (no dropdown entry)
 
-__all__ = ["AlwaysVisible", "PostSampleArgs", "PostprocessBatchListArgs", "PostprocessImageArgs", "Script",
-           "ScriptRunner", "basedir", "load_scripts", "scripts_img2img", "scripts_txt2img"]
+__all__ = ["AlwaysVisible", "OnComponent", "PostSampleArgs", "PostprocessBatchListArgs", "PostprocessImageArgs",
+           "Script", "ScriptRunner", "basedir", "load_scripts", "scripts_current", "scripts_img2img",
+           "scripts_txt2img"]
+
+
+@dataclasses.dataclass
+class OnComponent:
+    """What a callback registered with `Script.on_before_component` / `on_after_component` receives."""
+
+    component: Any
 
 
 class Script:
@@ -118,15 +127,20 @@ class Script:
         """Once the job is complete."""
 
     def before_component(self, component: Any, **kwargs: Any) -> None:
-        """Never called here (A1111 calls it for every Gradio component created)."""
+        """Before each component of this script's tab is created (the WebUI's own components, not other scripts');
+        `kwargs` are its constructor arguments (`elem_id`, `label` ...). Components created here appear before it."""
 
     def after_component(self, component: Any, **kwargs: Any) -> None:
-        """Never called here (A1111 calls it for every Gradio component created)."""
+        """Right after each component of this script's tab is created (see `before_component`); components created
+        here appear right after it."""
 
-    def on_before_component(self, callback: Any, *, elem_id: str) -> None:
+    def on_before_component(self, callback: Callable[[OnComponent], None], *, elem_id: str) -> None:
+        """Call `callback(OnComponent(component))` before the component with this elem_id is created. Register in
+        `__init__` or `show()`: by `ui()` the tab's components above the scripts already exist."""
         self.on_before_component_elem_id = [*(self.on_before_component_elem_id or []), (elem_id, callback)]
 
-    def on_after_component(self, callback: Any, *, elem_id: str) -> None:
+    def on_after_component(self, callback: Callable[[OnComponent], None], *, elem_id: str) -> None:
+        """Call `callback(OnComponent(component))` right after the component with this elem_id is created."""
         self.on_after_component_elem_id = [*(self.on_after_component_elem_id or []), (elem_id, callback)]
 
     def describe(self) -> str:
@@ -162,6 +176,19 @@ scripts_data: list[ScriptClassData] = []
 load_errors: list[tuple[str, str]] = []   # (file, error) of script files that could not be loaded
 current_basedir = REPO_ROOT
 _loaded = False
+scripts_current: ScriptRunner | None = None  # the runner of the tab being built (A1111's name), else None
+
+
+@contextlib.contextmanager
+def current_runner(runner: ScriptRunner | None) -> Iterator[None]:
+    """Announce the components created meanwhile to `runner`'s scripts (`before_component` / `after_component`):
+    the txt2img and img2img tabs are built inside this, as A1111 sets `scripts_current` around them."""
+    global scripts_current
+    previous, scripts_current = scripts_current, runner
+    try:
+        yield
+    finally:
+        scripts_current = previous
 
 
 def basedir() -> str:
@@ -283,6 +310,9 @@ class ScriptRunner:
         self.inputs: list[Any] = [None]
         self.dropdown: Any = None
         self.ui_built = False
+        # elem_id -> [(callback, script)] of Script.on_before_component / on_after_component (A1111's layout)
+        self.on_before_component_elem_id: dict[str, list[tuple[Callable[..., Any], Script]]] = {}
+        self.on_after_component_elem_id: dict[str, list[tuple[Callable[..., Any], Script]]] = {}
 
     # --- set-up ---------------------------------------------------------------------------------------------
 
@@ -292,6 +322,7 @@ class ScriptRunner:
             self.is_img2img = is_img2img
         self.scripts, self.selectable_scripts, self.alwayson_scripts = [], [], []
         self.inputs, self.ui_built = [None], False
+        self.on_before_component_elem_id, self.on_after_component_elem_id = {}, {}
         for data in scripts_data:
             try:
                 script = data.script_class()
@@ -312,6 +343,38 @@ class ScriptRunner:
                 self.selectable_scripts.append(script)
         self.titles = [self.title_of(s) for s in self.selectable_scripts]
         self.title_map = {self.title_of(s).lower(): s for s in self.scripts}
+        self.apply_on_before_component_callbacks()
+
+    def apply_on_before_component_callbacks(self) -> None:
+        """Move what each script registered with `on_before_component` / `on_after_component` (in `__init__`,
+        `show()` or `ui()`) into this runner's elem_id tables (A1111 does it after set-up and after the UI)."""
+        for script in self.scripts:
+            for registered, table in ((script.on_before_component_elem_id, self.on_before_component_elem_id),
+                                      (script.on_after_component_elem_id, self.on_after_component_elem_id)):
+                for elem_id, callback in registered or []:
+                    table.setdefault(elem_id, []).append((callback, script))
+            script.on_before_component_elem_id = []
+            script.on_after_component_elem_id = []
+
+    def before_component(self, component: Any, **kwargs: Any) -> None:
+        """A component of this runner's tab is about to be created: the elem_id callbacks, then every script's
+        `before_component` (A1111's order). One that raises is logged with its file; the UI is built on."""
+        for callback, script in self.on_before_component_elem_id.get(kwargs.get("elem_id"), []):
+            self._guarded(script, "on_before_component", callback, OnComponent(component=component))
+        for script in self.scripts:
+            self._guarded(script, "before_component", script.before_component, component, **kwargs)
+
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        for callback, script in self.on_after_component_elem_id.get(getattr(component, "elem_id", None), []):
+            self._guarded(script, "on_after_component", callback, OnComponent(component=component))
+        for script in self.scripts:
+            self._guarded(script, "after_component", script.after_component, component, **kwargs)
+
+    def _guarded(self, script: Script, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:
+            log.exception("Error running %s of script %s (%s)", what, self.title_of(script), script.filename)
 
     @staticmethod
     def title_of(script: Script) -> str:
@@ -328,16 +391,18 @@ class ScriptRunner:
         dropdown (`script_list`) and one hidden group per selectable script, shown when chosen."""
         import gradio as gr
 
+        from modules.ui.components import create  # announced to extensions like the tab's own components
+
         self.inputs = [None]
         for script in self.alwayson_scripts:
-            with gr.Group(visible=True, elem_id=f"{self._tab()}_script_{self._slug(script)}") as group:
+            with create(gr.Group, visible=True, elem_id=f"{self._tab()}_script_{self._slug(script)}") as group:
                 self._create_script_ui(script)
             script.group = group
-        self.dropdown = gr.Dropdown(label="Script", elem_id="script_list", choices=["None", *self.titles],
-                                    value="None", type="index")
+        self.dropdown = create(gr.Dropdown, label="Script", elem_id="script_list", choices=["None", *self.titles],
+                               value="None", type="index")
         self.inputs[0] = self.dropdown
         for script in self.selectable_scripts:
-            with gr.Group(visible=False, elem_id=f"{self._tab()}_script_{self._slug(script)}") as group:
+            with create(gr.Group, visible=False, elem_id=f"{self._tab()}_script_{self._slug(script)}") as group:
                 self._create_script_ui(script)
             script.group = group
         groups = [s.group for s in self.selectable_scripts]
@@ -347,6 +412,7 @@ class ScriptRunner:
 
             self.dropdown.change(select_script, inputs=[self.dropdown], outputs=groups, queue=False,
                                  show_progress="hidden", api_visibility="undocumented")
+        self.apply_on_before_component_callbacks()  # what scripts registered in ui(), for components made later
         self.ui_built = True
         return list(self.inputs)
 

@@ -140,11 +140,20 @@ def _forget_counting_encoder() -> None:
     _counting_encoder = None  # it holds the model that is being let go
 
 
-def token_count(prompt: str, steps: int) -> tuple[int, int]:
-    """(tokens used, limit) of a prompt for the loaded model, for the UI's counter."""
+def token_count(prompt: str, steps: int, styles: list[str] | None = None,
+                is_positive: bool = True) -> tuple[int, int]:
+    """(tokens used, limit) of a prompt for the loaded model, for the UI's counter.
+
+    The `before_token_counter` hook may rewrite the prompt (and steps) first: a wildcard extension counts what the
+    prompt will expand to."""
+    from modules import hooks
     from modules.prompts.encoder import PromptEncoder
     from modules.prompts.guidance import prompt_token_count
 
+    if hooks.active("before_token_counter"):
+        params = hooks.BeforeTokenCounterParams(prompt, int(steps), list(styles or []), is_positive)
+        hooks.fire("before_token_counter", params)
+        prompt, steps = params.prompt, params.steps
     global _counting_encoder
     model = models.get()
     key = (id(model), int(opts.comma_padding_backtrack), opts.emphasis)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modules import script_callbacks
+from modules import script_callbacks, scripts
 from modules.ui import common, extensions, extra_networks, extras, img2img, merger, png_info, send_to, settings, txt2img
+from modules.ui.components import create
 
 CSS = ".infotext { font-family: monospace; white-space: pre-wrap; font-size: 0.85em; }"
 CTRL_ENTER_JS = """
@@ -24,18 +25,19 @@ CTRL_ENTER_JS = """
 
 
 def create_ui() -> gr.Blocks:
+    scripts.ensure_loaded()  # a UI built without webui.py still has the scripts, and they see every component
     # extensions build their own tabs' Blocks first (outside ours, as A1111 does); they are rendered as tabs below
     extension_tabs = script_callbacks.ui_tabs_callback()
     with gr.Blocks(title="Stable Diffusion") as demo:
         checkpoint = common.create_quicksettings()
-        with gr.Tabs(elem_id="tabs") as tabs:
+        with create(gr.Tabs, elem_id="tabs") as tabs:
             txt2img_fields = txt2img.create_tab(common.model_default_size(), below_prompt=extra_networks.create_ui)
             img2img_fields = img2img.create_tab()
             extras_fields = extras.create_tab()
             png_info.create_tab(txt2img_fields, tabs, img2img_fields)
             merger.create_tab(checkpoint)
             for blocks, title, elem_id in extension_tabs:
-                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                with create(gr.Tab, title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
             script_callbacks.ui_settings_callback()  # extensions add their options before the Settings tab
             settings.create_tab()

@@ -19,6 +19,7 @@ from modules.models.demo import DEMO_FILENAME
 from modules.models.safe_load import CheckpointLoadError
 from modules.processing import JobError, Processed
 from modules.state import ProgressEvent
+from modules.ui.components import create
 
 log = logging.getLogger("webui")
 
@@ -118,18 +119,18 @@ def create_quicksettings() -> gr.Dropdown:
     """
     from modules.ui import settings
 
-    with gr.Row(elem_id="quicksettings"):
-        checkpoint = gr.Dropdown(label="Stable Diffusion checkpoint", choices=checkpoint_choices(),
-                                 value=current_checkpoint_title(), elem_id="setting_sd_model_checkpoint",
-                                 scale=4)
-        refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
+    with create(gr.Row, elem_id="quicksettings"):
+        checkpoint = create(gr.Dropdown, label="Stable Diffusion checkpoint", choices=checkpoint_choices(),
+                                         value=current_checkpoint_title(), elem_id="setting_sd_model_checkpoint",
+                                         scale=4)
+        refresh = create(gr.Button, "🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
         others = []
         for key in settings.quicksettings_keys()[1:]:
             if key == "sd_vae":
-                vae = gr.Dropdown(label=shared.opts.data_labels[key].label or "SD VAE",
-                                  choices=shared.models.vae_choices(), value=lambda: shared.opts.sd_vae,
-                                  elem_id="setting_sd_vae", scale=3)
-                refresh_vae_button = gr.Button("🔄", elem_id="refresh_sd_vae", scale=0, min_width=40)
+                vae = create(gr.Dropdown, label=shared.opts.data_labels[key].label or "SD VAE",
+                                          choices=shared.models.vae_choices(), value=lambda: shared.opts.sd_vae,
+                                          elem_id="setting_sd_vae", scale=3)
+                refresh_vae_button = create(gr.Button, "🔄", elem_id="refresh_sd_vae", scale=0, min_width=40)
                 others.append((key, vae))
             else:
                 component = settings.create_setting_component(key, value=lambda k=key: getattr(shared.opts, k),

@@ -8,10 +8,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import gradio as gr
 
-from modules import extensions, shared
+from modules import extensions, script_callbacks, shared
+from modules.ui.components import create
 
 
 def installed_table(items: list[extensions.Extension]) -> str:
@@ -49,14 +51,25 @@ def apply_enabled(enabled: list[str]) -> None:
     shared.save_settings()
 
 
-def restart_server(delay: float = 0.5) -> None:
-    """Replace this process with a fresh one with the same arguments (A1111's Apply and restart), after the
-    response has gone out."""
+def replace_process() -> None:
+    """Start this program again in this process, with the same arguments."""
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def restart_server(delay: float = 0.5, restart: Callable[[], None] = replace_process) -> threading.Thread:
+    """A1111's Apply and restart: once the response has gone out, tell extensions (`on_before_reload`, then
+    `on_script_unloaded`: A1111's order when it restarts the UI) and start afresh. A1111 reloads in-process; here
+    the process is replaced, so extensions get the same chance to save state and stop their threads first.
+    `restart`: what starts afresh (a test passes one that does not replace the test process)."""
     def later() -> None:
         time.sleep(delay)
-        os.execv(sys.executable, [sys.executable, *sys.argv])
+        script_callbacks.app_reload_callback()
+        script_callbacks.script_unloaded_callback()
+        restart()
 
-    threading.Thread(target=later, daemon=True).start()
+    thread = threading.Thread(target=later, name="restart", daemon=True)
+    thread.start()
+    return thread
 
 
 def apply_and_restart(enabled: list[str]) -> str:
@@ -88,32 +101,36 @@ def uninstall(name: str, confirmed: bool) -> tuple:
 def create_tab() -> None:
     items, names, enabled = _state()
     allowed = extensions.cmd_args_allow(shared.cmd_opts)
-    with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+    with create(gr.Tab, "Extensions", id="extensions", elem_id="tab_extensions"):
         if not allowed:
-            gr.HTML(f'<p class="warning" id="extensions_disabled">{html.escape(extensions.INSECURE_MESSAGE)}</p>')
-        with gr.Tabs(elem_id="tabs_extensions"):
-            with gr.Tab("Installed", id="installed"):
-                with gr.Row():
-                    apply_button = gr.Button("Apply and restart UI", variant="primary", elem_id="extensions_apply")
-                    check_button = gr.Button("Check for updates", elem_id="extensions_check")
-                enabled_box = gr.CheckboxGroup(choices=names, value=enabled, label="Enabled",
-                                               elem_id="extensions_enabled")
-                table = gr.HTML(installed_table(items), elem_id="extensions_installed_html")
-                with gr.Row():
-                    remove_name = gr.Dropdown(choices=[e.name for e in items if not e.is_builtin],
-                                              label="Uninstall extension", elem_id="extensions_remove_name")
-                    remove_confirm = gr.Checkbox(label="Yes, delete its folder", elem_id="extensions_remove_confirm")
-                    remove_button = gr.Button("Uninstall", elem_id="extensions_remove", interactive=allowed)
-                status = gr.HTML(elem_id="extensions_status")
-            with gr.Tab("Install from URL", id="install_from_url"):
-                url = gr.Textbox(label="URL for extension's git repository", elem_id="install_url")
-                branch = gr.Textbox(label="Specific branch name", placeholder="Leave empty for default main branch",
-                                    elem_id="install_branch")
-                folder = gr.Textbox(label="Local directory name", placeholder="Leave empty for auto",
-                                    elem_id="install_dirname")
-                install_button = gr.Button("Install", variant="primary", elem_id="install_button",
-                                           interactive=allowed)
-                install_result = gr.HTML(elem_id="extension_install_result")
+            create(gr.HTML,
+                   f'<p class="warning" id="extensions_disabled">{html.escape(extensions.INSECURE_MESSAGE)}</p>')
+        with create(gr.Tabs, elem_id="tabs_extensions"):
+            with create(gr.Tab, "Installed", id="installed"):
+                with create(gr.Row):
+                    apply_button = create(gr.Button, "Apply and restart UI", variant="primary",
+                                                     elem_id="extensions_apply")
+                    check_button = create(gr.Button, "Check for updates", elem_id="extensions_check")
+                enabled_box = create(gr.CheckboxGroup, choices=names, value=enabled, label="Enabled",
+                                                       elem_id="extensions_enabled")
+                table = create(gr.HTML, installed_table(items), elem_id="extensions_installed_html")
+                with create(gr.Row):
+                    remove_name = create(gr.Dropdown, choices=[e.name for e in items if not e.is_builtin],
+                                                      label="Uninstall extension", elem_id="extensions_remove_name")
+                    remove_confirm = create(gr.Checkbox, label="Yes, delete its folder",
+                                                         elem_id="extensions_remove_confirm")
+                    remove_button = create(gr.Button, "Uninstall", elem_id="extensions_remove", interactive=allowed)
+                status = create(gr.HTML, elem_id="extensions_status")
+            with create(gr.Tab, "Install from URL", id="install_from_url"):
+                url = create(gr.Textbox, label="URL for extension's git repository", elem_id="install_url")
+                branch = create(gr.Textbox, label="Specific branch name",
+                                            placeholder="Leave empty for default main branch",
+                                            elem_id="install_branch")
+                folder = create(gr.Textbox, label="Local directory name", placeholder="Leave empty for auto",
+                                            elem_id="install_dirname")
+                install_button = create(gr.Button, "Install", variant="primary", elem_id="install_button",
+                                                   interactive=allowed)
+                install_result = create(gr.HTML, elem_id="extension_install_result")
         refresh_outputs = [enabled_box, table, remove_name]
         check_button.click(check_for_updates, inputs=[], outputs=[table], api_visibility="undocumented")
         apply_button.click(apply_and_restart, inputs=[enabled_box], outputs=[status], api_visibility="undocumented")

@@ -23,6 +23,7 @@ from pathlib import Path
 import gradio as gr
 
 from modules import shared
+from modules.ui.components import create
 
 log = logging.getLogger("webui")
 
@@ -267,29 +268,29 @@ def create_ui(prompt: gr.Textbox) -> dict[str, gr.components.Component]:
     """Build the accordion where it is called (txt2img calls it right under its prompt row); clicks edit `prompt`.
     Returns its components by name."""
     components: dict[str, gr.components.Component] = {}
-    with gr.Accordion("Extra networks", open=False, elem_id="txt2img_extra_networks") as accordion:
-        gr.HTML(f"<style>{CSS}</style>", padding=False)
-        with gr.Row():
-            search = gr.Textbox(label="Search", placeholder="Search...", elem_id="txt2img_extra_search",
-                                scale=4)
-            sort = gr.Radio(list(SORTS), value=SORTS[0], label="Sort by", elem_id="txt2img_extra_sort",
-                            scale=2)
-            refresh_button = gr.Button("🔄 Refresh", elem_id="txt2img_extra_refresh", scale=0, min_width=100)
+    with create(gr.Accordion, "Extra networks", open=False, elem_id="txt2img_extra_networks") as accordion:
+        create(gr.HTML, f"<style>{CSS}</style>", padding=False)
+        with create(gr.Row):
+            search = create(gr.Textbox, label="Search", placeholder="Search...", elem_id="txt2img_extra_search",
+                                        scale=4)
+            sort = create(gr.Radio, list(SORTS), value=SORTS[0], label="Sort by", elem_id="txt2img_extra_sort",
+                                    scale=2)
+            refresh_button = create(gr.Button, "🔄 Refresh", elem_id="txt2img_extra_refresh", scale=0, min_width=100)
         datasets, states = [], []
         initial = [cards(kind) for kind in KINDS]
-        with gr.Tabs(elem_id="txt2img_extra_tabs"):
+        with create(gr.Tabs, elem_id="txt2img_extra_tabs"):
             for kind, items in zip(KINDS, initial):
-                with gr.Tab(TITLES[kind], elem_id=f"txt2img_extra_tab_{kind}"):
-                    dataset = gr.Dataset(components=["html"], samples=[[card_html(c)] for c in items],
-                                         type="index", samples_per_page=100, label=None, show_label=False,
-                                         layout="gallery", elem_id=f"txt2img_{kind}_cards")
+                with create(gr.Tab, TITLES[kind], elem_id=f"txt2img_extra_tab_{kind}"):
+                    dataset = create(gr.Dataset, components=["html"], samples=[[card_html(c)] for c in items],
+                                                 type="index", samples_per_page=100, label=None, show_label=False,
+                                                 layout="gallery", elem_id=f"txt2img_{kind}_cards")
                     datasets.append(dataset)
                     states.append(gr.State(_slim(items)))
                     if kind == "checkpoints":
-                        status = gr.HTML(elem_id="txt2img_extra_checkpoint_status")
+                        status = create(gr.HTML, elem_id="txt2img_extra_checkpoint_status")
                     if kind == "lora":
-                        metadata = gr.JSON(label="Metadata (ss_*) of the last clicked LoRA",
-                                           elem_id="txt2img_lora_metadata")
+                        metadata = create(gr.JSON, label="Metadata (ss_*) of the last clicked LoRA",
+                                                   elem_id="txt2img_lora_metadata")
 
     outputs = datasets + states
     search.change(update_all, inputs=[search, sort], outputs=outputs, show_progress="hidden")

@@ -14,8 +14,9 @@ from modules.infotext import as_ui_number
 from modules.processing import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES, Job
 from modules.sampling import samplers
 from modules.ui.common import model_default_size, run_safely, session_of, stream_job
+from modules.ui.components import create
 from modules.ui.output_panel import create_output_panel
-from modules.ui.txt2img import interrupt_own_job, skip_own_job, token_counter
+from modules.ui.txt2img import interrupt_own_job, negative_token_counter, skip_own_job, token_counter
 
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
@@ -128,79 +129,93 @@ def create_tab(default_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Build the tab; returns its components by field name (prompt fields as txt2img's, the images, the sub-tabs)
     so other tabs can send images and parameters here."""
     default_size = default_size or model_default_size()
-    with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
-        with gr.Row():
-            with gr.Column(scale=6):
-                prompt = gr.Textbox(label="Prompt", lines=3, elem_id="img2img_prompt",
-                                    placeholder="Prompt (press Ctrl+Enter to generate)")
-                prompt_tokens = gr.HTML("0/75", elem_id="img2img_token_counter")
-                negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="img2img_neg_prompt")
-                negative_tokens = gr.HTML("0/75", elem_id="img2img_negative_token_counter")
-            with gr.Column(scale=1, min_width=160):
-                generate_button = gr.Button("Generate", variant="primary", elem_id="img2img_generate")
-                interrupt = gr.Button("Interrupt", elem_id="img2img_interrupt")
-                skip = gr.Button("Skip", elem_id="img2img_skip")
-        with gr.Row():
-            with gr.Column():
+    scripts.ensure_loaded()
+    # the tab's scripts see each of its components being made (Script.before_component / after_component)
+    with scripts.current_runner(scripts.scripts_img2img), \
+            create(gr.Tab, "img2img", id="img2img", elem_id="tab_img2img"):
+        with create(gr.Row):
+            with create(gr.Column, scale=6):
+                prompt = create(gr.Textbox, label="Prompt", lines=3, elem_id="img2img_prompt",
+                                            placeholder="Prompt (press Ctrl+Enter to generate)")
+                prompt_tokens = create(gr.HTML, "0/75", elem_id="img2img_token_counter")
+                negative = create(gr.Textbox, label="Negative prompt", lines=2, elem_id="img2img_neg_prompt")
+                negative_tokens = create(gr.HTML, "0/75", elem_id="img2img_negative_token_counter")
+            with create(gr.Column, scale=1, min_width=160):
+                generate_button = create(gr.Button, "Generate", variant="primary", elem_id="img2img_generate")
+                interrupt = create(gr.Button, "Interrupt", elem_id="img2img_interrupt")
+                skip = create(gr.Button, "Skip", elem_id="img2img_skip")
+        with create(gr.Row):
+            with create(gr.Column):
                 # which sub-tab is active: set by the sub-tabs' select events, an ordinary input for the API
-                mode = gr.Radio(list(MODES), value="img2img", label="Mode", visible=False, elem_id="img2img_mode")
-                with gr.Tabs(elem_id="mode_img2img") as mode_tabs:
-                    with gr.Tab("img2img", id="img2img_img2img_tab", elem_id="img2img_img2img_tab") as tab_plain:
-                        init_img = gr.Image(label="Image for img2img", type="pil", sources=["upload", "clipboard"],
-                                            image_mode="RGBA", height=480, elem_id="img2img_image")
-                    with gr.Tab("Sketch", id="img2img_sketch_tab", elem_id="img2img_img2img_sketch_tab") as tab_sketch:
-                        sketch = gr.ImageEditor(label="Image for img2img", type="pil", image_mode="RGBA",
-                                                sources=["upload", "clipboard"], height=480, format="png",
-                                                elem_id="img2img_sketch",
-                                                brush=gr.Brush(colors=["#000000", "#ffffff", "#ff0000", "#00ff00",
-                                                                       "#0000ff"], color_mode="defaults"))
-                    with gr.Tab("Inpaint", id="img2img_inpaint_tab", elem_id="img2img_inpaint_tab") as tab_inpaint:
-                        inpaint = gr.ImageEditor(label="Image for inpainting with mask", type="pil",
-                                                 image_mode="RGBA", sources=["upload", "clipboard"], height=480,
-                                                 elem_id="img2maskimg", layers=False, format="png",
-                                                 brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
-                    with gr.Tab("Inpaint upload", id="img2img_inpaint_upload_tab",
-                                elem_id="img2img_inpaint_upload_tab") as tab_upload:
-                        upload_img = gr.Image(label="Image for img2img", type="pil", sources=["upload", "clipboard"],
-                                              image_mode="RGBA", elem_id="img_inpaint_base")
-                        upload_mask = gr.Image(label="Mask", type="pil", sources=["upload", "clipboard"],
-                                               image_mode="RGBA", elem_id="img_inpaint_mask")
-                resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index", label="Resize mode",
-                                       elem_id="resize_mode")
-                with gr.Group(visible=False, elem_id="img2img_inpaint_controls") as inpaint_controls:
-                    with gr.Row():
-                        mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
-                        mask_mode = gr.Radio(list(MASK_MODES), value=MASK_MODES[0], type="index", label="Mask mode",
-                                             elem_id="img2img_mask_mode")
-                    inpainting_fill = gr.Radio(list(MASKED_CONTENT), value="original", type="index",
-                                               label="Masked content", elem_id="img2img_inpainting_fill")
-                    with gr.Row():
-                        inpaint_area = gr.Radio(list(INPAINT_AREAS), value=INPAINT_AREAS[0], type="index",
-                                                label="Inpaint area", elem_id="img2img_inpaint_full_res")
-                        padding = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
-                                            elem_id="img2img_inpaint_full_res_padding")
-                with gr.Row():
-                    sampler = gr.Dropdown(label="Sampling method", choices=samplers.sampler_names(),
-                                          value="DPM++ 2M", elem_id="img2img_sampling")
-                    scheduler = gr.Dropdown(label="Schedule type", choices=samplers.schedule_type_labels(),
-                                            value="Automatic", elem_id="img2img_scheduler")
-                steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="img2img_steps")
-                with gr.Row():
-                    width = gr.Slider(64, 2048, value=default_size[0], step=8, label="Width", elem_id="img2img_width")
-                    height = gr.Slider(64, 2048, value=default_size[1], step=8, label="Height",
-                                       elem_id="img2img_height")
-                with gr.Row():
-                    batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
-                                            elem_id="img2img_batch_count")
-                    batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="img2img_batch_size")
-                cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id="img2img_cfg_scale")
-                denoising = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
-                                      elem_id="img2img_denoising_strength")
-                seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="img2img_seed")
-                scripts.ensure_loaded()
-                with gr.Group(elem_id="img2img_script_container"):
+                mode = create(gr.Radio, list(MODES), value="img2img", label="Mode", visible=False,
+                                        elem_id="img2img_mode")
+                with create(gr.Tabs, elem_id="mode_img2img") as mode_tabs:
+                    with create(gr.Tab, "img2img", id="img2img_img2img_tab",
+                                        elem_id="img2img_img2img_tab") as tab_plain:
+                        init_img = create(gr.Image, label="Image for img2img", type="pil",
+                                                    sources=["upload", "clipboard"],
+                                                    image_mode="RGBA", height=480, elem_id="img2img_image")
+                    with create(gr.Tab, "Sketch", id="img2img_sketch_tab",
+                                        elem_id="img2img_img2img_sketch_tab") as tab_sketch:
+                        sketch = create(gr.ImageEditor, label="Image for img2img", type="pil", image_mode="RGBA",
+                                                        sources=["upload", "clipboard"], height=480, format="png",
+                                                        elem_id="img2img_sketch",
+                                                        brush=gr.Brush(colors=["#000000", "#ffffff", "#ff0000",
+                                                                               "#00ff00", "#0000ff"],
+                                                                       color_mode="defaults"))
+                    with create(gr.Tab, "Inpaint", id="img2img_inpaint_tab",
+                                        elem_id="img2img_inpaint_tab") as tab_inpaint:
+                        inpaint = create(gr.ImageEditor, label="Image for inpainting with mask", type="pil",
+                                                         image_mode="RGBA", sources=["upload", "clipboard"], height=480,
+                                                         elem_id="img2maskimg", layers=False, format="png",
+                                                         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+                    with create(gr.Tab, "Inpaint upload", id="img2img_inpaint_upload_tab",
+                                        elem_id="img2img_inpaint_upload_tab") as tab_upload:
+                        upload_img = create(gr.Image, label="Image for img2img", type="pil",
+                                                      sources=["upload", "clipboard"],
+                                                      image_mode="RGBA", elem_id="img_inpaint_base")
+                        upload_mask = create(gr.Image, label="Mask", type="pil", sources=["upload", "clipboard"],
+                                                       image_mode="RGBA", elem_id="img_inpaint_mask")
+                resize_mode = create(gr.Radio, list(RESIZE_MODES), value=RESIZE_MODES[0], type="index",
+                                               label="Resize mode",
+                                               elem_id="resize_mode")
+                with create(gr.Group, visible=False, elem_id="img2img_inpaint_controls") as inpaint_controls:
+                    with create(gr.Row):
+                        mask_blur = create(gr.Slider, 0, 64, value=4, step=1, label="Mask blur",
+                                                      elem_id="img2img_mask_blur")
+                        mask_mode = create(gr.Radio, list(MASK_MODES), value=MASK_MODES[0], type="index",
+                                                     label="Mask mode",
+                                                     elem_id="img2img_mask_mode")
+                    inpainting_fill = create(gr.Radio, list(MASKED_CONTENT), value="original", type="index",
+                                                       label="Masked content", elem_id="img2img_inpainting_fill")
+                    with create(gr.Row):
+                        inpaint_area = create(gr.Radio, list(INPAINT_AREAS), value=INPAINT_AREAS[0], type="index",
+                                                        label="Inpaint area", elem_id="img2img_inpaint_full_res")
+                        padding = create(gr.Slider, 0, 256, value=32, step=4, label="Only masked padding, pixels",
+                                                    elem_id="img2img_inpaint_full_res_padding")
+                with create(gr.Row):
+                    sampler = create(gr.Dropdown, label="Sampling method", choices=samplers.sampler_names(),
+                                                  value="DPM++ 2M", elem_id="img2img_sampling")
+                    scheduler = create(gr.Dropdown, label="Schedule type", choices=samplers.schedule_type_labels(),
+                                                    value="Automatic", elem_id="img2img_scheduler")
+                steps = create(gr.Slider, 1, 150, value=20, step=1, label="Sampling steps", elem_id="img2img_steps")
+                with create(gr.Row):
+                    width = create(gr.Slider, 64, 2048, value=default_size[0], step=8, label="Width",
+                                              elem_id="img2img_width")
+                    height = create(gr.Slider, 64, 2048, value=default_size[1], step=8, label="Height",
+                                               elem_id="img2img_height")
+                with create(gr.Row):
+                    batch_count = create(gr.Slider, 1, 100, value=1, step=1, label="Batch count",
+                                                    elem_id="img2img_batch_count")
+                    batch_size = create(gr.Slider, 1, 8, value=1, step=1, label="Batch size",
+                                                   elem_id="img2img_batch_size")
+                cfg = create(gr.Slider, 1, 30, value=7, step=0.5, label="CFG Scale", elem_id="img2img_cfg_scale")
+                denoising = create(gr.Slider, 0, 1, value=0.75, step=0.01, label="Denoising strength",
+                                              elem_id="img2img_denoising_strength")
+                seed = create(gr.Number, label="Seed", value=-1, precision=0, elem_id="img2img_seed")
+                with create(gr.Group, elem_id="img2img_script_container"):
                     script_inputs = scripts.scripts_img2img.setup_ui()
-            with gr.Column():
+            with create(gr.Column):
                 panel = create_output_panel("img2img")
 
         hidden = {"queue": False, "api_visibility": "undocumented"}
@@ -215,8 +230,9 @@ def create_tab(default_size: tuple[int, int] | None = None) -> dict[str, Any]:
         handler = scripts.with_script_parameters(generate, len(script_inputs))
         generate_button.click(handler, inputs=inputs + script_inputs, outputs=outputs, api_name="img2img")
         prompt.submit(handler, inputs=inputs + script_inputs, outputs=outputs, api_visibility="undocumented")
-        for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
-            box.change(token_counter, inputs=[box, steps], outputs=[counter], queue=False, show_progress="hidden",
+        for box, counter, count in ((prompt, prompt_tokens, token_counter),
+                                    (negative, negative_tokens, negative_token_counter)):
+            box.change(count, inputs=[box, steps], outputs=[counter], queue=False, show_progress="hidden",
                        api_visibility="undocumented")
         interrupt.click(interrupt_own_job, inputs=[], outputs=[], **hidden)
         skip.click(skip_own_job, inputs=[], outputs=[], **hidden)

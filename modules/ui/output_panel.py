@@ -17,6 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from modules import images, shared
+from modules.ui.components import create
 
 
 @dataclass
@@ -124,26 +125,28 @@ def open_folder(tabname: str) -> None:
         subprocess.Popen([*opener, folder], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError as e:
         raise gr.Error(f"Could not open {folder}: {e}") from e
-    gr.Info(f"Opened {folder}")
+    create(gr.Info, f"Opened {folder}")
 
 
 def create_output_panel(tabname: str) -> OutputPanel:
-    gallery = gr.Gallery(label="Output", elem_id=f"{tabname}_gallery", columns=4, format="png", type="filepath")
-    with gr.Row(elem_id=f"image_buttons_{tabname}", elem_classes=["image-buttons"]):
-        folder_button = gr.Button("📂", elem_id=f"{tabname}_open_folder", scale=0, min_width=40,
-                                  elem_classes=["tool"], visible=server_is_local())
-        save_button = gr.Button("💾", elem_id=f"save_{tabname}", scale=0, min_width=40, elem_classes=["tool"])
-        zip_button = gr.Button("🗃️", elem_id=f"save_zip_{tabname}", scale=0, min_width=40, elem_classes=["tool"])
-        send_to_img2img = gr.Button("🖼️", elem_id=f"{tabname}_send_to_img2img", scale=0, min_width=40,
-                                    elem_classes=["tool"])
-        send_to_inpaint = gr.Button("🎨️", elem_id=f"{tabname}_send_to_inpaint", scale=0, min_width=40,
-                                    elem_classes=["tool"])
-        send_to_extras = gr.Button("📐", elem_id=f"{tabname}_send_to_extras", scale=0, min_width=40,
-                                   elem_classes=["tool"])
-    files = gr.File(label="Saved files", file_count="multiple", interactive=False, visible=False,
-                    elem_id=f"download_files_{tabname}")
-    infotext = gr.Textbox(label="Generation parameters", interactive=False, lines=3, elem_id=f"{tabname}_infotext")
-    html_info = gr.HTML(elem_id=f"html_info_{tabname}")
+    gallery = create(gr.Gallery, label="Output", elem_id=f"{tabname}_gallery", columns=4, format="png", type="filepath")
+    with create(gr.Row, elem_id=f"image_buttons_{tabname}", elem_classes=["image-buttons"]):
+        folder_button = create(gr.Button, "📂", elem_id=f"{tabname}_open_folder", scale=0, min_width=40,
+                                          elem_classes=["tool"], visible=server_is_local())
+        save_button = create(gr.Button, "💾", elem_id=f"save_{tabname}", scale=0, min_width=40, elem_classes=["tool"])
+        zip_button = create(gr.Button, "🗃️", elem_id=f"save_zip_{tabname}", scale=0, min_width=40,
+                                       elem_classes=["tool"])
+        send_to_img2img = create(gr.Button, "🖼️", elem_id=f"{tabname}_send_to_img2img", scale=0, min_width=40,
+                                            elem_classes=["tool"])
+        send_to_inpaint = create(gr.Button, "🎨️", elem_id=f"{tabname}_send_to_inpaint", scale=0, min_width=40,
+                                            elem_classes=["tool"])
+        send_to_extras = create(gr.Button, "📐", elem_id=f"{tabname}_send_to_extras", scale=0, min_width=40,
+                                           elem_classes=["tool"])
+    files = create(gr.File, label="Saved files", file_count="multiple", interactive=False, visible=False,
+                            elem_id=f"download_files_{tabname}")
+    infotext = create(gr.Textbox, label="Generation parameters", interactive=False, lines=3,
+                                  elem_id=f"{tabname}_infotext")
+    html_info = create(gr.HTML, elem_id=f"html_info_{tabname}")
     infotexts = gr.State([])
     selected = gr.State(-1)
     panel = OutputPanel(tabname, gallery, infotext, html_info, infotexts, selected, files, send_to_img2img,

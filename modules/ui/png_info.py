@@ -9,6 +9,7 @@ from PIL import Image, UnidentifiedImageError
 
 from modules.infotext import read_info_from_image
 from modules.ui import txt2img
+from modules.ui.components import create
 
 
 def image_info(path: str | None) -> tuple[str, str]:
@@ -48,19 +49,20 @@ def create_tab(txt2img_fields: dict[str, gr.components.Component] | None = None,
                tabs: gr.Tabs | None = None, img2img_fields: dict | None = None) -> None:
     """The tab; "Send to txt2img" fills `txt2img_fields` (txt2img.create_tab's result) and selects the txt2img tab
     of `tabs` (the app's gr.Tabs)."""
-    with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-        with gr.Row(equal_height=False):
-            with gr.Column(variant="panel"):
-                image = gr.Image(label="Source", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                 elem_id="pnginfo_image", height=480)
-            with gr.Column(variant="panel"):
-                html_info = gr.HTML(elem_id="pnginfo_html_info")
-                generation_info = gr.Textbox(label="Parameters", lines=6, interactive=False,
-                                             elem_id="pnginfo_generation_info")
-                with gr.Row():
-                    send_button = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
-                    send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img",
-                                             visible=img2img_fields is not None and tabs is not None)
+    with create(gr.Tab, "PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+        with create(gr.Row, equal_height=False):
+            with create(gr.Column, variant="panel"):
+                image = create(gr.Image, label="Source", type="filepath", image_mode=None,
+                                         sources=["upload", "clipboard"],
+                                         elem_id="pnginfo_image", height=480)
+            with create(gr.Column, variant="panel"):
+                html_info = create(gr.HTML, elem_id="pnginfo_html_info")
+                generation_info = create(gr.Textbox, label="Parameters", lines=6, interactive=False,
+                                                     elem_id="pnginfo_generation_info")
+                with create(gr.Row):
+                    send_button = create(gr.Button, "Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+                    send_img2img = create(gr.Button, "Send to img2img", elem_id="pnginfo_send_to_img2img",
+                                                     visible=img2img_fields is not None and tabs is not None)
 
         image.change(image_info, inputs=[image], outputs=[generation_info, html_info], api_name="pnginfo")
 

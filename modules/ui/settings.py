@@ -17,6 +17,7 @@ import gradio as gr
 
 from modules import shared
 from modules.options import OptionInfo
+from modules.ui.components import create
 
 log = logging.getLogger("webui")
 
@@ -69,21 +70,22 @@ def create_setting_component(key: str, info: OptionInfo | None = None, **kwargs:
     default = info.default
     component = info.component
     if isinstance(component, type) and issubclass(component, gr.components.Component):
-        return component(**{**args, **common})
+        return create(component, **{**args, **common})
     choices = info.current_choices()
     if isinstance(default, bool):
-        return gr.Checkbox(**{**args, **common})
+        return create(gr.Checkbox, **{**args, **common})
     if choices is not None:
-        return gr.Dropdown(**{"choices": list(choices), "multiselect": isinstance(default, list), **args, **common})
+        return create(gr.Dropdown, **{"choices": list(choices), "multiselect": isinstance(default, list), **args,
+                                      **common})
     if isinstance(default, (int, float)):
         if "minimum" in args and "maximum" in args:
-            return gr.Slider(**args, **common)
+            return create(gr.Slider, **args, **common)
         precision = 0 if isinstance(default, int) else None
-        return gr.Number(**{"precision": precision, **args, **common})
+        return create(gr.Number, **{"precision": precision, **args, **common})
     if isinstance(default, list):
-        return gr.Dropdown(**{"choices": list(shared.opts.data_labels) if key == "quicksettings_list" else [],
-                              "multiselect": True, "allow_custom_value": True, **args, **common})
-    return gr.Textbox(**{"lines": 1, "max_lines": 1, **args, **common})
+        return create(gr.Dropdown, **{"choices": list(shared.opts.data_labels) if key == "quicksettings_list" else [],
+                                      "multiselect": True, "allow_custom_value": True, **args, **common})
+    return create(gr.Textbox, **{"lines": 1, "max_lines": 1, **args, **common})
 
 
 def _setting_name(key: str) -> str:
@@ -161,22 +163,22 @@ def create_tab() -> None:
         sections.setdefault(section_id, (title, []))[1].append(key)
 
     components: list[gr.components.Component] = []
-    with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+    with create(gr.Tab, "Settings", id="settings", elem_id="tab_settings"):
         if exposed_without_login(shared.cmd_opts):
-            gr.HTML(f'<p class="warning" id="settings_exposed_warning">{EXPOSED_WARNING}</p>')
-        with gr.Row():
-            submit = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
-        result = gr.HTML(FROZEN_MESSAGE if shared.opts.frozen else "", elem_id="settings_result")
-        with gr.Tabs(elem_id="settings_tabs"):
+            create(gr.HTML, f'<p class="warning" id="settings_exposed_warning">{EXPOSED_WARNING}</p>')
+        with create(gr.Row):
+            submit = create(gr.Button, "Apply settings", variant="primary", elem_id="settings_submit")
+        result = create(gr.HTML, FROZEN_MESSAGE if shared.opts.frozen else "", elem_id="settings_result")
+        with create(gr.Tabs, elem_id="settings_tabs"):
             for section_id, (title, section_keys) in sections.items():
-                with gr.Tab(title, id=f"settings_{section_id}", elem_id=f"settings_{section_id}"):
+                with create(gr.Tab, title, id=f"settings_{section_id}", elem_id=f"settings_{section_id}"):
                     for key in section_keys:
                         info = shared.opts.data_labels[key]
                         if info.comment_before:
-                            gr.HTML(info.comment_before)
+                            create(gr.HTML, info.comment_before)
                         components.append(create_setting_component(key, info))
                         if info.comment_after:
-                            gr.HTML(info.comment_after)
+                            create(gr.HTML, info.comment_after)
     submit.click(apply_settings, inputs=components, outputs=[result], api_name="apply_settings",
                  preprocess=False)  # raw values: our own checks name the setting instead of Gradio's index
     root = gr.context.Context.root_block

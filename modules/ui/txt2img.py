@@ -13,6 +13,7 @@ from modules.sampling import samplers
 from modules.styles import PromptStyle
 from modules.ui import paste
 from modules.ui.common import run_safely, session_of, stream_job
+from modules.ui.components import create
 from modules.ui.output_panel import create_output_panel
 
 # The txt2img inputs by field name, in the /txt2img endpoint's order (other tabs send values to these).
@@ -79,9 +80,15 @@ def generate(prompt: str, negative_prompt: str, sampler_name: str, scheduler: st
     yield from stream_job(lambda: shared.run_job(job, "txt2img", owner=owner), progress, owner)
 
 
-def token_counter(text: str, steps: float) -> str:
-    used, limit = shared.token_count(text or "", int(steps))
+def token_counter(text: str, steps: float, styles: list[str] | None = None, is_positive: bool = True) -> str:
+    """The "used/limit" badge under a prompt box (A1111's `update_token_counter`; extensions' before_token_counter
+    callbacks may rewrite the prompt first). `styles` defaults to None so API clients may leave it out."""
+    used, limit = shared.token_count(text or "", int(steps), styles=styles, is_positive=is_positive)
     return f'<span class="token-counter">{used}/{limit}</span>'
+
+
+def negative_token_counter(text: str, steps: float, styles: list[str] | None = None) -> str:
+    return token_counter(text, steps, styles, is_positive=False)
 
 
 def style_names() -> list[str]:
@@ -121,102 +128,112 @@ def create_tab(default_size: tuple[int, int] = (512, 512),
     """Build the tab; returns its input components by field name (`FIELD_NAMES`) and its "output_panel".
 
     `below_prompt(prompt)` builds extra UI right under the prompt row (the extra-networks browser)."""
-    with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-        with gr.Row():
-            with gr.Column(scale=6):
-                prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt",
-                                    placeholder="Prompt (press Ctrl+Enter to generate)")
-                prompt_tokens = gr.HTML("0/75", elem_id="txt2img_token_counter")
-                negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt")
-                negative_tokens = gr.HTML("0/75", elem_id="txt2img_negative_token_counter")
-                with gr.Row():
-                    styles = gr.Dropdown(label="Styles", multiselect=True, choices=style_names(),
-                                         elem_id="txt2img_styles", scale=4)
-                    style_name = gr.Textbox(label="New style name", elem_id="txt2img_style_name", scale=2)
-                    save_style_button = gr.Button("💾", elem_id="txt2img_save_style", scale=0, min_width=40)
-            with gr.Column(scale=1, min_width=160):
-                generate_button = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
-                interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt")
-                skip = gr.Button("Skip", elem_id="txt2img_skip")
-                with gr.Row(elem_id="txt2img_tools"):
-                    paste_button = gr.Button("↙️", elem_id="txt2img_paste", scale=0, min_width=40,
-                                             elem_classes=["tool"])
-                    clear_prompt = gr.Button("🗑️", elem_id="txt2img_clear_prompt", scale=0, min_width=40,
-                                             elem_classes=["tool"])
+    scripts.ensure_loaded()
+    # the tab's scripts see each of its components being made (Script.before_component / after_component)
+    with scripts.current_runner(scripts.scripts_txt2img), \
+            create(gr.Tab, "txt2img", id="txt2img", elem_id="tab_txt2img"):
+        with create(gr.Row):
+            with create(gr.Column, scale=6):
+                prompt = create(gr.Textbox, label="Prompt", lines=3, elem_id="txt2img_prompt",
+                                            placeholder="Prompt (press Ctrl+Enter to generate)")
+                prompt_tokens = create(gr.HTML, "0/75", elem_id="txt2img_token_counter")
+                negative = create(gr.Textbox, label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt")
+                negative_tokens = create(gr.HTML, "0/75", elem_id="txt2img_negative_token_counter")
+                with create(gr.Row):
+                    styles = create(gr.Dropdown, label="Styles", multiselect=True, choices=style_names(),
+                                                 elem_id="txt2img_styles", scale=4)
+                    style_name = create(gr.Textbox, label="New style name", elem_id="txt2img_style_name", scale=2)
+                    save_style_button = create(gr.Button, "💾", elem_id="txt2img_save_style", scale=0, min_width=40)
+            with create(gr.Column, scale=1, min_width=160):
+                generate_button = create(gr.Button, "Generate", variant="primary", elem_id="txt2img_generate")
+                interrupt = create(gr.Button, "Interrupt", elem_id="txt2img_interrupt")
+                skip = create(gr.Button, "Skip", elem_id="txt2img_skip")
+                with create(gr.Row, elem_id="txt2img_tools"):
+                    paste_button = create(gr.Button, "↙️", elem_id="txt2img_paste", scale=0, min_width=40,
+                                                     elem_classes=["tool"])
+                    clear_prompt = create(gr.Button, "🗑️", elem_id="txt2img_clear_prompt", scale=0, min_width=40,
+                                                     elem_classes=["tool"])
         if below_prompt is not None:
             below_prompt(prompt)
-        with gr.Row():
-            with gr.Column():
-                with gr.Row():
-                    sampler = gr.Dropdown(label="Sampling method", choices=samplers.sampler_names(),
-                                          value="DPM++ 2M", elem_id="txt2img_sampling")
-                    scheduler = gr.Dropdown(label="Schedule type", choices=samplers.schedule_type_labels(),
-                                            value="Automatic", elem_id="txt2img_scheduler")
-                steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
-                with gr.Row():
-                    width = gr.Slider(64, 2048, value=default_size[0], step=8, label="Width", elem_id="txt2img_width")
-                    res_switch = gr.Button("⇅", elem_id="txt2img_res_switch_btn", scale=0, min_width=40,
-                                           elem_classes=["tool"])
-                    height = gr.Slider(64, 2048, value=default_size[1], step=8, label="Height",
-                                       elem_id="txt2img_height")
-                with gr.Row():
-                    batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
-                                            elem_id="txt2img_batch_count")
-                    batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")
-                cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
-                with gr.Row(elem_id="txt2img_seed_row"):
-                    seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="txt2img_seed", scale=4)
-                    random_seed = gr.Button("🎲️", elem_id="txt2img_random_seed", scale=0, min_width=40,
-                                            elem_classes=["tool"])
-                    reuse_seed_button = gr.Button("♻️", elem_id="txt2img_reuse_seed", scale=0, min_width=40,
-                                                  elem_classes=["tool"])
-                    seed_extras = gr.Checkbox(label="Extra", value=False, elem_id="txt2img_subseed_show", scale=1)
-                with gr.Group(visible=False, elem_id="txt2img_seed_extras") as seed_extras_group:
-                    with gr.Row():
-                        subseed = gr.Number(label="Variation seed", value=-1, precision=0, elem_id="txt2img_subseed")
-                        random_subseed = gr.Button("🎲️", elem_id="txt2img_random_subseed", scale=0, min_width=40,
+        with create(gr.Row):
+            with create(gr.Column):
+                with create(gr.Row):
+                    sampler = create(gr.Dropdown, label="Sampling method", choices=samplers.sampler_names(),
+                                                  value="DPM++ 2M", elem_id="txt2img_sampling")
+                    scheduler = create(gr.Dropdown, label="Schedule type", choices=samplers.schedule_type_labels(),
+                                                    value="Automatic", elem_id="txt2img_scheduler")
+                steps = create(gr.Slider, 1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
+                with create(gr.Row):
+                    width = create(gr.Slider, 64, 2048, value=default_size[0], step=8, label="Width",
+                                              elem_id="txt2img_width")
+                    res_switch = create(gr.Button, "⇅", elem_id="txt2img_res_switch_btn", scale=0, min_width=40,
                                                    elem_classes=["tool"])
-                        subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
-                                                     elem_id="txt2img_subseed_strength")
-                    with gr.Row():
-                        seed_resize_from_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
-                                                       elem_id="txt2img_seed_resize_from_w")
-                        seed_resize_from_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
-                                                       elem_id="txt2img_seed_resize_from_h")
-                with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr"):
-                    enable_hr = gr.Checkbox(label="Enable", value=False, elem_id="txt2img_enable_hr")
-                    with gr.Row():
-                        hr_upscaler = gr.Dropdown(label="Upscaler", choices=hires_upscaler_names(), value="Latent",
-                                                  elem_id="txt2img_hr_upscaler")
-                        hr_second_pass_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps",
-                                                         elem_id="txt2img_hires_steps")
-                        denoising_strength = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",
-                                                       elem_id="txt2img_denoising_strength")
-                    with gr.Row():
-                        hr_scale = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by", elem_id="txt2img_hr_scale")
-                        hr_resize_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to",
-                                                elem_id="txt2img_hr_resize_x")
-                        hr_resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
-                                                elem_id="txt2img_hr_resize_y")
-                    with gr.Row():
-                        hr_sampler = gr.Dropdown(label="Hires sampling method", value=SAME_SAMPLER,
-                                                 choices=[SAME_SAMPLER, *samplers.sampler_names()],
-                                                 elem_id="hr_sampler")
-                        hr_scheduler = gr.Dropdown(label="Hires schedule type", value=SAME_SCHEDULER,
-                                                   choices=[SAME_SCHEDULER, *samplers.schedule_type_labels()],
-                                                   elem_id="hr_scheduler")
-                    with gr.Row():
-                        hr_prompt = gr.Textbox(label="Hires prompt", value="", lines=2, elem_id="hires_prompt",
-                                               placeholder="Prompt for hires fix pass.\nLeave empty to use the same "
-                                                           "prompt as in first pass.")
-                        hr_negative = gr.Textbox(label="Hires negative prompt", value="", lines=2,
-                                                 elem_id="hires_neg_prompt",
-                                                 placeholder="Negative prompt for hires fix pass.\nLeave empty to use "
-                                                             "the same negative prompt as in first pass.")
-                scripts.ensure_loaded()
-                with gr.Group(elem_id="txt2img_script_container"):
+                    height = create(gr.Slider, 64, 2048, value=default_size[1], step=8, label="Height",
+                                               elem_id="txt2img_height")
+                with create(gr.Row):
+                    batch_count = create(gr.Slider, 1, 100, value=1, step=1, label="Batch count",
+                                                    elem_id="txt2img_batch_count")
+                    batch_size = create(gr.Slider, 1, 8, value=1, step=1, label="Batch size",
+                                                   elem_id="txt2img_batch_size")
+                cfg = create(gr.Slider, 1, 30, value=7, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
+                with create(gr.Row, elem_id="txt2img_seed_row"):
+                    seed = create(gr.Number, label="Seed", value=-1, precision=0, elem_id="txt2img_seed", scale=4)
+                    random_seed = create(gr.Button, "🎲️", elem_id="txt2img_random_seed", scale=0, min_width=40,
+                                                    elem_classes=["tool"])
+                    reuse_seed_button = create(gr.Button, "♻️", elem_id="txt2img_reuse_seed", scale=0, min_width=40,
+                                                          elem_classes=["tool"])
+                    seed_extras = create(gr.Checkbox, label="Extra", value=False, elem_id="txt2img_subseed_show",
+                                                      scale=1)
+                with create(gr.Group, visible=False, elem_id="txt2img_seed_extras") as seed_extras_group:
+                    with create(gr.Row):
+                        subseed = create(gr.Number, label="Variation seed", value=-1, precision=0,
+                                                    elem_id="txt2img_subseed")
+                        random_subseed = create(gr.Button, "🎲️", elem_id="txt2img_random_subseed", scale=0,
+                                                           min_width=40,
+                                                           elem_classes=["tool"])
+                        subseed_strength = create(gr.Slider, 0, 1, value=0, step=0.01, label="Variation strength",
+                                                             elem_id="txt2img_subseed_strength")
+                    with create(gr.Row):
+                        seed_resize_from_w = create(gr.Slider, 0, 2048, value=0, step=8, label="Resize seed from width",
+                                                               elem_id="txt2img_seed_resize_from_w")
+                        seed_resize_from_h = create(gr.Slider, 0, 2048, value=0, step=8,
+                                                               label="Resize seed from height",
+                                                               elem_id="txt2img_seed_resize_from_h")
+                with create(gr.Accordion, "Hires. fix", open=False, elem_id="txt2img_hr"):
+                    enable_hr = create(gr.Checkbox, label="Enable", value=False, elem_id="txt2img_enable_hr")
+                    with create(gr.Row):
+                        hr_upscaler = create(gr.Dropdown, label="Upscaler", choices=hires_upscaler_names(),
+                                                          value="Latent",
+                                                          elem_id="txt2img_hr_upscaler")
+                        hr_second_pass_steps = create(gr.Slider, 0, 150, value=0, step=1, label="Hires steps",
+                                                                 elem_id="txt2img_hires_steps")
+                        denoising_strength = create(gr.Slider, 0, 1, value=0.7, step=0.01, label="Denoising strength",
+                                                               elem_id="txt2img_denoising_strength")
+                    with create(gr.Row):
+                        hr_scale = create(gr.Slider, 1, 4, value=2, step=0.05, label="Upscale by",
+                                                     elem_id="txt2img_hr_scale")
+                        hr_resize_x = create(gr.Slider, 0, 2048, value=0, step=8, label="Resize width to",
+                                                        elem_id="txt2img_hr_resize_x")
+                        hr_resize_y = create(gr.Slider, 0, 2048, value=0, step=8, label="Resize height to",
+                                                        elem_id="txt2img_hr_resize_y")
+                    with create(gr.Row):
+                        hr_sampler = create(gr.Dropdown, label="Hires sampling method", value=SAME_SAMPLER,
+                                                         choices=[SAME_SAMPLER, *samplers.sampler_names()],
+                                                         elem_id="hr_sampler")
+                        hr_scheduler = create(gr.Dropdown, label="Hires schedule type", value=SAME_SCHEDULER,
+                                                           choices=[SAME_SCHEDULER, *samplers.schedule_type_labels()],
+                                                           elem_id="hr_scheduler")
+                    with create(gr.Row):
+                        hr_prompt = create(gr.Textbox, label="Hires prompt", value="", lines=2, elem_id="hires_prompt",
+                                           placeholder="Prompt for hires fix pass.\nLeave empty to use the same "
+                                                       "prompt as in first pass.")
+                        hr_negative = create(gr.Textbox, label="Hires negative prompt", value="", lines=2,
+                                             elem_id="hires_neg_prompt",
+                                             placeholder="Negative prompt for hires fix pass.\nLeave empty to use "
+                                                         "the same negative prompt as in first pass.")
+                with create(gr.Group, elem_id="txt2img_script_container"):
                     script_inputs = scripts.scripts_txt2img.setup_ui()
-            with gr.Column():
+            with create(gr.Column):
                 panel = create_output_panel("txt2img")
         inputs = [prompt, negative, sampler, scheduler, steps, cfg, seed, width, height, batch_count, batch_size,
                   styles, enable_hr, hr_upscaler, hr_second_pass_steps, denoising_strength, hr_scale, hr_resize_x,
@@ -227,8 +244,9 @@ def create_tab(default_size: tuple[int, int] = (512, 512),
         handler = scripts.with_script_parameters(generate, len(script_inputs))
         generate_button.click(handler, inputs=inputs + script_inputs, outputs=outputs, api_name="txt2img")
         prompt.submit(handler, inputs=inputs + script_inputs, outputs=outputs, api_visibility="undocumented")
-        for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
-            box.change(token_counter, inputs=[box, steps], outputs=[counter], queue=False, show_progress="hidden")
+        for box, counter, count in ((prompt, prompt_tokens, token_counter),
+                                    (negative, negative_tokens, negative_token_counter)):
+            box.change(count, inputs=[box, steps, styles], outputs=[counter], queue=False, show_progress="hidden")
         save_style_button.click(save_style, inputs=[style_name, prompt, negative], outputs=[styles])
         interrupt.click(interrupt_own_job, inputs=[], outputs=[], queue=False)
         skip.click(skip_own_job, inputs=[], outputs=[], queue=False)
