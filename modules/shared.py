@@ -165,9 +165,7 @@ def token_count(prompt: str, steps: int, styles: list[str] | None = None,
 
 def _set_model_settings(values: dict[str, Any]) -> None:
     """Set sd_vae / sd_model_checkpoint and load what they name, once (setting sd_vae alone would reload)."""
-    if "sd_vae" in values:
-        opts.set("sd_vae", values["sd_vae"], run_callbacks=False)
-    models.use(values.get("sd_model_checkpoint"))
+    models.switch(values.get("sd_model_checkpoint"), values.get("sd_vae"))
 
 
 def _use_model_overrides(job: Job) -> dict[str, Any]:

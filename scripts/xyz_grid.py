@@ -647,11 +647,9 @@ class ModelSwitcher:
         self.switched = True
         self.p.context = None  # the old model must be freed before the next one is read (two rarely fit)
         self.template = dataclasses.replace(self.template, model=None) if self.template is not None else None
-        if vae_changed:  # no change callback: it would reload the model before the checkpoint is switched
-            self.opts.set("sd_vae", vae, run_callbacks=False)
         if info is not None and current_file != info.filename:
             log.info("X/Y/Z plot: loading checkpoint %s", info.title)
-        self.models.use(info.title if info is not None else None)  # loads only what differs
+        self.models.switch(info.title if info is not None else None, vae if vae_changed else None)
 
     def _context(self) -> Any:
         if self.template is None:

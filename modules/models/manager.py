@@ -110,6 +110,15 @@ class ModelManager:
                 self._load(info, force=loaded is not None and loaded[0] == info.filename)
             return self.current
 
+    def switch(self, checkpoint: str | None = None, vae: str | None = None) -> SDModel:
+        """The one model switch every kind of job uses (a job's override_settings, an X/Y/Z cell, the settings):
+        choose the VAE (`sd_vae`, without its change callback, which would load the old checkpoint with it first)
+        and the checkpoint, then load only what differs."""
+        with self.lock:
+            if vae is not None:
+                self.opts.set("sd_vae", vae, run_callbacks=False)
+            return self.use(checkpoint)
+
     def reload_vae(self) -> SDModel:
         """Apply a changed `sd_vae` setting by reloading the current checkpoint with the chosen VAE."""
         with self.lock:
