@@ -1,7 +1,7 @@
 """A1111's Extras operation: upscale one image, a batch of images, or a folder, and save the results.
 
-`run_extras(request, opts, data_dir, ...)` is the core (no Gradio, no lock); `run_extras_job(request, ...)` runs it
-for the application under `shared.queue_lock` with progress state set up, and is what the Extras tab and the
+`run_extras(request, opts, data_dir, ...)` is the core (no Gradio, no queue); `shared.run_extras_job(request, ...)`
+runs it for the application as an item of the job runner's queue, which is what the Extras tab and the
 `/sdapi/v1/extra-single-image` / `extra-batch-images` routes call. Face restoration is not available.
 
 Output files follow A1111 v1.10.1's `run_postprocessing`: `outputs/extras-images/00000.png` (no date folder), or the
@@ -303,30 +303,3 @@ def run_extras(request: ExtrasRequest, opts: Any, data_dir: str, state: Any = No
         html_info += f'<p class="comment">Skipped (not images): {html.escape(", ".join(skipped))}</p>'
     devices.torch_gc()
     return ExtrasResult(outputs, text, html_info, saved, skipped)
-
-
-def run_extras_job(request: ExtrasRequest, save_output: bool = True, owner: str | None = None) -> ExtrasResult:
-    """`run_extras` for the running application, under `shared.queue_lock` so it never overlaps a generation.
-
-    `owner` (a browser session) works as in `shared.run_job`: Interrupt reaches only that session's job.
-    The API passes save_output=False (A1111's API does not save extras results)."""
-    from modules import shared  # here: shared is set up by the application, after this module is imported
-
-    state = shared.state
-    if owner is not None:
-        state.enqueue(owner)
-    try:
-        shared.queue_lock.acquire()
-    finally:
-        cancelled = owner is not None and state.dequeue(owner)
-    try:
-        if cancelled:
-            raise ExtrasError("Interrupted before it started.")
-        state.begin("extras", 1, owner=owner)
-        try:
-            return run_extras(request, shared.opts, shared.cmd_opts.data_dir, state, save_output,
-                              upscaling.registry())
-        finally:
-            state.end()
-    finally:
-        shared.queue_lock.release()

@@ -222,6 +222,17 @@ class JobRunner:
             self._condition.notify_all()
         return task
 
+    def cancel_owner(self, owner: str) -> list[Task]:
+        """Cancel everything a browser session queued or runs (its tab was closed); returns those tasks. Work
+        submitted without an owner (the API, its async jobs) is never touched."""
+        with self._condition:
+            mine = [item.task for item in self._items if item.owner == owner]
+            if self._current is not None and self._current.owner == owner:
+                mine.append(self._current.task)
+        for task in mine:
+            self.cancel(task.id)
+        return mine
+
     # --- shutdown ---------------------------------------------------------------------------------------------------
 
     def close(self, reason: str) -> list[Task]:

@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any
 
-from modules import cmd_args, devices
+from modules import cmd_args, devices, upscaling
 from modules.models.manager import ModelManager
 from modules.models.safe_load import CheckpointLoadError
 from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lora_registry
@@ -81,6 +81,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     models.listeners.append(lambda _model: save_settings())  # the chosen checkpoint persists
     models.before_switch.append(_forget_counting_encoder)
     state.listeners.append(_live_preview)
+    upscaling.configure(cmd_opts)  # the upscaler folders and device follow these flags
     models.refresh()
 
 
@@ -232,6 +233,22 @@ def _job_work(job: Job):
                 except Exception as e:  # the job's own outcome stands, and its task must still be finished
                     log.error("Could not go back to %s after the job: %s", restore_models, e)
     return work
+
+
+def run_extras_job(request, save_output: bool = True, owner: str | None = None):
+    """Extras (`postprocessing.run_extras`) as an item of the job runner's queue, never beside a generation.
+
+    `owner` (a browser session) works as in `run_job`: Interrupt reaches only that session's job. The API passes
+    save_output=False (A1111's API does not save extras results)."""
+    from modules import postprocessing
+
+    def work() -> postprocessing.ExtrasResult:
+        return postprocessing.run_extras(request, opts, cmd_opts.data_dir, state, save_output, upscaling.registry())
+
+    try:
+        return runner.run("extras", work, owner=owner)
+    except JobCancelled as e:
+        raise postprocessing.ExtrasError(str(e)) from e
 
 
 def __getattr__(name: str):

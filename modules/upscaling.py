@@ -334,6 +334,14 @@ def read_model_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 _default: UpscalerRegistry | None = None
 _default_lock = threading.Lock()
+_app_args: argparse.Namespace | None = None  # the running application's flags, given by `configure` at start
+
+
+def configure(args: argparse.Namespace | None) -> None:
+    """The application's flags (model folders, --use-cpu, precision), set once at start by the application: the
+    core reads no global settings module."""
+    global _app_args
+    _app_args = args
 
 
 def _device_for(args: argparse.Namespace | None) -> tuple[torch.device, torch.dtype]:
@@ -348,11 +356,9 @@ def _device_for(args: argparse.Namespace | None) -> tuple[torch.device, torch.dt
 
 
 def registry() -> UpscalerRegistry:
-    """The registry for the running application's flags (`shared.cmd_opts`); built-ins only before initialisation."""
+    """The registry for the running application's flags (see `configure`); built-ins only before that."""
     global _default
-    from modules import shared  # imported here: shared imports processing, which imports this module
-
-    args = shared.cmd_opts
+    args = _app_args
     folders = model_folders(args)
     device, dtype = _device_for(args)
     with _default_lock:

@@ -161,7 +161,7 @@ def test_generation_extras_and_merge_at_the_same_time_take_turns(app, tiny_check
     name = app.models.registry.titles()[0]
     threads = [
         threading.Thread(target=timed("txt2img", lambda: app.run_job(Job(prompt="a red circle", seed=1, **size)))),
-        threading.Thread(target=timed("extras", lambda: postprocessing.run_extras_job(postprocessing.ExtrasRequest(
+        threading.Thread(target=timed("extras", lambda: app.run_extras_job(postprocessing.ExtrasRequest(
             image=Image.new("RGB", (32, 32), "red"), upscaling_resize=2, extras_upscaler_1="Lanczos")))),
         threading.Thread(target=timed("model-merge", lambda: merger.merge(
             name, "", "", "No interpolation", 0.3, False, "merged", "safetensors", None, "", True, False, False,
@@ -272,3 +272,27 @@ def test_a_client_that_hangs_up_cancels_its_queued_job(api_url):
     # the async job API's jobs run on although nobody waits on a connection
     job = _long_job(api_url, steps=2)
     _wait_until(lambda: _status(api_url, job)["status"] == "done", 60)
+
+
+@pytest.mark.unit
+def test_closing_a_tab_cancels_only_that_sessions_work():
+    runner = _runner()
+    release = threading.Event()
+
+    def long_job() -> str:
+        while not runner.state.interrupted and not release.is_set():
+            time.sleep(0.01)
+        return "stopped" if runner.state.interrupted else "finished"
+
+    alice_running = runner.submit("txt2img", long_job, owner="alice")
+    api_job = runner.submit("txt2img", lambda: "api")  # no owner: the API's
+    alice_queued = runner.submit("extras", lambda: "never", owner="alice")
+    bob_queued = runner.submit("img2img", lambda: "bob", owner="bob")
+    _wait_until(lambda: alice_running.task.status == "running")
+    cancelled = runner.cancel_owner("alice")
+    assert {t.id for t in cancelled} == {alice_running.task.id, alice_queued.task.id}
+    assert alice_running.result(10) == "stopped"
+    with pytest.raises(JobCancelled):
+        alice_queued.result(10)
+    assert api_job.result(10) == "api" and bob_queued.result(10) == "bob"
+    assert runner.state.waiting == {}

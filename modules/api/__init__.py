@@ -7,10 +7,7 @@ Every client mistake is a 4xx with A1111's error body `{error, detail, body, err
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -25,11 +22,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from modules import auth, devices, shared, tasks
 from modules.api import models
+from modules.api.common import ApiError, _error_body, decode_base64_image, encode_png  # noqa: F401 (re-exported)
 from modules.infotext import parse_generation_parameters, read_info_from_image
 from modules.models.safe_load import CheckpointLoadError
 from modules.processing import LATENT_UPSCALE_MODES, Job, JobError, Processed, hires_target_size
@@ -47,45 +45,6 @@ _JOB_FIELDS = {f.name for f in dataclasses.fields(Job)} - {"init_images", "image
 _INFOTEXT_FIELDS = ("prompt", "negative_prompt", "steps", "cfg_scale", "seed", "width", "height", "batch_size",
                     "denoising_strength", "enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
                     "hr_resize_x", "hr_resize_y", "subseed", "subseed_strength", "sampler_name", "scheduler")
-
-
-class ApiError(HTTPException):
-    pass
-
-
-def _error_body(error: str, detail: Any, body: Any = "", errors: Any = "") -> dict[str, Any]:
-    return {"error": error, "detail": detail, "body": body, "errors": errors}
-
-
-# --- images ------------------------------------------------------------------------------------------------------
-
-def decode_base64_image(data: str, what: str = "image") -> Image.Image:
-    """A PIL image from base64, with or without a `data:image/...;base64,` prefix; 400 naming the field if not."""
-    if not isinstance(data, str) or not data:
-        raise ApiError(400, f"{what}: empty image data")
-    if data.startswith("data:"):
-        data = data.split(",", 1)[-1]
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ApiError(400, f"{what}: invalid base64 ({e})") from e
-    try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, f"{what}: image too large ({e})") from e
-    except (UnidentifiedImageError, OSError, ValueError, TypeError, SyntaxError) as e:  # broken TIFFs: the last two
-        raise ApiError(400, f"{what}: not an image ({e})") from e
-    return image
-
-
-def encode_png(image: Image.Image, info: str | None) -> str:
-    buffer = io.BytesIO()
-    meta = PngImagePlugin.PngInfo()
-    if info:
-        meta.add_text("parameters", info)
-    image.save(buffer, format="PNG", pnginfo=meta)
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 # --- requests -> Job ---------------------------------------------------------------------------------------------

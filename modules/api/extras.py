@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from modules import postprocessing
+from modules import postprocessing, shared
 from modules.api import models
+from modules.api.common import ApiError, decode_base64_image, encode_png
 
 
 def _request(body: models.ExtrasBase, **images: Any) -> postprocessing.ExtrasRequest:
@@ -22,17 +23,13 @@ def _request(body: models.ExtrasBase, **images: Any) -> postprocessing.ExtrasReq
 
 
 def _run(request: postprocessing.ExtrasRequest) -> postprocessing.ExtrasResult:
-    from modules.api import ApiError
-
     try:
-        return postprocessing.run_extras_job(request, save_output=False)
+        return shared.run_extras_job(request, save_output=False)
     except ValueError as e:
         raise ApiError(400, str(e)) from e
 
 
 def add_routes(router: APIRouter) -> None:
-    from modules.api import decode_base64_image, encode_png
-
     @router.post("/extra-single-image")
     def extra_single_image(body: models.ExtrasSingleImageRequest) -> dict[str, Any]:
         image = decode_base64_image(body.image, "image")

@@ -1,6 +1,6 @@
 """The Extras tab (A1111's): upscale a single image, a batch of uploaded images, or a folder on the server.
 
-The work is `postprocessing.run_extras_job`, which takes the queue lock so it never overlaps a generation.
+The work is `shared.run_extras_job`, an item of the job runner's queue, so it never overlaps a generation.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def run_extras(extras_mode: int, image: Image.Image | None, image_batch: list | 
                             resize_mode, upscaling_resize, max_side_length, upscaling_resize_w, upscaling_resize_h,
                             upscaling_crop, extras_upscaler_1, extras_upscaler_2, extras_upscaler_2_visibility)
         progress(0, desc="Upscaling")
-        result = postprocessing.run_extras_job(job, save_output=True, owner=session_of(request))
+        result = shared.run_extras_job(job, save_output=True, owner=session_of(request))
     except USER_ERRORS as e:
         raise gr.Error(str(e)) from e
     except gr.Error:
