@@ -43,3 +43,11 @@ def torch_gc() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.ipc_collect()
+
+
+def cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Change a model's precision. Plain nn.Module.to: diffusers' own `to(dtype)` logs a misleading
+    "should be kept in float32: []" warning on every call (its empty module list is not None)."""
+    if any(p.dtype != dtype for p in module.parameters()):
+        torch.nn.Module.to(module, dtype=dtype)
+    return module

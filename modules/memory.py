@@ -101,7 +101,7 @@ def _modules(model: Any, component: str) -> list[torch.nn.Module]:
 
 def _move(module: torch.nn.Module, device: torch.device) -> None:
     # Plain nn.Module.to: device only (dtypes were final at build time), and diffusers' override would log its
-    # misleading "kept in float32" warning (see loader.cast).
+    # misleading "kept in float32" warning (see devices.cast).
     torch.nn.Module.to(module, device=device)
 
 
@@ -158,7 +158,7 @@ def _group_offload(module: torch.nn.Module, device: torch.device) -> None:
 def recast(model: Any, module: torch.nn.Module, dtype: torch.dtype) -> None:
     """Change a component's precision in any memory mode. Under --lowvram, group offloading keeps pinned CPU copies
     of the weights it uploads from: they are made again, or the next upload would bring back the old dtype."""
-    from modules.models.loader import cast
+    from modules.devices import cast
 
     cast(module, dtype)
     if mode_of(model) == "lowvram":

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from modules import cmd_args, devices, upscaling
-from modules.models.manager import ModelManager
+from modules.model_manager import ModelManager
 from modules.models.safe_load import CheckpointLoadError
 from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lora_registry
 from modules.options import OptionInfo, Options  # noqa: F401 (extensions use shared.OptionInfo)

@@ -16,7 +16,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTokenizer
 
 from modules import hashes
-from modules.devices import DevicePolicy
+from modules.devices import DevicePolicy, cast  # noqa: F401 (cast: also used by tests from here)
 from modules.models import architecture, detection
 from modules.models.registry import VAE_SUFFIXES, CheckpointInfo, scan_files
 from modules.models.safe_load import CheckpointLoadError, load_state_dict, read_safetensors_metadata
@@ -109,14 +109,6 @@ def resolve_vae(sd_vae: str, checkpoint_path: str, vae_folders: list[str]) -> Va
         if sd_vae in (vae.name, Path(vae.filename).name, Path(vae.name).stem):
             return vae
     raise CheckpointLoadError(f"VAE {sd_vae!r} not found in {', '.join(vae_folders)}")
-
-
-def cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Change a model's precision. Plain nn.Module.to: diffusers' own `to(dtype)` logs a misleading
-    "should be kept in float32: []" warning on every call (its empty module list is not None)."""
-    if any(p.dtype != dtype for p in module.parameters()):
-        torch.nn.Module.to(module, dtype=dtype)
-    return module
 
 
 def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
