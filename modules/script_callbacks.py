@@ -180,6 +180,30 @@ def after_component_callback(component: Any, **kwargs: Any) -> None:
     _run("after_component", component, **kwargs)
 
 
+# --- component routers ----------------------------------------------------------------------------------------------
+# Who else hears of the UI's components besides the on_before/after_component callbacks: `modules.scripts` registers
+# one that hands them to the scripts of the tab being built (`scripts_current`). A registry here, rather than an
+# import of `modules.scripts` by `modules.ui.components`, keeps the UI's block factory free of the script loader.
+
+ComponentRouter = Callable[[str, Any, dict[str, Any]], None]
+"""`router(phase, component, kwargs)`: `phase` is "before" (the block's `__init__` has not run) or "after"."""
+component_routers: dict[str, ComponentRouter] = {}
+
+
+def register_component_router(name: str, router: ComponentRouter) -> None:
+    """Add (or replace, by name: a reloaded module registers again) a router of the UI's components."""
+    component_routers[name] = router
+
+
+def route_component(phase: str, component: Any, kwargs: dict[str, Any]) -> None:
+    """Hand a component being made to every router; one that raises is logged and the UI is built on."""
+    for name, router in list(component_routers.items()):
+        try:
+            router(phase, component, kwargs)
+        except Exception:
+            log.exception("Error routing the %s_component event to %s", phase, name)
+
+
 def image_grid_callback(params: ImageGridLoopParams) -> None:
     _run("image_grid", params)
 

@@ -191,6 +191,21 @@ def current_runner(runner: ScriptRunner | None) -> Iterator[None]:
         scripts_current = previous
 
 
+def _route_component(phase: str, component: Any, kwargs: dict[str, Any]) -> None:
+    """The components of the UI (`modules.ui.components.create`) to the scripts of the tab being built."""
+    runner = scripts_current
+    if runner is None:
+        return
+    if phase == "before":
+        runner.before_component(component, **kwargs)
+    else:
+        runner.after_component(component, **kwargs)
+
+
+# registered here, not imported by the UI: modules.ui.components stays free of this module (no import circle)
+script_callbacks.register_component_router("scripts_current", _route_component)
+
+
 def basedir() -> str:
     """The folder of the script being loaded: the extension's folder, or the repo root for `scripts/`."""
     return current_basedir

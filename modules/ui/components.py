@@ -14,6 +14,9 @@ Callbacks get `(component, **kwargs)` with the constructor's arguments by name (
 Button's text is `kwargs["value"]`), and run inside the layout being built, so what they create lands right before
 or after the block. Before the block is made, `component` is the instance whose `__init__` has not run yet (as in
 A1111). Blocks that extensions create themselves (in `ui()`, in a callback) are not announced.
+
+The scripts are reached through `script_callbacks.route_component` (`modules.scripts` registers a router for
+`scripts_current` when it is imported), so this module does not import the script loader: no import circle.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, TypeVar
 
-from modules import script_callbacks, scripts
+from modules import script_callbacks
 
 BlockT = TypeVar("BlockT")
 
@@ -45,17 +48,15 @@ def _by_name(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[s
 
 
 def announce_before(component: Any, kwargs: dict[str, Any]) -> None:
-    runner = scripts.scripts_current
-    if runner is not None:
-        runner.before_component(component, **kwargs)
+    """Before the block is made: the routers (the building tab's scripts), then the on_before_component callbacks."""
+    script_callbacks.route_component("before", component, kwargs)
     script_callbacks.before_component_callback(component, **kwargs)
 
 
 def announce_after(component: Any, kwargs: dict[str, Any]) -> None:
+    """After the block is made: the on_after_component callbacks, then the routers (A1111's order, mirrored)."""
     script_callbacks.after_component_callback(component, **kwargs)
-    runner = scripts.scripts_current
-    if runner is not None:
-        runner.after_component(component, **kwargs)
+    script_callbacks.route_component("after", component, kwargs)
 
 
 def create(cls: type[BlockT], *args: Any, **kwargs: Any) -> BlockT:
