@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from modules import hooks
 from modules.hooks import (  # noqa: F401 (A1111's names for the core's parameter objects)
@@ -180,14 +180,17 @@ def after_component_callback(component: Any, **kwargs: Any) -> None:
     _run("after_component", component, **kwargs)
 
 
-# --- component routers ----------------------------------------------------------------------------------------------
-# Who else hears of the UI's components besides the on_before/after_component callbacks: `modules.scripts` registers
-# one that hands them to the scripts of the tab being built (`scripts_current`). A registry here, rather than an
-# import of `modules.scripts` by `modules.ui.components`, keeps the UI's block factory free of the script loader.
+# --- the UI's components ---------------------------------------------------------------------------------------------
+# A1111 patches Gradio's constructors so that every block of its UI is announced before and after it is made: to the
+# scripts of the tab being built and to the on_before/after_component callbacks. Here the UI makes its blocks through
+# `create_component` (`modules.ui.components.create`). It lives in this module, which both the UI and the script
+# loader import, so that neither imports the other: the scripts are reached through a *router* that
+# `modules.scripts` registers at import (for `scripts_current`).
 
 ComponentRouter = Callable[[str, Any, dict[str, Any]], None]
 """`router(phase, component, kwargs)`: `phase` is "before" (the block's `__init__` has not run) or "after"."""
 component_routers: dict[str, ComponentRouter] = {}
+BlockT = TypeVar("BlockT")
 
 
 def register_component_router(name: str, router: ComponentRouter) -> None:
@@ -202,6 +205,41 @@ def route_component(phase: str, component: Any, kwargs: dict[str, Any]) -> None:
             router(phase, component, kwargs)
         except Exception:
             log.exception("Error routing the %s_component event to %s", phase, name)
+
+
+def _by_name(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """`args` and `kwargs` as keyword arguments of `cls`, or None when the positional ones cannot be named."""
+    if not args:
+        return dict(kwargs)
+    try:
+        parameters = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    named = parameters[:len(args)]
+    if len(named) < len(args) or any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in named):
+        return None
+    if any(p.name in kwargs for p in named):
+        return None  # the constructor will raise its own TypeError
+    return {**{p.name: value for p, value in zip(named, args)}, **kwargs}
+
+
+def create_component(cls: type[BlockT], *args: Any, **kwargs: Any) -> BlockT:
+    """`cls(*args, **kwargs)` announced in A1111's order: the routers (the building tab's scripts), the
+    on_before_component callbacks, the block is made, the on_after_component callbacks, the routers again.
+
+    The callbacks get the constructor's arguments by name (positional ones too, so a Button's text is
+    `kwargs["value"]`); before the block is made, `component` is the instance whose `__init__` has not run yet."""
+    keywords = _by_name(cls, args, kwargs)
+    if keywords is not None:
+        args, kwargs = (), keywords
+    # made in two steps so that before_component gets the instance, as A1111's patched __init__ does
+    component = cls.__new__(cls)
+    route_component("before", component, kwargs)
+    before_component_callback(component, **kwargs)
+    component.__init__(*args, **kwargs)
+    after_component_callback(component, **kwargs)
+    route_component("after", component, kwargs)
+    return component
 
 
 def image_grid_callback(params: ImageGridLoopParams) -> None:

@@ -406,7 +406,7 @@ class ScriptRunner:
         dropdown (`script_list`) and one hidden group per selectable script, shown when chosen."""
         import gradio as gr
 
-        from modules.ui.components import create  # announced to extensions like the tab's own components
+        create = script_callbacks.create_component  # announced to extensions like the tab's own components
 
         self.inputs = [None]
         for script in self.alwayson_scripts:

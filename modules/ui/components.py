@@ -15,58 +15,16 @@ Button's text is `kwargs["value"]`), and run inside the layout being built, so w
 or after the block. Before the block is made, `component` is the instance whose `__init__` has not run yet (as in
 A1111). Blocks that extensions create themselves (in `ui()`, in a callback) are not announced.
 
-The scripts are reached through `script_callbacks.route_component` (`modules.scripts` registers a router for
-`scripts_current` when it is imported), so this module does not import the script loader: no import circle.
+The factory is `script_callbacks.create_component`, which the script loader uses too (its dropdown and groups):
+the scripts are reached through a router that `modules.scripts` registers for `scripts_current` when it is imported,
+so neither `modules.ui` nor `modules.scripts` imports the other.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, TypeVar
+from modules.script_callbacks import create_component
 
-from modules import script_callbacks
+__all__ = ["create"]
 
-BlockT = TypeVar("BlockT")
-
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
-
-def _by_name(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """`args` and `kwargs` as keyword arguments of `cls`, or None when the positional ones cannot be named."""
-    if not args:
-        return dict(kwargs)
-    try:
-        parameters = list(inspect.signature(cls).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    named = parameters[:len(args)]
-    if len(named) < len(args) or any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in named):
-        return None
-    if any(p.name in kwargs for p in named):
-        return None  # the constructor will raise its own TypeError
-    return {**{p.name: value for p, value in zip(named, args)}, **kwargs}
-
-
-def announce_before(component: Any, kwargs: dict[str, Any]) -> None:
-    """Before the block is made: the routers (the building tab's scripts), then the on_before_component callbacks."""
-    script_callbacks.route_component("before", component, kwargs)
-    script_callbacks.before_component_callback(component, **kwargs)
-
-
-def announce_after(component: Any, kwargs: dict[str, Any]) -> None:
-    """After the block is made: the on_after_component callbacks, then the routers (A1111's order, mirrored)."""
-    script_callbacks.after_component_callback(component, **kwargs)
-    script_callbacks.route_component("after", component, kwargs)
-
-
-def create(cls: type[BlockT], *args: Any, **kwargs: Any) -> BlockT:
-    """`cls(*args, **kwargs)` announced to extensions before and after it is made (see the module docstring)."""
-    keywords = _by_name(cls, args, kwargs)
-    if keywords is not None:
-        args, kwargs = (), keywords
-    # made in two steps so that before_component gets the instance, as A1111's patched __init__ does
-    component = cls.__new__(cls)
-    announce_before(component, kwargs)
-    component.__init__(*args, **kwargs)
-    announce_after(component, kwargs)
-    return component
+# the UI's name for it (`create(gr.Slider, 1, 150, label=…, elem_id=…)`)
+create = create_component
