@@ -312,6 +312,11 @@ def test_component_callbacks_see_the_ui_being_built(started: Started) -> None:
         assert [i for i in ids if i in wanted] == wanted
     assert {"tab_txt2img", "tab_img2img", "setting_sd_model_checkpoint", "settings_submit", "extensions_apply",
             "script_list", "txt2img_hr", "txt2img_script_container"} <= set(ids)
+    # the Extras and Checkpoint Merger tabs too, with A1111's elem_ids
+    assert {"tab_extras", "mode_extras", "extras_image", "extras_generate", "extras_upscaler_1",
+            "extras_upscaling_resize", "extras_upscaler_2_visibility", "tab_modelmerger",
+            "modelmerger_primary_model_name", "modelmerger_interp_method", "modelmerger_merge",
+            "modelmerger_result"} <= set(ids)
     # the same objects, before (not yet made) and after (made, with the elem_id and the arguments by name)
     assert [id(c) for c, _ in before] == [id(c) for c, _ in after]
     assert [k for _, k in before] == [k for _, k in after]
@@ -321,6 +326,16 @@ def test_component_callbacks_see_the_ui_being_built(started: Started) -> None:
     steps, kwargs = made["txt2img_steps"]
     assert (steps.minimum, steps.maximum, steps.value) == (1, 150, 20) and kwargs["label"] == "Sampling steps"
     assert kwargs["minimum"] == 1 and kwargs["maximum"] == 150
+
+
+def test_the_ui_and_the_script_loader_do_not_import_each_other() -> None:
+    """The block factory reaches the scripts through the router `modules.scripts` registers, not an import."""
+    import grimp
+
+    graph = grimp.build_graph("modules", cache_dir=None)
+    assert graph.find_shortest_chains(importer="modules.ui.components", imported="modules.scripts") == set()
+    assert graph.find_shortest_chains(importer="modules.scripts", imported="modules.ui") == set()
+    assert script_callbacks.component_routers["scripts_current"].__module__ == "modules.scripts"
 
 
 def test_scripts_see_their_own_tab_and_can_add_controls(started: Started) -> None:

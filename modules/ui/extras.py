@@ -13,6 +13,7 @@ from PIL import Image
 
 from modules import postprocessing, shared, upscaling
 from modules.ui.common import USER_ERRORS, session_of
+from modules.ui.components import create
 
 log = logging.getLogger("webui")
 
@@ -80,63 +81,64 @@ def _constant(value: int):
 
 def create_tab() -> dict[str, gr.components.Component]:
     """Build the tab; returns its components by field name. "image" (elem_id `extras_image`) is the input that other
-    tabs' "Send to extras" fill; "tabs" is the Single/Batch/Directory gr.Tabs (select "single_image" with it)."""
+    tabs' "Send to extras" fill; "tabs" is the Single/Batch/Directory gr.Tabs (select "single_image" with it).
+    Its blocks are made through `create`, so extensions' component callbacks see them (A1111's elem_ids)."""
     names = upscaler_names()
-    with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
-        extras_mode = gr.State(0)
-        resize_mode = gr.State(0)
-        with gr.Row(equal_height=False):
-            with gr.Column(variant="compact"):
-                with gr.Tabs(elem_id="mode_extras") as mode_tabs:
-                    with gr.Tab("Single Image", id="single_image", elem_id="extras_single_tab") as tab_single:
-                        image = gr.Image(label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                         elem_id="extras_image", height=400)
-                    with gr.Tab("Batch Process", id="batch_process", elem_id="extras_batch_process_tab") as tab_batch:
-                        image_batch = gr.File(label="Batch Process", file_count="multiple", type="filepath",
-                                              elem_id="extras_image_batch")
-                    with gr.Tab("Batch from Directory", id="batch_from_directory",
+    with create(gr.Tab, "Extras", id="extras", elem_id="tab_extras"):
+        extras_mode = create(gr.State, 0)
+        resize_mode = create(gr.State, 0)
+        with create(gr.Row, equal_height=False):
+            with create(gr.Column, variant="compact"):
+                with create(gr.Tabs, elem_id="mode_extras") as mode_tabs:
+                    with create(gr.Tab, "Single Image", id="single_image", elem_id="extras_single_tab") as tab_single:
+                        image = create(gr.Image, label="Source", type="pil", image_mode=None,
+                                       sources=["upload", "clipboard"], elem_id="extras_image", height=400)
+                    with create(gr.Tab, "Batch Process", id="batch_process",
+                                elem_id="extras_batch_process_tab") as tab_batch:
+                        image_batch = create(gr.File, label="Batch Process", file_count="multiple", type="filepath",
+                                             elem_id="extras_image_batch")
+                    with create(gr.Tab, "Batch from Directory", id="batch_from_directory",
                                 elem_id="extras_batch_directory_tab") as tab_directory:
-                        input_dir = gr.Textbox(label="Input directory", elem_id="extras_batch_input_dir",
-                                               placeholder="A directory on the same machine where the server is "
-                                                           "running.")
-                        output_dir = gr.Textbox(label="Output directory", elem_id="extras_batch_output_dir",
-                                                placeholder="Leave blank to save images to the default path.")
-                        show_extras_results = gr.Checkbox(label="Show result images", value=True,
-                                                          elem_id="extras_show_extras_results")
-                submit = gr.Button("Generate", variant="primary", elem_id="extras_generate")
-                with gr.Group(elem_id="extras_upscale"):
-                    with gr.Tabs(elem_id="extras_resize_mode"):
-                        with gr.Tab("Scale by", id="scale_by", elem_id="extras_scale_by_tab") as tab_scale_by:
-                            upscaling_resize = gr.Slider(1.0, 8.0, value=4, step=0.05, label="Resize",
-                                                         elem_id="extras_upscaling_resize")
-                            max_side_length = gr.Number(label="Max side length", value=0, precision=0,
-                                                        elem_id="extras_upscale_max_side_length",
-                                                        info="0 = no limit")
-                        with gr.Tab("Scale to", id="scale_to", elem_id="extras_scale_to_tab") as tab_scale_to:
-                            with gr.Row():
-                                upscaling_resize_w = gr.Slider(64, 8192, value=512, step=8, label="Width",
-                                                               elem_id="extras_upscaling_resize_w")
-                                switch = gr.Button("⇅", elem_id="upscaling_res_switch_btn", scale=0, min_width=40,
-                                                   elem_classes=["tool"])
-                                upscaling_resize_h = gr.Slider(64, 8192, value=512, step=8, label="Height",
-                                                               elem_id="extras_upscaling_resize_h")
-                            upscaling_crop = gr.Checkbox(label="Crop to fit", value=True,
-                                                         elem_id="extras_upscaling_crop")
-                    with gr.Row():
-                        extras_upscaler_1 = gr.Dropdown(label="Upscaler 1", choices=names, value=names[0],
-                                                        elem_id="extras_upscaler_1", scale=4)
-                        refresh = gr.Button("🔄", elem_id="extras_refresh_upscalers", scale=0, min_width=40,
-                                            elem_classes=["tool"])
-                    with gr.Row():
-                        extras_upscaler_2 = gr.Dropdown(label="Upscaler 2", choices=names, value=names[0],
-                                                        elem_id="extras_upscaler_2", scale=2)
-                        extras_upscaler_2_visibility = gr.Slider(0.0, 1.0, value=0.0, step=0.001,
-                                                                 label="Upscaler 2 visibility", scale=2,
-                                                                 elem_id="extras_upscaler_2_visibility")
-            with gr.Column():
-                gallery = gr.Gallery(label="Result", elem_id="extras_gallery", columns=4, format="png",
-                                     interactive=False)
-                html_info = gr.HTML(elem_id="html_info_extras")
+                        input_dir = create(gr.Textbox, label="Input directory", elem_id="extras_batch_input_dir",
+                                           placeholder="A directory on the same machine where the server is "
+                                                       "running.")
+                        output_dir = create(gr.Textbox, label="Output directory", elem_id="extras_batch_output_dir",
+                                            placeholder="Leave blank to save images to the default path.")
+                        show_extras_results = create(gr.Checkbox, label="Show result images", value=True,
+                                                     elem_id="extras_show_extras_results")
+                submit = create(gr.Button, "Generate", variant="primary", elem_id="extras_generate")
+                with create(gr.Group, elem_id="extras_upscale"):
+                    with create(gr.Tabs, elem_id="extras_resize_mode"):
+                        with create(gr.Tab, "Scale by", id="scale_by", elem_id="extras_scale_by_tab") as tab_scale_by:
+                            upscaling_resize = create(gr.Slider, 1.0, 8.0, value=4, step=0.05, label="Resize",
+                                                      elem_id="extras_upscaling_resize")
+                            max_side_length = create(gr.Number, label="Max side length", value=0, precision=0,
+                                                     elem_id="extras_upscale_max_side_length", info="0 = no limit")
+                        with create(gr.Tab, "Scale to", id="scale_to", elem_id="extras_scale_to_tab") as tab_scale_to:
+                            with create(gr.Row):
+                                upscaling_resize_w = create(gr.Slider, 64, 8192, value=512, step=8, label="Width",
+                                                            elem_id="extras_upscaling_resize_w")
+                                switch = create(gr.Button, "⇅", elem_id="upscaling_res_switch_btn", scale=0,
+                                                min_width=40, elem_classes=["tool"])
+                                upscaling_resize_h = create(gr.Slider, 64, 8192, value=512, step=8, label="Height",
+                                                            elem_id="extras_upscaling_resize_h")
+                            upscaling_crop = create(gr.Checkbox, label="Crop to fit", value=True,
+                                                    elem_id="extras_upscaling_crop")
+                    with create(gr.Row):
+                        extras_upscaler_1 = create(gr.Dropdown, label="Upscaler 1", choices=names, value=names[0],
+                                                   elem_id="extras_upscaler_1", scale=4)
+                        refresh = create(gr.Button, "🔄", elem_id="extras_refresh_upscalers", scale=0, min_width=40,
+                                         elem_classes=["tool"])
+                    with create(gr.Row):
+                        extras_upscaler_2 = create(gr.Dropdown, label="Upscaler 2", choices=names, value=names[0],
+                                                   elem_id="extras_upscaler_2", scale=2)
+                        extras_upscaler_2_visibility = create(gr.Slider, 0.0, 1.0, value=0.0, step=0.001,
+                                                              label="Upscaler 2 visibility", scale=2,
+                                                              elem_id="extras_upscaler_2_visibility")
+            with create(gr.Column):
+                gallery = create(gr.Gallery, label="Result", elem_id="extras_gallery", columns=4, format="png",
+                                 interactive=False)
+                html_info = create(gr.HTML, elem_id="html_info_extras")
 
         hidden = {"queue": False, "show_progress": "hidden", "api_visibility": "undocumented"}
         for number, tab in enumerate((tab_single, tab_batch, tab_directory)):

@@ -23,6 +23,7 @@ from modules.models.safe_load import CheckpointLoadError, read_safetensors_metad
 from modules.runner import JobCancelled
 from modules.tasks import QueueClosed
 from modules.ui.common import checkpoint_choices
+from modules.ui.components import create
 
 log = logging.getLogger("webui")
 
@@ -110,58 +111,62 @@ def merge(primary: str | None, secondary: str | None, tertiary: str | None, inte
 
 def create_tab(checkpoint_dropdown: gr.Dropdown | None = None) -> None:
     """The tab. `checkpoint_dropdown` (the quick-settings checkpoint list, optional) is refreshed after a merge too,
-    as A1111 does."""
-    with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
-        with gr.Row(equal_height=False):
-            with gr.Column(variant="compact"):
-                description = gr.HTML(value=interp_description(WEIGHTED_SUM),
-                                      elem_id="modelmerger_interp_description")
-                with gr.Row(elem_id="modelmerger_models"):
+    as A1111 does. Its blocks are made through `create`, so extensions' component callbacks see them (A1111's
+    elem_ids)."""
+    with create(gr.Tab, "Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
+        with create(gr.Row, equal_height=False):
+            with create(gr.Column, variant="compact"):
+                description = create(gr.HTML, value=interp_description(WEIGHTED_SUM),
+                                     elem_id="modelmerger_interp_description")
+                with create(gr.Row, elem_id="modelmerger_models"):
                     models = []
                     for letter, label, elem_id in (
                             ("A", "Primary model (A)", "modelmerger_primary_model_name"),
                             ("B", "Secondary model (B)", "modelmerger_secondary_model_name"),
                             ("C", "Tertiary model (C)", "modelmerger_tertiary_model_name")):
-                        dropdown = gr.Dropdown(label=label, choices=checkpoint_choices(), value=None,
-                                               elem_id=elem_id, scale=4)
-                        refresh = gr.Button("🔄", elem_id=f"refresh_checkpoint_{letter}", scale=0, min_width=40)
+                        dropdown = create(gr.Dropdown, label=label, choices=checkpoint_choices(), value=None,
+                                          elem_id=elem_id, scale=4)
+                        refresh = create(gr.Button, "🔄", elem_id=f"refresh_checkpoint_{letter}", scale=0,
+                                         min_width=40)
                         refresh.click(refresh_checkpoints, inputs=[], outputs=[dropdown], show_progress="hidden")
                         models.append(dropdown)
-                custom_name = gr.Textbox(label="Custom Name (Optional)", elem_id="modelmerger_custom_name")
-                interp_amount = gr.Slider(minimum=0.0, maximum=1.0, step=0.05, value=0.3,
-                                          label="Multiplier (M) - set to 0 to get model A",
-                                          elem_id="modelmerger_interp_amount")
-                interp_method = gr.Radio(choices=list(INTERP_METHODS), value=WEIGHTED_SUM,
-                                         label="Interpolation Method", elem_id="modelmerger_interp_method")
-                with gr.Row():
-                    checkpoint_format = gr.Radio(choices=list(CHECKPOINT_FORMATS), value=CHECKPOINT_FORMATS[0],
-                                                 label="Checkpoint format", elem_id="modelmerger_checkpoint_format",
-                                                 info="Only safetensors: pickled .ckpt files can run code.")
-                    save_as_half = gr.Checkbox(value=False, label="Save as float16",
-                                               elem_id="modelmerger_save_as_half")
-                with gr.Row():
-                    bake_in_vae = gr.Dropdown(choices=vae_choices(), value="None", label="Bake in VAE",
-                                              elem_id="modelmerger_bake_in_vae", scale=4)
-                    refresh_vae_button = gr.Button("🔄", elem_id="modelmerger_refresh_bake_in_vae", scale=0,
-                                                   min_width=40)
-                discard_weights = gr.Textbox(value="", label="Discard weights with matching name",
-                                             elem_id="modelmerger_discard_weights")
-                with gr.Accordion("Metadata", open=False):
-                    with gr.Row():
-                        save_metadata = gr.Checkbox(value=True, label="Save metadata",
-                                                    elem_id="modelmerger_save_metadata")
-                        add_merge_recipe = gr.Checkbox(value=True, label="Add merge recipe metadata",
-                                                       elem_id="modelmerger_add_recipe")
-                        copy_metadata_fields = gr.Checkbox(value=True, label="Copy metadata from merged models",
-                                                           elem_id="modelmerger_copy_metadata")
-                    metadata_json = gr.TextArea("{}", label="Metadata in JSON format",
-                                                elem_id="modelmerger_metadata_json")
-                    read_metadata_button = gr.Button("Read metadata from selected checkpoints",
-                                                     elem_id="modelmerger_read_metadata")
-                merge_button = gr.Button("Merge", variant="primary", elem_id="modelmerger_merge")
-            with gr.Column(variant="compact", elem_id="modelmerger_results_container"):
-                result = gr.HTML(elem_id="modelmerger_result")
-                status = gr.Textbox(visible=False, elem_id="modelmerger_status")  # plain text, for the API
+                custom_name = create(gr.Textbox, label="Custom Name (Optional)", elem_id="modelmerger_custom_name")
+                interp_amount = create(gr.Slider, minimum=0.0, maximum=1.0, step=0.05, value=0.3,
+                                       label="Multiplier (M) - set to 0 to get model A",
+                                       elem_id="modelmerger_interp_amount")
+                interp_method = create(gr.Radio, choices=list(INTERP_METHODS), value=WEIGHTED_SUM,
+                                       label="Interpolation Method", elem_id="modelmerger_interp_method")
+                with create(gr.Row):
+                    checkpoint_format = create(gr.Radio, choices=list(CHECKPOINT_FORMATS),
+                                               value=CHECKPOINT_FORMATS[0], label="Checkpoint format",
+                                               elem_id="modelmerger_checkpoint_format",
+                                               info="Only safetensors: pickled .ckpt files can run code.")
+                    save_as_half = create(gr.Checkbox, value=False, label="Save as float16",
+                                          elem_id="modelmerger_save_as_half")
+                with create(gr.Row):
+                    bake_in_vae = create(gr.Dropdown, choices=vae_choices(), value="None", label="Bake in VAE",
+                                         elem_id="modelmerger_bake_in_vae", scale=4)
+                    refresh_vae_button = create(gr.Button, "🔄", elem_id="modelmerger_refresh_bake_in_vae", scale=0,
+                                                min_width=40)
+                discard_weights = create(gr.Textbox, value="", label="Discard weights with matching name",
+                                         elem_id="modelmerger_discard_weights")
+                with create(gr.Accordion, "Metadata", open=False):
+                    with create(gr.Row):
+                        save_metadata = create(gr.Checkbox, value=True, label="Save metadata",
+                                               elem_id="modelmerger_save_metadata")
+                        add_merge_recipe = create(gr.Checkbox, value=True, label="Add merge recipe metadata",
+                                                  elem_id="modelmerger_add_recipe")
+                        copy_metadata_fields = create(gr.Checkbox, value=True, label="Copy metadata from merged models",
+                                                      elem_id="modelmerger_copy_metadata")
+                    metadata_json = create(gr.TextArea, "{}", label="Metadata in JSON format",
+                                           elem_id="modelmerger_metadata_json")
+                    read_metadata_button = create(gr.Button, "Read metadata from selected checkpoints",
+                                                  elem_id="modelmerger_read_metadata")
+                merge_button = create(gr.Button, "Merge", variant="primary", elem_id="modelmerger_merge")
+            with create(gr.Column, variant="compact", elem_id="modelmerger_results_container"):
+                with create(gr.Group, elem_id="modelmerger_results_panel"):
+                    result = create(gr.HTML, elem_id="modelmerger_result")
+                status = create(gr.Textbox, visible=False, elem_id="modelmerger_status")  # plain text, for the API
 
         interp_method.change(interp_description, inputs=[interp_method], outputs=[description],
                              show_progress="hidden")
