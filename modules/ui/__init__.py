@@ -44,4 +44,6 @@ def create_ui() -> gr.Blocks:
             extensions.create_tab()
         for fields in (txt2img_fields, img2img_fields):
             send_to.connect(fields["output_panel"], img2img_fields, extras_fields["image"], tabs)
+        # a closed or reloaded tab ends its Gradio session: its jobs would only keep the queue busy for nobody
+        demo.unload(common.cancel_session_jobs)
     return demo

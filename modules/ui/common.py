@@ -251,6 +251,18 @@ def session_of(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 
 
+def cancel_session_jobs(request: gr.Request) -> None:
+    """The page's unload event (its tab was closed or reloaded): cancel that session's queued and running jobs,
+    which nobody will see any more. The owner is `session_of`, as the generate handlers pass it; the API's jobs have
+    no owner and are never touched."""
+    owner = session_of(request)
+    if owner is None:
+        return
+    cancelled = shared.runner.cancel_owner(owner)
+    if cancelled:
+        log.info("A browser tab was closed: cancelled its %s", ", ".join(f"{t.label} {t.id}" for t in cancelled))
+
+
 def stream_job(run: Callable[[], Processed], progress: gr.Progress,
                owner: str | None = None) -> Iterator[tuple]:
     """(gallery, infotext, html, infotexts) updates for a generating tab: live previews, then the results."""
