@@ -19,21 +19,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
-from tqdm import tqdm
 
-from modules import images, infotext, masking, memory, script_callbacks, upscaling
-from modules.models import acceleration
+from modules import engines, images, infotext, masking, upscaling
 from modules.models.loader import SDModel
 from modules.networks import extra as extra_networks
 from modules.networks import lora
 from modules.networks.registry import NetworkRegistry
 from modules.prompts import parser
-from modules.prompts.encoder import Conditioning, EncodingNotes, PromptEncoder
-from modules.prompts.guidance import PromptGuidance, StepConditioning
+from modules.prompts.encoder import Conditioning, EncodingNotes
+from modules.prompts.guidance import PromptGuidance
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.sampling import rng as rng_mod
 from modules.sampling import samplers
-from modules.state import ProgressEvent, State
+from modules.sampling.loop import SamplingLoop
+from modules.state import State
 from modules.styles import StyleDatabase
 
 log = logging.getLogger("webui")
@@ -390,36 +389,33 @@ def fill_needed(total: int, used: int) -> bool:
 # --- the model calls -----------------------------------------------------------------------------------------
 
 class Sampling:
-    """One model's denoising machinery for a batch: conditioning, the CFG model call, the scheduler loop."""
+    """One job's use of the model: the family's engine (text, denoiser, VAE), the sampling loop, the networks and the
+    prompt-encoding caches. The engine decides everything family-specific; nothing here asks which family it is."""
 
     def __init__(self, model: SDModel, ctx: Context) -> None:
         self.model = model
         self.ctx = ctx
-        opts = ctx.opts
-        self.encoder = PromptEncoder(model, comma_padding_backtrack=int(opts.comma_padding_backtrack),
-                                     emphasis=opts.emphasis, clip_skip=int(opts.CLIP_stop_at_last_layers),
-                                     sdxl_clip_l_skip=bool(opts.sdxl_clip_l_skip), embeddings=ctx.embeddings)
+        self.engine = engines.engine_for(model, ctx.opts, ctx.embeddings)
+        self.encoder = self.engine.encoder
+        # context hook objects that supply denoiser inputs (ControlNet-style residuals) join every denoiser call
+        self.loop = SamplingLoop(self.engine, ctx.state,
+                                 [hook for hook in ctx.hooks if isinstance(hook, engines.DenoiserHook)])
         # (encoding, notes) by key; used when the model's cache (persistent_cond_cache) is off
         self._cond_cache: OrderedDict[tuple, tuple[Conditioning, EncodingNotes]] = OrderedDict()
         self._networks_key: str | None = None
-        self._time_ids: dict[tuple, torch.Tensor] = {}
-        # What else decides an encoding, for the cache shared across jobs on the model (persistent_cond_cache).
-        self._encoder_state = (int(opts.comma_padding_backtrack), opts.emphasis, int(opts.CLIP_stop_at_last_layers),
-                               bool(opts.sdxl_clip_l_skip), ctx.embeddings.signature if ctx.embeddings else None)
 
     def encode(self, prompts: list[str], min_chunks: int = 1) -> Conditioning:
         """Encodings by text, cached for this job, or on the model across jobs (setting persistent_cond_cache):
         the same prompt in the next job then costs no text-encoder run."""
         persistent = bool(self.ctx.opts.persistent_cond_cache)
         cache = self.model.cond_cache if persistent else self._cond_cache
-        key = (tuple(prompts), min_chunks, self._encoder_state, self._networks_key)
+        key = (tuple(prompts), min_chunks, self.engine.encoder_state, self._networks_key)
         if key in cache:
             cache.move_to_end(key)
             conditioning, notes = cache[key]
             self.encoder.note(notes)  # its embeddings and emphasis still reach this job's infotext
             return conditioning
-        with memory.on_device(self.model, "text_encoders"):
-            cache[key] = self.encoder.encode_noted(prompts, min_chunks)
+        cache[key] = self.engine.encode(prompts, min_chunks)
         while persistent and len(cache) > PERSISTENT_COND_CACHE_SIZE:
             cache.popitem(last=False)
         return cache[key][0]
@@ -443,153 +439,22 @@ class Sampling:
         """Scheduled/composable conditioning for one batch; encodings are cached across the job by text."""
         return PromptGuidance(prompts, negatives, steps, self.encode, self.encoder.count_chunks, hires_steps)
 
-    def added_cond(self, step: StepConditioning, batch: int, width: int, height: int
-                   ) -> dict[str, torch.Tensor] | None:
-        """SDXL's extra inputs for every UNet row: pooled text embeddings and size/crop (or aesthetic) ids."""
-        if not self.model.is_sdxl:
-            return None
-        opts = self.ctx.opts
-        crop = [opts.sdxl_crop_top, opts.sdxl_crop_left]
-        if self.model.family == "sdxl-refiner":
-            pos = [height, width, *crop, opts.sdxl_refiner_high_aesthetic_score]
-            neg = [height, width, *crop, opts.sdxl_refiner_low_aesthetic_score]
-        else:
-            pos = neg = [height, width, *crop, height, width]
-        key = (tuple(pos), tuple(neg), len(step.owners), batch)
-        if key not in self._time_ids:  # made once per size: a tensor built from a list is a host-to-device copy
-            dtype, device = self.model.policy.dtype, self.model.policy.device
-            self._time_ids[key] = torch.tensor([pos] * len(step.owners) + [neg] * batch, dtype=dtype,
-                                               device=device)
-        return {"text_embeds": step.pooled, "time_ids": self._time_ids[key]}
-
-    def _vae_tiling(self) -> str:
-        """The tiled-VAE setting; under --lowvram "Auto" means always (a whole SDXL decode alone needs ~3 GB)."""
-        setting = str(self.ctx.opts.vae_tiling)
-        return "Always" if setting == "Auto" and memory.mode_of(self.model) == "lowvram" else setting
-
-    @torch.no_grad()
     def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        vae, tiling, device = self.model.vae, self._vae_tiling(), self.model.policy.device
-        mean = self._run_vae(lambda dtype: memory.vae_encode(vae, pixels.to(device, dtype), tiling), "encoding")
-        return (mean * vae.config.scaling_factor).to(self.model.policy.dtype)
+        return self.engine.vae_encode(pixels)
 
-    @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae, tiling, device = self.model.vae, self._vae_tiling(), self.model.policy.device
-        decoded = self._run_vae(
-            lambda dtype: memory.vae_decode(vae, latents.to(device, dtype) / vae.config.scaling_factor, tiling),
-            "decoding")
-        # a copy: a compiled decoder's output lives in its CUDA-graph pool and is overwritten by the next decode
-        return decoded.to(torch.float32, copy=True)
+        return self.engine.vae_decode(latents)
 
-    def _run_vae(self, run: Callable[[torch.dtype], torch.Tensor], what: str) -> torch.Tensor:
-        """run(the VAE's dtype) on the device; a half-precision result with NaN/inf is computed again in float32, and
-        the VAE stays in float32 from then on (A1111's auto_vae_precision: SDXL's original VAE overflows in float16
-        on every image; running each one twice would cost more than float32 does). Encoding too: NaN latents would
-        only decode to black."""
-        model = self.model
-        vae = model.vae
-        with memory.on_device(model, "vae"), memory.VAE_LOCK:
-            result = run(vae.dtype)
-            if model.policy.nan_check and vae.dtype != torch.float32 and not torch.isfinite(result).all():
-                log.warning("VAE produced NaN/inf in %s; %s again in float32 and keeping this VAE in float32 "
-                            "(use --no-half-vae to start that way)", str(vae.dtype).removeprefix("torch."), what)
-                memory.recast(model, vae, torch.float32)
-                result = run(torch.float32)
-        return result
-
-    @torch.no_grad()
     def denoise(self, job: Job, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor,
                 guidance: PromptGuidance, steps: int,
                 image_rng: rng_mod.ImageRNG, job_no: int, job_count: int,
                 strength: float | None = None, image_conditioning: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Run the scheduler loop. `strength` None: txt2img from pure noise; else img2img from `latents`.
-
-        `mask` (1 = repaint) keeps the unmasked latents on the original's noised trajectory.
-        Returns None when the job was interrupted or skipped.
-        """
-        model = self.model
-        device = model.policy.device
-        scheduler = sampler.scheduler
-        scheduler.set_timesteps(steps, device=device)
-        timesteps = scheduler.timesteps
-        # Latents and scheduler maths stay in float32 (ancestral noise is drawn in the sample's dtype, and
-        # A1111's per-image streams are float32); only the UNet call runs in the model's dtype.
-        latents, noise = latents.float(), noise.float()
-        init_latents = latents
-        if strength is None:
-            latents = noise * scheduler.init_noise_sigma
-        else:
-            keep = min(int(steps * strength), steps)
-            start = max(steps - keep, 0) * scheduler.order
-            timesteps = timesteps[start:]
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(start)
-            if len(timesteps) == 0:
-                return latents
-            latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
-        total = len(timesteps)
-        bar = tqdm(total=total, desc=f"{job.mode} {job_no + 1}/{job_count}", leave=False, disable=None)
-        with memory.on_device(model, "unet"):
-            return self._loop(job, sampler, latents, noise, init_latents, timesteps, guidance, image_rng, job_no,
-                              job_count, strength, image_conditioning, mask, bar)
-
-    def _loop(self, job: Job, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor,
-              init_latents: torch.Tensor, timesteps: torch.Tensor, guidance: PromptGuidance,
-              image_rng: rng_mod.ImageRNG, job_no: int, job_count: int, strength: float | None,
-              image_conditioning: torch.Tensor | None, mask: torch.Tensor | None, bar: tqdm) -> torch.Tensor | None:
-        """The steps. Nothing here waits for the GPU (no .item(), no tensor built from a list per step): the host
-        queues the next step while the GPU runs this one; only progress listeners that want pixels synchronise."""
-        state = self.ctx.state
-        model = self.model
-        scheduler = sampler.scheduler
-        total = len(timesteps)
-        for i, t in enumerate(timesteps):
-            if state.interrupted or state.skipped:
-                bar.close()
-                return None
-            step_cond = guidance.at_step(i)
-            model_in = scheduler.scale_model_input(guidance.expand(latents, step_cond), t)
-            embeds = step_cond.embeds
-            if script_callbacks.has_callbacks("cfg_denoiser"):
-                model_in, embeds = _cfg_denoiser_callbacks(model_in, image_conditioning, t, i, total, step_cond)
-            if image_conditioning is not None:
-                model_in = torch.cat([model_in, guidance.expand(image_conditioning, step_cond)], dim=1)
-            acceleration.step_begin(model)
-            out = model.unet(model_in.to(model.policy.dtype), t, encoder_hidden_states=embeds,
-                             added_cond_kwargs=self.added_cond(step_cond, len(latents), job.width, job.height)
-                             ).sample
-            if script_callbacks.has_callbacks("cfg_denoised"):
-                params = script_callbacks.CFGDenoisedParams(out, i, total, model.unet)
-                script_callbacks.cfg_denoised_callback(params)
-                out = params.x
-            guided = guidance.combine(out.float(), step_cond, job.cfg_scale)
-            if script_callbacks.has_callbacks("cfg_after_cfg"):  # the guided prediction; a callback may replace it
-                params = script_callbacks.AfterCFGCallbackParams(guided, i, total)
-                script_callbacks.cfg_after_cfg_callback(params)
-                guided = params.x
-            latents = sampler.step(guided, t, latents, image_rng.generators)
-            if mask is not None and strength is not None:
-                if i + 1 < total:
-                    noised = scheduler.add_noise(init_latents, noise, timesteps[i + 1:i + 2].repeat(len(noise)))
-                else:
-                    noised = init_latents
-                latents = noised * (1 - mask) + latents * mask
-            bar.update(1)
-            state.on_progress(ProgressEvent(job_no, job_count, i + 1, total, latents))
-        bar.close()
-        return latents
-
-
-def _cfg_denoiser_callbacks(x: torch.Tensor, image_cond: torch.Tensor | None, t: torch.Tensor, step: int,
-                            total: int, cond: StepConditioning) -> tuple[torch.Tensor, torch.Tensor]:
-    """Extensions' on_cfg_denoiser: they may change the UNet's input latents and text conditioning."""
-    n_parts = len(cond.owners)  # rows: every prompt part, then one unconditional row per image
-    params = script_callbacks.CFGDenoiserParams(x, image_cond, t, step, total, cond.embeds[:n_parts],
-                                                cond.embeds[n_parts:])
-    script_callbacks.cfg_denoiser_callback(params)
-    return params.x, torch.cat([params.text_cond, params.text_uncond])
+        """The job's sampling loop (modules/sampling/loop.py) for one batch; None when interrupted or skipped."""
+        return self.loop.run(sampler, latents, noise, guidance, steps, image_rng, cfg_scale=job.cfg_scale,
+                             image_size=(job.width, job.height), strength=strength,
+                             image_conditioning=image_conditioning, mask=mask, job_no=job_no, job_count=job_count,
+                             desc=job.mode)
 
 
 # --- inpainting helpers --------------------------------------------------------------------------------------
@@ -911,16 +776,11 @@ def _decode_to_images(sampling: Sampling, latents: torch.Tensor) -> list[Image.I
 
 
 def _inpaint_model_conditioning(sampling: Sampling, batch: int, height: int, width: int,
-                                pixels: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """9-channel inpainting UNets take [mask, masked-image latents] besides the noisy latents."""
-    model = sampling.model
-    f = model.vae_scale_factor
-    device, dtype = model.policy.device, model.policy.dtype
-    if pixels is None:  # txt2img: everything is to be generated
-        pixels = torch.zeros(batch, 3, height, width)
-        mask = torch.ones(batch, 1, height // f, width // f)
-    masked_latents = sampling.vae_encode(pixels.to(device))
-    return torch.cat([mask.to(device, dtype), masked_latents.to(dtype)], dim=1)
+                                pixels: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                                ) -> torch.Tensor | None:
+    """What the engine's denoiser takes from the source image (9-channel inpainting: [mask, masked-image latents]);
+    None for models that take nothing (pixels None: txt2img, everything is to be generated)."""
+    return sampling.engine.image_conditioning(batch, height, width, pixels, mask)
 
 
 def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers.Sampler,
@@ -931,8 +791,7 @@ def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
     shape = (model.latent_channels, job.height // f, job.width // f)
     image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
     noise = image_rng.first()  # float32 as A1111's: rounded to half, a seed would give another image
-    image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width) if model.is_inpaint \
-        else None
+    image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width)
     _script_hook(job, "process_before_every_sampling", x=noise, noise=noise, c=guidance, uc=None)
     latents = sampling.denoise(job, sampler, noise, noise, guidance, job.steps, image_rng, batch_no,
                                job.n_iter, image_conditioning=image_cond)
@@ -982,9 +841,7 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     steps = job.hr_second_pass_steps or job.steps
     guidance = sampling.guidance(hr_prompts, hr_negatives, job.steps, hires_steps=steps)
     hr_job = dataclasses.replace(job, width=target_w, height=target_h)  # fields only: scripts add attributes
-    image_cond = None
-    if model.is_inpaint:
-        image_cond = _inpaint_model_conditioning(sampling, len(seeds), target_h, target_w)
+    image_cond = _inpaint_model_conditioning(sampling, len(seeds), target_h, target_w)
     _script_hook(job, "process_before_every_sampling", x=hr_latents, noise=noise, c=guidance, uc=None)
     result = sampling.denoise(hr_job, hr_sampler, hr_latents, noise, guidance, steps, image_rng, batch_no,
                               job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond)
@@ -1044,22 +901,22 @@ def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
             init_latents = init_latents * (1 - mask) + noise * mask
         elif job.inpainting_fill == 3:
             init_latents = init_latents * (1 - mask)
-        if model.is_inpaint:
+        if sampling.engine.takes_image_conditioning:
             pixel_mask = torch.cat([torch.from_numpy(np.asarray(s.latent_mask, dtype=np.float32) / 255)[None, None]
                                     for s in setups]).round()
             masked_pixels = pixels.cpu() * (1 - pixel_mask)
             image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width, masked_pixels,
                                                      mask)
-    elif model.is_inpaint:
+    elif sampling.engine.takes_image_conditioning:
         image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width, pixels.cpu(),
                                                  torch.ones(len(seeds), 1, *shape[1:]))
     _script_hook(job, "process_before_every_sampling", x=init_latents, noise=noise, c=guidance, uc=None)
     latents = sampling.denoise(job, sampler, init_latents, noise, guidance, job.steps, image_rng, batch_no,
                                job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond,
-                               mask=None if model.is_inpaint else mask)
+                               mask=None if sampling.engine.takes_image_conditioning else mask)
     if latents is None:
         return None
-    if mask is not None and not model.is_inpaint:
+    if mask is not None and not sampling.engine.takes_image_conditioning:
         latents = init_latents * (1 - mask) + latents * mask
     generated = _decode_to_images(sampling, _post_sample(job, latents))
     return [_composite(image, original, setup) for image, original, setup in zip(generated, originals, setups)]

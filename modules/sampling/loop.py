@@ -1,0 +1,139 @@
+"""The sampling loop: A1111's samplers (diffusers schedulers) stepping latents with one engine call per step.
+
+It knows nothing of model families: every model access goes through the engine protocol (modules/engines/base.py),
+so eps, v-prediction and future flow-matching engines share it. Per step: classifier-free guidance over scheduled /
+composable prompts (PromptGuidance), A1111's cfg_denoiser / cfg_denoised / cfg_after_cfg points (fired through
+modules.hooks), img2img strength, the latent mask blend of inpainting with ordinary models, interrupt/skip between
+steps, progress events and a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from tqdm import tqdm
+
+from modules import hooks
+from modules.engines.base import DenoiserExtras, DenoiserHook, Engine
+from modules.prompts.guidance import PromptGuidance, StepConditioning
+from modules.sampling import rng as rng_mod
+from modules.sampling import samplers
+from modules.state import ProgressEvent, State
+
+
+@dataclasses.dataclass
+class _Run:
+    """One pass's fixed inputs, handed from `run` to the step loop."""
+
+    sampler: samplers.Sampler
+    guidance: PromptGuidance
+    image_rng: rng_mod.ImageRNG
+    timesteps: torch.Tensor
+    noise: torch.Tensor
+    init_latents: torch.Tensor
+    cfg_scale: float
+    image_size: tuple[int, int]
+    strength: float | None
+    image_conditioning: torch.Tensor | None
+    mask: torch.Tensor | None
+    job_no: int
+    job_count: int
+
+
+class SamplingLoop:
+    """Runs scheduler loops on one engine; `denoiser_hooks` add inputs to every denoiser call (ControlNet, ...)."""
+
+    def __init__(self, engine: Engine, state: State, denoiser_hooks: Sequence[DenoiserHook] = ()) -> None:
+        self.engine = engine
+        self.state = state
+        self.denoiser_hooks = list(denoiser_hooks)
+
+    @torch.no_grad()
+    def run(self, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor, guidance: PromptGuidance,
+            steps: int, image_rng: rng_mod.ImageRNG, *, cfg_scale: float, image_size: tuple[int, int],
+            strength: float | None = None, image_conditioning: torch.Tensor | None = None,
+            mask: torch.Tensor | None = None, job_no: int = 0, job_count: int = 1, desc: str = "txt2img"
+            ) -> torch.Tensor | None:
+        """Sample one batch. `strength` None: txt2img from pure noise; else img2img from `latents`, skipping the
+        first (1 - strength) of the steps. `image_size` (width, height): the image the conditioning describes.
+
+        `mask` (1 = repaint) keeps the unmasked latents on the original's noised trajectory.
+        Returns None when the job was interrupted or skipped.
+        """
+        scheduler = sampler.scheduler
+        scheduler.set_timesteps(steps, device=self.engine.device)
+        timesteps = scheduler.timesteps
+        # Latents and scheduler maths stay in float32 (ancestral noise is drawn in the sample's dtype, and
+        # A1111's per-image streams are float32); only the denoiser call runs in the model's dtype.
+        latents, noise = latents.float(), noise.float()
+        init_latents = latents
+        if strength is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            keep = min(int(steps * strength), steps)
+            start = max(steps - keep, 0) * scheduler.order
+            timesteps = timesteps[start:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(start)
+            if len(timesteps) == 0:
+                return latents
+            latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
+        run = _Run(sampler, guidance, image_rng, timesteps, noise, init_latents, cfg_scale, image_size, strength,
+                   image_conditioning, mask, job_no, job_count)
+        bar = tqdm(total=len(timesteps), desc=f"{desc} {job_no + 1}/{job_count}", leave=False, disable=None)
+        try:
+            with self.engine.denoiser_loaded():
+                return self._steps(run, latents, bar)
+        finally:
+            bar.close()
+
+    def _steps(self, run: _Run, latents: torch.Tensor, bar: tqdm) -> torch.Tensor | None:
+        """The steps. Nothing here waits for the GPU (no .item(), no tensor built from a list per step): the host
+        queues the next step while the GPU runs this one; only progress listeners that want pixels synchronise."""
+        state, engine, guidance = self.state, self.engine, run.guidance
+        scheduler = run.sampler.scheduler
+        timesteps = run.timesteps
+        total = len(timesteps)
+        for i, t in enumerate(timesteps):
+            if state.interrupted or state.skipped:
+                return None
+            step_cond = guidance.at_step(i)
+            model_in = scheduler.scale_model_input(guidance.expand(latents, step_cond), t)
+            if hooks.active("cfg_denoiser"):
+                model_in, step_cond = _cfg_denoiser_callbacks(model_in, run.image_conditioning, t, i, total,
+                                                              step_cond)
+            image_cond = None if run.image_conditioning is None \
+                else guidance.expand(run.image_conditioning, step_cond)
+            extra = DenoiserExtras(run.image_size, image_cond, self.denoiser_hooks, i, total)
+            out = engine.denoise(model_in, t, step_cond, extra)
+            if hooks.active("cfg_denoised"):
+                params = hooks.CFGDenoisedParams(out, i, total, engine.denoiser_module)
+                hooks.fire("cfg_denoised", params)
+                out = params.x
+            guided = guidance.combine(out.float(), step_cond, run.cfg_scale)
+            if hooks.active("cfg_after_cfg"):  # the guided prediction; a listener may replace it
+                after = hooks.AfterCFGCallbackParams(guided, i, total)
+                hooks.fire("cfg_after_cfg", after)
+                guided = after.x
+            latents = run.sampler.step(guided, t, latents, run.image_rng.generators)
+            if run.mask is not None and run.strength is not None:
+                if i + 1 < total:
+                    noised = scheduler.add_noise(run.init_latents, run.noise,
+                                                 timesteps[i + 1:i + 2].repeat(len(run.noise)))
+                else:
+                    noised = run.init_latents
+                latents = noised * (1 - run.mask) + latents * run.mask
+            bar.update(1)
+            state.on_progress(ProgressEvent(run.job_no, run.job_count, i + 1, total, latents))
+        return latents
+
+
+def _cfg_denoiser_callbacks(x: torch.Tensor, image_cond: torch.Tensor | None, t: torch.Tensor, step: int,
+                            total: int, cond: StepConditioning) -> tuple[torch.Tensor, StepConditioning]:
+    """A1111's on_cfg_denoiser: listeners may change the denoiser's input latents and text conditioning."""
+    n_parts = len(cond.owners)  # rows: every prompt part, then one unconditional row per image
+    params = hooks.CFGDenoiserParams(x, image_cond, t, step, total, cond.embeds[:n_parts], cond.embeds[n_parts:])
+    hooks.fire("cfg_denoiser", params)
+    return params.x, dataclasses.replace(cond, embeds=torch.cat([params.text_cond, params.text_uncond]))
