@@ -218,6 +218,8 @@ def default_option_table() -> dict[str, OptionInfo]:
                                              infotext="Conditional mask weight"),
         "initial_noise_multiplier": OptionInfo(1.0, "Noise multiplier for img2img",
                                                component_args=_slider(0.0, 1.5, 0.001), infotext="Noise multiplier"),
+        "img2img_extra_noise": OptionInfo(0.0, "Extra noise multiplier for img2img and hires fix",
+                                          component_args=_slider(0.0, 1.0, 0.01), infotext="Extra noise"),
         "img2img_color_correction": OptionInfo(
             False, "Apply color correction to img2img results to match original colors"),
         "img2img_fix_steps": OptionInfo(False, "With img2img, do exactly the amount of steps the slider specifies"),

@@ -6,6 +6,7 @@ Gradio or HTTP. Hooks for scripts are called at named points, never patched in.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 
 from modules import engines, images, infotext, masking, upscaling
+from modules.job_spec import Job, JobSpec, RunState
 from modules.models.loader import SDModel
 from modules.networks import extra as extra_networks
 from modules.networks import lora
@@ -53,105 +55,6 @@ INPAINT_AREAS = ("Whole picture", "Only masked")
 
 class JobError(ValueError):
     """The job cannot run as given; the message says which field and why."""
-
-
-@dataclass
-class Job:
-    """Everything one generation needs (A1111's StableDiffusionProcessing fields)."""
-
-    prompt: str | list[str] = ""
-    negative_prompt: str | list[str] = ""
-    styles: list[str] = field(default_factory=list)
-    seed: int = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
-    seed_resize_from_h: int = -1
-    seed_resize_from_w: int = -1
-    sampler_name: str = "DPM++ 2M"
-    scheduler: str | None = "Automatic"
-    batch_size: int = 1
-    n_iter: int = 1
-    steps: int = 20
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
-    eta: float | None = None
-    s_churn: float | None = None
-    s_tmax: float | None = None
-    s_tmin: float | None = None
-    s_noise: float | None = None
-    denoising_strength: float | None = None
-    # img2img / inpainting
-    init_images: list[Image.Image] = field(default_factory=list)
-    resize_mode: int = 0
-    image_mask: Image.Image | None = None
-    mask_blur: int = 4
-    inpainting_fill: int = 1
-    inpaint_full_res: bool = False
-    inpaint_full_res_padding: int = 32
-    inpainting_mask_invert: int = 0
-    initial_noise_multiplier: float | None = None
-    # hires fix (txt2img)
-    enable_hr: bool = False
-    hr_scale: float = 2.0
-    hr_upscaler: str | None = "Latent"
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    hr_sampler_name: str | None = None
-    hr_scheduler: str | None = None
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
-    # behaviour
-    override_settings: dict[str, Any] = field(default_factory=dict)
-    override_settings_restore_afterwards: bool = True
-    extra_generation_params: dict[str, Any] = field(default_factory=dict)
-    do_not_save_samples: bool = False
-    do_not_save_grid: bool = False
-    outpath_samples: str | None = None
-    outpath_grids: str | None = None
-    # filled while processing
-    all_prompts: list[str] = field(default_factory=list)
-    all_negative_prompts: list[str] = field(default_factory=list)
-    all_seeds: list[int] = field(default_factory=list)
-    all_subseeds: list[int] = field(default_factory=list)
-    clip_skip: int = 1
-    comments: list[str] = field(default_factory=list)  # warnings for the user, e.g. a LoRA that was not found
-    # scripts (modules.scripts): the tab's ScriptRunner and the UI's script values, A1111's p.scripts/p.script_args
-    scripts: Any = field(default=None, repr=False, compare=False)
-    script_args: list[Any] = field(default_factory=list, repr=False, compare=False)
-    # the application's Context, set by shared.run_job, so scripts can call process_images(p) as in A1111
-    context: Context | None = field(default=None, repr=False, compare=False)
-    # A1111's flags for scripts: the always-on scripts' setup() ran for this job (it runs once, even when a selectable
-    # script calls process_images several times on copies), and the hires pass is sampling now
-    scripts_setup_complete: bool = field(default=False, repr=False, compare=False)
-    is_hr_pass: bool = field(default=False, repr=False, compare=False)
-    # A1111's per-batch attributes, set while each batch runs: its prompts (network tags removed once the networks
-    # are active), negative prompts, seeds and subseeds, the batch number and, per image, the index in the batch
-    prompts: list[str] = field(default_factory=list, repr=False, compare=False)
-    negative_prompts: list[str] = field(default_factory=list, repr=False, compare=False)
-    seeds: list[int] = field(default_factory=list, repr=False, compare=False)
-    subseeds: list[int] = field(default_factory=list, repr=False, compare=False)
-    iteration: int = field(default=0, repr=False, compare=False)
-    batch_index: int = field(default=0, repr=False, compare=False)
-
-    @property
-    def is_img2img(self) -> bool:
-        return bool(self.init_images)
-
-    @property
-    def sd_model(self) -> SDModel | None:
-        """A1111's `p.sd_model`: the loaded model wrapper (`SDModel`) of the job's context; None outside a run."""
-        return self.context.model if self.context is not None else None
-
-    @sd_model.setter
-    def sd_model(self, value: Any) -> None:
-        """Accepted and ignored (A1111 scripts write `p.sd_model = shared.sd_model`): a job always runs on the model
-        of its context."""
-
-    @property
-    def mode(self) -> str:
-        return "img2img" if self.is_img2img else "txt2img"
 
 
 class PostprocessImageArgs:
@@ -193,7 +96,7 @@ _A1111_RENAMED = {"mask": "image_mask"}
 
 
 def _field_defaults_not_none() -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(Job)
+    return frozenset(f.name for cls in (JobSpec, RunState) for f in dataclasses.fields(cls)
                      if f.default is not None or f.default_factory is not dataclasses.MISSING)
 
 
@@ -210,7 +113,7 @@ class StableDiffusionProcessing(Job, metaclass=_JobKind):
     a1111_mode: ClassVar[str | None] = None
 
     def __init__(self, sd_model: Any = None, **kwargs: Any) -> None:
-        known = {f.name for f in dataclasses.fields(Job)}
+        known = {f.name for f in dataclasses.fields(Job)}  # spec, run state, scripts and context
         not_none = _field_defaults_not_none()
         values = {_A1111_RENAMED.get(key, key): value for key, value in kwargs.items()}
         if isinstance(values.get("comments"), dict):  # A1111 keeps comments as a dict of texts
@@ -451,10 +354,13 @@ class Sampling:
                 strength: float | None = None, image_conditioning: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor | None:
         """The job's sampling loop (modules/sampling/loop.py) for one batch; None when interrupted or skipped."""
+        extra_noise = float(self.ctx.opts.img2img_extra_noise) if strength is not None else 0.0
+        if extra_noise > 0:
+            job.extra_generation_params["Extra noise"] = extra_noise  # A1111 records it for img2img and hires
         return self.loop.run(sampler, latents, noise, guidance, steps, image_rng, cfg_scale=job.cfg_scale,
                              image_size=(job.width, job.height), strength=strength,
                              image_conditioning=image_conditioning, mask=mask, job_no=job_no, job_count=job_count,
-                             desc=job.mode)
+                             desc=job.mode, extra_noise=extra_noise)
 
 
 # --- inpainting helpers --------------------------------------------------------------------------------------
@@ -583,18 +489,17 @@ def process_images(job: Job, ctx: Context | None = None) -> Processed:
         # the settings that choose the model were applied by shared.run_job before the context was made
         overrides = {key: value for key, value in job.override_settings.items()
                      if key in opts.data_labels and key not in MODEL_SETTINGS}
-        restore = {key: getattr(opts, key) for key in overrides}
         try:
-            for key, value in overrides.items():
-                try:
-                    opts.set(key, value)
-                except (ValueError, KeyError) as e:
-                    raise JobError(f"override_settings: {e}") from e
-            return _process(job, ctx)
-        finally:
-            if job.override_settings_restore_afterwards:
-                for key, value in restore.items():
-                    opts.set(key, value)
+            snapshot = opts.snapshot(overrides)  # the job's own frozen settings; the global ones never change
+        except (ValueError, KeyError) as e:
+            raise JobError(f"override_settings: {e}") from e
+        view = opts.job_view(snapshot) if hasattr(opts, "job_view") else contextlib.nullcontext()
+        with view:  # extensions reading shared.opts from this job's thread see its settings too
+            processed = _process(job, dataclasses.replace(ctx, opts=snapshot))
+        if not job.override_settings_restore_afterwards and hasattr(opts, "job_view"):
+            for key, value in overrides.items():  # A1111: the overrides stay once the job is done
+                opts.set(key, value)
+        return processed
     finally:
         if owns_context:
             job.context = None
@@ -611,8 +516,9 @@ def setup_scripts(job: Job) -> None:
 def _process(job: Job, ctx: Context) -> Processed:
     validate(job)
     opts, state, model = ctx.opts, ctx.state, ctx.model
-    if job.denoising_strength is None:
-        job.denoising_strength = 0.75 if job.is_img2img else (0.7 if job.enable_hr else None)
+    run = job.run  # what this run works out; the spec (what was asked) is never written
+    run.denoising_strength = job.spec.denoising_strength if job.spec.denoising_strength is not None \
+        else 0.75 if job.is_img2img else (0.7 if job.enable_hr else None)
     job.clip_skip = int(opts.CLIP_stop_at_last_layers)
     n_images = job.batch_size * job.n_iter
     job.all_prompts = _as_list(job.prompt, n_images)

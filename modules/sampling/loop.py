@@ -54,13 +54,14 @@ class SamplingLoop:
     def run(self, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor, guidance: PromptGuidance,
             steps: int, image_rng: rng_mod.ImageRNG, *, cfg_scale: float, image_size: tuple[int, int],
             strength: float | None = None, image_conditioning: torch.Tensor | None = None,
-            mask: torch.Tensor | None = None, job_no: int = 0, job_count: int = 1, desc: str = "txt2img"
-            ) -> torch.Tensor | None:
+            mask: torch.Tensor | None = None, job_no: int = 0, job_count: int = 1, desc: str = "txt2img",
+            extra_noise: float = 0.0) -> torch.Tensor | None:
         """Sample one batch. `strength` None: txt2img from pure noise; else img2img from `latents`, skipping the
         first (1 - strength) of the steps. `image_size` (width, height): the image the conditioning describes.
 
-        `mask` (1 = repaint) keeps the unmasked latents on the original's noised trajectory.
-        Returns None when the job was interrupted or skipped.
+        `mask` (1 = repaint) keeps the unmasked latents on the original's noised trajectory. `extra_noise` (A1111's
+        img2img_extra_noise) adds that much of the noise again to img2img's starting latents, after the extra_noise
+        point, where a listener may replace that noise. Returns None when the job was interrupted or skipped.
         """
         scheduler = sampler.scheduler
         scheduler.set_timesteps(steps, device=self.engine.device)
@@ -80,6 +81,10 @@ class SamplingLoop:
             if len(timesteps) == 0:
                 return latents
             latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
+            if extra_noise > 0:
+                params = hooks.ExtraNoiseParams(noise, init_latents, latents)
+                hooks.fire("extra_noise", params)
+                latents = latents + params.noise.float() * extra_noise
         run = _Run(sampler, guidance, image_rng, timesteps, noise, init_latents, cfg_scale, image_size, strength,
                    image_conditioning, mask, job_no, job_count)
         bar = tqdm(total=len(timesteps), desc=f"{desc} {job_no + 1}/{job_count}", leave=False, disable=None)
