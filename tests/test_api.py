@@ -20,10 +20,9 @@ SMALL = {"width": 64, "height": 64, "steps": 2}
 
 
 @pytest.fixture(scope="module")
-def api_server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("api-data")
-    with running_webui(data_dir, "--api", "--nowebui") as (url, log_path):
-        yield url, data_dir, log_path
+def api_server(webui_api_server):
+    """The run's shared API-only server (tests/conftest.py); this module is the first to use it."""
+    return webui_api_server
 
 
 @pytest.fixture
@@ -372,13 +371,16 @@ def test_api_auth_protects_every_route(tmp_path):
         assert flags["nowebui"] is True
 
 
-def test_api_log_flag_logs_each_request(tmp_path):
-    with running_webui(tmp_path, "--api", "--nowebui", "--api-log") as (url, log_path):
-        requests.get(f"{url}/sdapi/v1/samplers", timeout=30)
-        deadline = time.time() + 10
-        while "GET /sdapi/v1/samplers 200" not in Path(log_path).read_text() and time.time() < deadline:
-            time.sleep(0.1)
-        assert "GET /sdapi/v1/samplers 200" in Path(log_path).read_text()
+def test_api_log_flag_logs_each_request(api_server):
+    """The shared API server runs with --api-log (tests/conftest.py): this request adds one more log line."""
+    url, _, log_path = api_server
+    line = "GET /sdapi/v1/samplers 200"
+    before = Path(log_path).read_text(errors="replace").count(line)
+    requests.get(f"{url}/sdapi/v1/samplers", timeout=30)
+    deadline = time.time() + 10
+    while Path(log_path).read_text(errors="replace").count(line) <= before and time.time() < deadline:
+        time.sleep(0.1)
+    assert Path(log_path).read_text(errors="replace").count(line) > before
 
 
 def test_extras_single_and_batch(client, api_server):

@@ -10,9 +10,9 @@ from tests.servers import running_webui
 
 
 @pytest.fixture(scope="module")
-def ui_server(tmp_path_factory):
-    with running_webui(tmp_path_factory.mktemp("sec-ui"), "--api") as (url, _):
-        yield url
+def ui_server(webui_server):
+    """The run's shared UI server with the API (tests/conftest.py); these tests only read from it."""
+    return webui_server[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +83,18 @@ def test_listen_without_login_warns_at_start_and_on_the_settings_page(tmp_path):
         assert "the API (/sdapi) is reachable from the network" in log and "--api-auth" in log
 
 
-def test_file_routes_serve_no_files_outside_results(tmp_path):
+def test_file_routes_serve_no_files_outside_results(webui_server, tmp_path):
     """Gradio's file routes: absolute paths, `..`, encoded traversal, settings files, non-images and a symlink
-    pointing outside are refused."""
+    pointing outside are refused. On the run's shared UI server: the symlink is put into its outputs folder."""
     from gradio_client import Client
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    url, data_dir, _ = webui_server
     secret = tmp_path / "secret.txt"
     secret.write_text("TOPSECRET")
     outputs = data_dir / "outputs"
-    outputs.mkdir()
+    outputs.mkdir(exist_ok=True)
     (outputs / "link.png").symlink_to(secret)
-    with running_webui(data_dir) as (url, _):
+    try:
         Client(url, verbose=False).predict("a red circle", "", "Euler", "Automatic", 2, 7, 1, 64, 64, 1, 1, [],
                                            api_name="/txt2img")
         attempts = [f"/file={secret}", f"/gradio_api/file={secret}", "/gradio_api/file=/etc/passwd",
@@ -107,6 +106,8 @@ def test_file_routes_serve_no_files_outside_results(tmp_path):
             assert response.status_code in (400, 403, 404), (path, response.status_code)
             assert "TOPSECRET" not in response.text and "root:" not in response.text, path
         assert list((outputs / "txt2img-images").rglob("*.png"))  # the job itself ran and saved normally
+    finally:
+        (outputs / "link.png").unlink()  # the server's later users see only real images
 
 
 def test_corrupt_settings_styles_and_cache_files_do_not_stop_the_app(tmp_path):

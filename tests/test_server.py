@@ -21,16 +21,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(webui_server):
+    """The run's shared UI server (tests/conftest.py), for the UI test modules that import this fixture."""
+    return webui_server
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory):
+    """This module's own server: its tests count the files from the first one, switch the model and stop it."""
     data_dir = tmp_path_factory.mktemp("server-data")
     with running_webui(data_dir, "--api", "--api-log") as (url, log_path):
         yield url, data_dir, log_path
 
 
-def test_txt2img_tab_generates_and_saves_with_infotext(server):
+def test_txt2img_tab_generates_and_saves_with_infotext(own_server):
     from gradio_client import Client
 
-    url, data_dir, _ = server
+    url, data_dir, _ = own_server
     client = Client(url, verbose=False)
     gallery, info, html_info = client.predict(
         "a small blue square", "noise", "Euler a", "Automatic", 5, 7, 4242, 64, 64, 1, 1, [], api_name="/txt2img")
@@ -46,10 +53,10 @@ def test_txt2img_tab_generates_and_saves_with_infotext(server):
     assert "demo-shapes-sd1.safetensors" in [p.name for p in (data_dir / "models" / "Stable-diffusion").iterdir()]
 
 
-def test_checkpoint_refresh_and_switch_from_the_ui(server, tiny_checkpoints):
+def test_checkpoint_refresh_and_switch_from_the_ui(own_server, tiny_checkpoints):
     from gradio_client import Client
 
-    url, data_dir, _ = server
+    url, data_dir, _ = own_server
     target = data_dir / "models" / "Stable-diffusion" / "second.safetensors"
     target.write_bytes(tiny_checkpoints["sd2"].read_bytes())
     client = Client(url, verbose=False)
@@ -64,10 +71,10 @@ def test_checkpoint_refresh_and_switch_from_the_ui(server, tiny_checkpoints):
         client.predict("second.safetensors", api_name="/change_checkpoint")  # titles carry the hash
 
 
-def test_styles_and_token_counter_from_the_ui(server):
+def test_styles_and_token_counter_from_the_ui(own_server):
     from gradio_client import Client
 
-    url, data_dir, _ = server
+    url, data_dir, _ = own_server
     client = Client(url, verbose=False)
     client.predict("Framed", "{prompt}, white background", "blurry", api_name="/save_style")
     assert "Framed,\"{prompt}, white background\",blurry" in (data_dir / "styles.csv").read_text()
@@ -78,10 +85,10 @@ def test_styles_and_token_counter_from_the_ui(server):
     assert ">120/150<" in counter
 
 
-def test_bad_input_is_reported_not_crashed(server):
+def test_bad_input_is_reported_not_crashed(own_server):
     from gradio_client import Client
 
-    url, _, _ = server
+    url, _, _ = own_server
     client = Client(url, verbose=False)
     with pytest.raises(Exception, match="Nope"):  # Gradio refuses values outside the dropdown's choices
         client.predict("x", "", "Nope", "Automatic", 5, 7, 1, 64, 64, 1, 1, [], api_name="/txt2img")
@@ -90,10 +97,10 @@ def test_bad_input_is_reported_not_crashed(server):
         client.predict("x", "", "DDIM", "Karras", 5, 7, 1, 64, 64, 1, 1, [], api_name="/txt2img")
 
 
-def test_server_binds_loopback_and_serves_the_page(server):
+def test_server_binds_loopback_and_serves_the_page(own_server):
     import httpx
 
-    url, _, log_path = server
+    url, _, log_path = own_server
     page = httpx.get(url, timeout=10)
     assert page.status_code == 200 and "<html" in page.text.lower()
     models = httpx.get(url + "/sdapi/v1/sd-models", timeout=10).json()
@@ -101,12 +108,12 @@ def test_server_binds_loopback_and_serves_the_page(server):
     assert "Running on local URL:  http://127.0.0.1:" in log_path.read_text()
 
 
-def test_api_in_ui_mode_has_a1111_error_bodies_and_the_request_log(server):
+def test_api_in_ui_mode_has_a1111_error_bodies_and_the_request_log(own_server):
     """With the UI, the API is mounted on Gradio's app after it started: its error handlers and --api-log's
     middleware must be there anyway (given to the app when it is made). Gradio's own routes keep their errors."""
     import httpx
 
-    url, _, log_path = server
+    url, _, log_path = own_server
     response = httpx.post(f"{url}/sdapi/v1/txt2img", timeout=60, json={
         "prompt": "p", "width": 64, "height": 64, "steps": 2, "sampler_name": "Nope"})
     assert response.status_code == 400, response.text
@@ -125,12 +132,12 @@ def test_api_in_ui_mode_has_a1111_error_bodies_and_the_request_log(server):
     assert "/no-such-page" not in log_path.read_text(errors="replace")
 
 
-def test_sigterm_with_the_ui_interrupts_the_job_and_exits_0(server):
+def test_sigterm_with_the_ui_interrupts_the_job_and_exits_0(own_server):
     """Graceful shutdown when Gradio serves the page (its own server loop, unlike --nowebui): the running job is
     interrupted and still answered, and the process exits with status 0. The last test of this module's server."""
     import httpx
 
-    url, data_dir, log_path = server
+    url, data_dir, log_path = own_server
     process = server_process(data_dir)
     answer: dict[str, httpx.Response | Exception] = {}
 
