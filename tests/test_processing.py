@@ -86,7 +86,8 @@ def test_variation_seed_and_seed_resize(app):
 
 def test_every_sampler_and_schedule_gives_finite_distinct_images(app):
     """Every combination runs and gives a finite image; two combinations give the same image only when their
-    schedulers compute the same timestep/sigma schedule (e.g. DPM++ 2M's Automatic is Karras)."""
+    schedulers compute the same timestep/sigma schedule (e.g. DPM++ 2M's Automatic is Karras). At 32x32 (4x4
+    latents): over 60 jobs, and no assertion here depends on the size."""
     import torch
 
     seen: dict[bytes, tuple[str, bytes]] = {}
@@ -95,7 +96,7 @@ def test_every_sampler_and_schedule_gives_finite_distinct_images(app):
         for schedule in info.schedules:
             label = samplers.find_schedule_type(schedule).label
             processed = app.run_job(Job(prompt="p", seed=11, sampler_name=info.name, scheduler=label,
-                                        do_not_save_samples=True, width=64, height=64, steps=6))
+                                        do_not_save_samples=True, width=32, height=32, steps=6))
             array = _pixels(processed.images[0])
             assert array.std() > 0
             scheduler = samplers.create_sampler(info.name, label, app.models.current.scheduler_config).scheduler
