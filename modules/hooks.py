@@ -15,7 +15,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: this module stays importable without loading torch
+    import torch
+    from PIL import Image
 
 log = logging.getLogger("webui")
 
@@ -141,3 +145,29 @@ class BeforeTokenCounterParams:
     steps: int
     styles: list[str]
     is_positive: bool = True
+
+
+# --- what the scripts' own hooks receive (A1111's classes of these names) ---------------------------------------
+
+class PostprocessImageArgs:
+    """What a script's postprocess_image hook receives: it may replace `image` (A1111's class of that name)."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.image = image
+
+
+class PostprocessBatchListArgs:
+    """What a script's postprocess_batch_list hook receives: `images`, the decoded batch as a list of PIL images
+    (A1111: a list of tensors); a script may replace or reorder the list, and what it leaves is saved and returned.
+    An image added beyond the batch gets the seed and prompt of the batch's last image."""
+
+    def __init__(self, images: list[Image.Image]) -> None:
+        self.images = images
+
+
+class PostSampleArgs:
+    """What a script's post_sample hook receives: `samples`, the batch's final latents before VAE decoding
+    (replace it to change what is decoded)."""
+
+    def __init__(self, samples: torch.Tensor) -> None:
+        self.samples = samples

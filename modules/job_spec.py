@@ -14,13 +14,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 
+log = logging.getLogger("webui")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -365,3 +367,62 @@ class Job:
     def sd_model(self, value: Any) -> None:
         """Accepted and ignored (A1111 scripts write `p.sd_model = shared.sd_model`): a job always runs on the model
         of its context."""
+
+
+# --- A1111's processing class names (for extensions) ------------------------------------------------------------
+#
+# Every job is a `Job`; the UI and the API build plain `Job`s. A1111 extensions test the kind of job with
+# `isinstance(p, StableDiffusionProcessingImg2Img)`, so these names are thin subclasses whose metaclass answers
+# `isinstance` for a plain `Job` from its mode (img2img = it has init images); an instance of one of these classes
+# (an extension constructing `StableDiffusionProcessingTxt2Img(prompt=..., ...)`) is judged by its class. The
+# constructors take A1111's keyword arguments: `sd_model` is ignored (a job runs on its context's model), `mask` is
+# `image_mask`, None for a field with a non-None default means that default, and A1111-only names (`restore_faces`,
+# `tiling`, ...) are kept as plain attributes. `process_images` accepts them like any Job. Nothing in the core uses
+# them.
+
+_A1111_RENAMED = {"mask": "image_mask"}
+
+
+def _field_defaults_not_none() -> frozenset[str]:
+    return frozenset(f.name for cls in (JobSpec, RunState) for f in dataclasses.fields(cls)
+                     if f.default is not None or f.default_factory is not dataclasses.MISSING)
+
+
+class _JobKind(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        if type.__instancecheck__(StableDiffusionProcessing, obj):
+            return type.__instancecheck__(cls, obj)
+        return isinstance(obj, Job) and cls.a1111_mode in (None, obj.mode)
+
+
+class StableDiffusionProcessing(Job, metaclass=_JobKind):
+    """A1111's base class name: `isinstance(p, StableDiffusionProcessing)` is True for every job."""
+
+    a1111_mode: ClassVar[str | None] = None
+
+    def __init__(self, sd_model: Any = None, **kwargs: Any) -> None:
+        known = {f.name for f in dataclasses.fields(Job)}  # spec, run state, scripts and context
+        not_none = _field_defaults_not_none()
+        values = {_A1111_RENAMED.get(key, key): value for key, value in kwargs.items()}
+        if isinstance(values.get("comments"), dict):  # A1111 keeps comments as a dict of texts
+            values["comments"] = list(values["comments"])
+        super().__init__(**{key: value for key, value in values.items()
+                            if key in known and not (value is None and key in not_none)})
+        for key, value in values.items():
+            if key not in known:
+                try:
+                    setattr(self, key, value)
+                except AttributeError:  # a read-only property such as `mode`
+                    log.debug("%s: ignoring argument %s", type(self).__name__, key)
+
+
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    """A1111's txt2img job class: `isinstance(p, StableDiffusionProcessingTxt2Img)` is True for txt2img jobs."""
+
+    a1111_mode = "txt2img"
+
+
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    """A1111's img2img job class: `isinstance(p, StableDiffusionProcessingImg2Img)` is True for img2img jobs."""
+
+    a1111_mode = "img2img"

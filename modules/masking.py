@@ -1,11 +1,16 @@
-"""Mask geometry and fill for inpainting (A1111's "only masked" crop region and "fill" masked content)."""
+"""Image steps of img2img and inpainting: A1111's resize modes, mask preparation ("only masked" crop region, blur,
+invert), "fill" masked content, latent masks, and pasting the result back over the original."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
+
+from modules.job_spec import JobSpec
 
 
 def get_crop_region(mask: Image.Image, padding: int = 0) -> tuple[int, int, int, int]:
@@ -73,3 +78,94 @@ def _blur(channel: np.ndarray, radius: int) -> np.ndarray:
     t = F.conv2d(F.pad(t, (pad, pad, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
     t = F.conv2d(F.pad(t, (0, 0, pad, pad), mode="replicate"), kernel.view(1, 1, -1, 1))
     return t[0, 0].numpy()
+
+
+# --- img2img / inpainting image steps (used by processing) ---------------------------------------------
+
+def _snap8(value: int) -> int:
+    return max(8, int(value) // 8 * 8)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def tensor_to_pil(sample: torch.Tensor) -> Image.Image:
+    array = ((sample.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
+    """A1111's resize modes 0 (just resize), 1 (crop and resize), 2 (resize and fill); 3 resizes in latent space."""
+    lanczos = Image.Resampling.LANCZOS
+    if mode in (0, 3):
+        return image.resize((width, height), lanczos)
+    ratio, src_ratio = width / height, image.width / image.height
+    if mode == 1:
+        return ImageOps.fit(image, (width, height), lanczos)
+    # mode 2: fit inside, then fill the bars by stretching the image's edge rows/columns (as A1111)
+    fit_w = width if ratio < src_ratio else image.width * height // image.height
+    fit_h = height if ratio >= src_ratio else image.height * width // image.width
+    resized = image.resize((max(1, fit_w), max(1, fit_h)), lanczos)
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(resized, ((width - fit_w) // 2, (height - fit_h) // 2))
+    if ratio < src_ratio and fill_needed(height, fit_h):
+        pad = (height - fit_h) // 2
+        canvas.paste(resized.resize((width, pad), box=(0, 0, width, 0)), (0, 0))
+        canvas.paste(resized.resize((width, height - fit_h - pad), box=(0, fit_h, width, fit_h)), (0, pad + fit_h))
+    elif ratio > src_ratio and fill_needed(width, fit_w):
+        pad = (width - fit_w) // 2
+        canvas.paste(resized.resize((pad, height), box=(0, 0, 0, height)), (0, 0))
+        canvas.paste(resized.resize((width - fit_w - pad, height), box=(fit_w, 0, fit_w, height)), (pad + fit_w, 0))
+    return canvas
+
+
+def fill_needed(total: int, used: int) -> bool:
+    return total - used >= 2
+
+
+@dataclass
+class InpaintSetup:
+    mask_for_overlay: Image.Image        # blurred, full size: 255 = generated pixels
+    crop_region: tuple[int, int, int, int] | None
+    latent_mask: Image.Image             # mask at processing size, used in latent space
+
+
+def prepare_mask(job: JobSpec, image_size: tuple[int, int]) -> InpaintSetup:
+    mask = job.image_mask.convert("L")
+    if mask.size != image_size:
+        mask = mask.resize(image_size, Image.Resampling.LANCZOS)
+    if job.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    if job.mask_blur > 0:
+        mask = mask.filter(ImageFilter.GaussianBlur(job.mask_blur))
+    crop_region = None
+    if job.inpaint_full_res:
+        crop_region = expand_crop_region(get_crop_region(mask, job.inpaint_full_res_padding),
+                                                 job.width, job.height, mask.width, mask.height)
+        latent_mask = resize_image(2, mask.crop(crop_region).convert("RGB"), job.width, job.height).convert("L")
+    else:
+        latent_mask = resize_image(job.resize_mode if job.resize_mode != 3 else 0, mask.convert("RGB"),
+                                   job.width, job.height).convert("L")
+    return InpaintSetup(mask, crop_region, latent_mask)
+
+
+def _latent_mask_tensor(mask: Image.Image, latent_hw: tuple[int, int], device: torch.device,
+                        dtype: torch.dtype) -> torch.Tensor:
+    array = np.asarray(mask.resize((latent_hw[1], latent_hw[0]), Image.Resampling.LANCZOS), dtype=np.float32) / 255
+    return torch.from_numpy(np.around(array)).to(device, dtype)[None, None]
+
+
+def _composite(image: Image.Image, original: Image.Image, setup: InpaintSetup | None) -> Image.Image:
+    """Paste the generated pixels back so that everything outside the (blurred) mask equals the original."""
+    if setup is None:
+        return image
+    if setup.crop_region:
+        x1, y1, x2, y2 = setup.crop_region
+        placed = original.copy()
+        placed.paste(resize_image(1, image, x2 - x1, y2 - y1), (x1, y1))
+        image = placed
+    elif image.size != original.size:
+        image = image.resize(original.size, Image.Resampling.LANCZOS)
+    return Image.composite(image, original, setup.mask_for_overlay)

@@ -11,34 +11,48 @@ import dataclasses
 import logging
 import math
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
-from modules import engines, images, infotext, masking, upscaling
-from modules.job_spec import Job, JobSpec, RunState
+from modules import images, masking, upscaling
+from modules.hooks import PostprocessBatchListArgs, PostprocessImageArgs, PostSampleArgs
+from modules.job_infotext import VERSION, create_infotext, hires_infotext_params, hires_target_size
+from modules.job_spec import (  # noqa: F401 (A1111's names, importable from modules.processing)
+    Job,
+    JobSpec,
+    RunState,
+    StableDiffusionProcessing,
+    StableDiffusionProcessingImg2Img,
+    StableDiffusionProcessingTxt2Img,
+)
+from modules.masking import (  # noqa: F401 (resize_image, pil_to_tensor, ... are A1111's processing names)
+    InpaintSetup,
+    _composite,
+    _latent_mask_tensor,
+    _snap8,
+    fill_needed,
+    pil_to_tensor,
+    prepare_mask,
+    resize_image,
+    tensor_to_pil,
+)
 from modules.models.loader import SDModel
-from modules.networks import extra as extra_networks
-from modules.networks import lora
 from modules.networks.registry import NetworkRegistry
-from modules.prompts import parser
-from modules.prompts.encoder import Conditioning, EncodingNotes
 from modules.prompts.guidance import PromptGuidance
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.sampling import rng as rng_mod
 from modules.sampling import samplers
-from modules.sampling.loop import SamplingLoop
+from modules.sampling.batch import PERSISTENT_COND_CACHE_SIZE, Sampling  # noqa: F401
 from modules.state import State
 from modules.styles import StyleDatabase
 
 log = logging.getLogger("webui")
-VERSION = "v0.1.0"
 LATENT_UPSCALE_MODES = {
     "Latent": ("bilinear", False),
     "Latent (antialiased)": ("bilinear", True),
@@ -55,89 +69,6 @@ INPAINT_AREAS = ("Whole picture", "Only masked")
 
 class JobError(ValueError):
     """The job cannot run as given; the message says which field and why."""
-
-
-class PostprocessImageArgs:
-    """What a script's postprocess_image hook receives: it may replace `image` (A1111's class of that name)."""
-
-    def __init__(self, image: Image.Image) -> None:
-        self.image = image
-
-
-class PostprocessBatchListArgs:
-    """What a script's postprocess_batch_list hook receives: `images`, the decoded batch as a list of PIL images
-    (A1111: a list of tensors); a script may replace or reorder the list, and what it leaves is saved and returned.
-    An image added beyond the batch gets the seed and prompt of the batch's last image."""
-
-    def __init__(self, images: list[Image.Image]) -> None:
-        self.images = images
-
-
-class PostSampleArgs:
-    """What a script's post_sample hook receives: `samples`, the batch's final latents before VAE decoding
-    (replace it to change what is decoded)."""
-
-    def __init__(self, samples: torch.Tensor) -> None:
-        self.samples = samples
-
-
-# --- A1111's processing class names (for extensions) ------------------------------------------------------------
-#
-# Every job is a `Job`; the UI and the API build plain `Job`s. A1111 extensions test the kind of job with
-# `isinstance(p, StableDiffusionProcessingImg2Img)`, so these names are thin subclasses whose metaclass answers
-# `isinstance` for a plain `Job` from its mode (img2img = it has init images); an instance of one of these classes
-# (an extension constructing `StableDiffusionProcessingTxt2Img(prompt=..., ...)`) is judged by its class. The
-# constructors take A1111's keyword arguments: `sd_model` is ignored (a job runs on its context's model), `mask` is
-# `image_mask`, None for a field with a non-None default means that default, and A1111-only names (`restore_faces`,
-# `tiling`, ...) are kept as plain attributes. `process_images` accepts them like any Job. Nothing in the core uses
-# them.
-
-_A1111_RENAMED = {"mask": "image_mask"}
-
-
-def _field_defaults_not_none() -> frozenset[str]:
-    return frozenset(f.name for cls in (JobSpec, RunState) for f in dataclasses.fields(cls)
-                     if f.default is not None or f.default_factory is not dataclasses.MISSING)
-
-
-class _JobKind(type):
-    def __instancecheck__(cls, obj: Any) -> bool:
-        if type.__instancecheck__(StableDiffusionProcessing, obj):
-            return type.__instancecheck__(cls, obj)
-        return isinstance(obj, Job) and cls.a1111_mode in (None, obj.mode)
-
-
-class StableDiffusionProcessing(Job, metaclass=_JobKind):
-    """A1111's base class name: `isinstance(p, StableDiffusionProcessing)` is True for every job."""
-
-    a1111_mode: ClassVar[str | None] = None
-
-    def __init__(self, sd_model: Any = None, **kwargs: Any) -> None:
-        known = {f.name for f in dataclasses.fields(Job)}  # spec, run state, scripts and context
-        not_none = _field_defaults_not_none()
-        values = {_A1111_RENAMED.get(key, key): value for key, value in kwargs.items()}
-        if isinstance(values.get("comments"), dict):  # A1111 keeps comments as a dict of texts
-            values["comments"] = list(values["comments"])
-        super().__init__(**{key: value for key, value in values.items()
-                            if key in known and not (value is None and key in not_none)})
-        for key, value in values.items():
-            if key not in known:
-                try:
-                    setattr(self, key, value)
-                except AttributeError:  # a read-only property such as `mode`
-                    log.debug("%s: ignoring argument %s", type(self).__name__, key)
-
-
-class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
-    """A1111's txt2img job class: `isinstance(p, StableDiffusionProcessingTxt2Img)` is True for txt2img jobs."""
-
-    a1111_mode = "txt2img"
-
-
-class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
-    """A1111's img2img job class: `isinstance(p, StableDiffusionProcessingImg2Img)` is True for img2img jobs."""
-
-    a1111_mode = "img2img"
 
 
 @dataclass
@@ -241,161 +172,11 @@ def validate(job: Job) -> None:
     samplers.resolve(job.sampler_name, job.scheduler)  # raises ValueError listing the valid names
 
 
-def _snap8(value: int) -> int:
-    return max(8, int(value) // 8 * 8)
-
-
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def tensor_to_pil(sample: torch.Tensor) -> Image.Image:
-    array = ((sample.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array)
-
-
-def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Image.Image:
-    """A1111's resize modes 0 (just resize), 1 (crop and resize), 2 (resize and fill); 3 resizes in latent space."""
-    lanczos = Image.Resampling.LANCZOS
-    if mode in (0, 3):
-        return image.resize((width, height), lanczos)
-    ratio, src_ratio = width / height, image.width / image.height
-    if mode == 1:
-        return ImageOps.fit(image, (width, height), lanczos)
-    # mode 2: fit inside, then fill the bars by stretching the image's edge rows/columns (as A1111)
-    fit_w = width if ratio < src_ratio else image.width * height // image.height
-    fit_h = height if ratio >= src_ratio else image.height * width // image.width
-    resized = image.resize((max(1, fit_w), max(1, fit_h)), lanczos)
-    canvas = Image.new("RGB", (width, height))
-    canvas.paste(resized, ((width - fit_w) // 2, (height - fit_h) // 2))
-    if ratio < src_ratio and fill_needed(height, fit_h):
-        pad = (height - fit_h) // 2
-        canvas.paste(resized.resize((width, pad), box=(0, 0, width, 0)), (0, 0))
-        canvas.paste(resized.resize((width, height - fit_h - pad), box=(0, fit_h, width, fit_h)), (0, pad + fit_h))
-    elif ratio > src_ratio and fill_needed(width, fit_w):
-        pad = (width - fit_w) // 2
-        canvas.paste(resized.resize((pad, height), box=(0, 0, 0, height)), (0, 0))
-        canvas.paste(resized.resize((width - fit_w - pad, height), box=(fit_w, 0, fit_w, height)), (pad + fit_w, 0))
-    return canvas
-
-
-PERSISTENT_COND_CACHE_SIZE = 32  # prompt encodings kept on the model across jobs
 # override_settings that choose the model: shared.run_job loads what they name for the job's turn of the queue
 MODEL_SETTINGS = ("sd_model_checkpoint", "sd_vae")
 
 
-def fill_needed(total: int, used: int) -> bool:
-    return total - used >= 2
-
-
 # --- the model calls -----------------------------------------------------------------------------------------
-
-class Sampling:
-    """One job's use of the model: the family's engine (text, denoiser, VAE), the sampling loop, the networks and the
-    prompt-encoding caches. The engine decides everything family-specific; nothing here asks which family it is."""
-
-    def __init__(self, model: SDModel, ctx: Context) -> None:
-        self.model = model
-        self.ctx = ctx
-        self.engine = engines.engine_for(model, ctx.opts, ctx.embeddings)
-        self.encoder = self.engine.encoder
-        # context hook objects that supply denoiser inputs (ControlNet-style residuals) join every denoiser call
-        self.loop = SamplingLoop(self.engine, ctx.state,
-                                 [hook for hook in ctx.hooks if isinstance(hook, engines.DenoiserHook)])
-        # (encoding, notes) by key; used when the model's cache (persistent_cond_cache) is off
-        self._cond_cache: OrderedDict[tuple, tuple[Conditioning, EncodingNotes]] = OrderedDict()
-        self._networks_key: str | None = None
-
-    def encode(self, prompts: list[str], min_chunks: int = 1) -> Conditioning:
-        """Encodings by text, cached for this job, or on the model across jobs (setting persistent_cond_cache):
-        the same prompt in the next job then costs no text-encoder run."""
-        persistent = bool(self.ctx.opts.persistent_cond_cache)
-        cache = self.model.cond_cache if persistent else self._cond_cache
-        key = (tuple(prompts), min_chunks, self.engine.encoder_state, self._networks_key)
-        if key in cache:
-            cache.move_to_end(key)
-            conditioning, notes = cache[key]
-            self.encoder.note(notes)  # its embeddings and emphasis still reach this job's infotext
-            return conditioning
-        cache[key] = self.engine.encode(prompts, min_chunks)
-        while persistent and len(cache) > PERSISTENT_COND_CACHE_SIZE:
-            cache.popitem(last=False)
-        return cache[key][0]
-
-    def activate_networks(self, job: Job, prompts: list[str]) -> list[str]:
-        """Apply the networks named by the batch's first prompt; returns the prompts without the tags."""
-        prompts, networks = parser.parse_prompts(prompts)
-        ctx = self.ctx
-        activation = extra_networks.activate(self.model, networks, ctx.loras, ctx.hypernetworks, ctx.hash_cache)
-        if activation.infotext and not ctx.opts.lora_add_hashes_to_infotext:
-            activation.infotext.pop("Lora hashes", None)
-        job.extra_generation_params.update(activation.infotext)
-        job.comments += [w for w in activation.warnings if w not in job.comments]
-        # A LoRA's text-encoder part changes encodings: what was applied (files with their mtimes, multipliers) is
-        # part of their key, so a retrained file under the same name is encoded again.
-        self._networks_key = repr(lora.patcher_for(self.model).applied)
-        return prompts
-
-    def guidance(self, prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None = None
-                 ) -> PromptGuidance:
-        """Scheduled/composable conditioning for one batch; encodings are cached across the job by text."""
-        return PromptGuidance(prompts, negatives, steps, self.encode, self.encoder.count_chunks, hires_steps)
-
-    def vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.engine.vae_encode(pixels)
-
-    def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.engine.vae_decode(latents)
-
-    def denoise(self, job: Job, sampler: samplers.Sampler, latents: torch.Tensor, noise: torch.Tensor,
-                guidance: PromptGuidance, steps: int,
-                image_rng: rng_mod.ImageRNG, job_no: int, job_count: int,
-                strength: float | None = None, image_conditioning: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The job's sampling loop (modules/sampling/loop.py) for one batch; None when interrupted or skipped."""
-        extra_noise = float(self.ctx.opts.img2img_extra_noise) if strength is not None else 0.0
-        if extra_noise > 0:
-            job.extra_generation_params["Extra noise"] = extra_noise  # A1111 records it for img2img and hires
-        return self.loop.run(sampler, latents, noise, guidance, steps, image_rng, cfg_scale=job.cfg_scale,
-                             image_size=(job.width, job.height), strength=strength,
-                             image_conditioning=image_conditioning, mask=mask, job_no=job_no, job_count=job_count,
-                             desc=job.mode, extra_noise=extra_noise)
-
-
-# --- inpainting helpers --------------------------------------------------------------------------------------
-
-@dataclass
-class InpaintSetup:
-    mask_for_overlay: Image.Image        # blurred, full size: 255 = generated pixels
-    crop_region: tuple[int, int, int, int] | None
-    latent_mask: Image.Image             # mask at processing size, used in latent space
-
-
-def prepare_mask(job: Job, image_size: tuple[int, int]) -> InpaintSetup:
-    mask = job.image_mask.convert("L")
-    if mask.size != image_size:
-        mask = mask.resize(image_size, Image.Resampling.LANCZOS)
-    if job.inpainting_mask_invert:
-        mask = ImageOps.invert(mask)
-    if job.mask_blur > 0:
-        mask = mask.filter(ImageFilter.GaussianBlur(job.mask_blur))
-    crop_region = None
-    if job.inpaint_full_res:
-        crop_region = masking.expand_crop_region(masking.get_crop_region(mask, job.inpaint_full_res_padding),
-                                                 job.width, job.height, mask.width, mask.height)
-        latent_mask = resize_image(2, mask.crop(crop_region).convert("RGB"), job.width, job.height).convert("L")
-    else:
-        latent_mask = resize_image(job.resize_mode if job.resize_mode != 3 else 0, mask.convert("RGB"),
-                                   job.width, job.height).convert("L")
-    return InpaintSetup(mask, crop_region, latent_mask)
-
-
-def _latent_mask_tensor(mask: Image.Image, latent_hw: tuple[int, int], device: torch.device,
-                        dtype: torch.dtype) -> torch.Tensor:
-    array = np.asarray(mask.resize((latent_hw[1], latent_hw[0]), Image.Resampling.LANCZOS), dtype=np.float32) / 255
-    return torch.from_numpy(np.around(array)).to(device, dtype)[None, None]
-
 
 # --- the job ---------------------------------------------------------------------------------------------------
 
@@ -429,47 +210,6 @@ def _image_rng(job: Job, ctx: Context, shape: tuple[int, ...], seeds: list[int],
         seed_resize_from_h=job.seed_resize_from_h // f if job.seed_resize_from_h > 0 else 0,
         seed_resize_from_w=job.seed_resize_from_w // f if job.seed_resize_from_w > 0 else 0,
         source=_rng_source(ctx), device=ctx.model.policy.device, ensd=int(ctx.opts.eta_noise_seed_delta or 0))
-
-
-def hires_target_size(job: Job) -> tuple[int, int]:
-    if job.hr_resize_x or job.hr_resize_y:
-        w, h = job.hr_resize_x, job.hr_resize_y
-        if not w:
-            w = job.width * h // job.height
-        elif not h:
-            h = job.height * w // job.width
-        return _snap8(w), _snap8(h)
-    return _snap8(job.width * job.hr_scale), _snap8(job.height * job.hr_scale)
-
-
-def create_infotext(job: Job, ctx: Context, index: int, sampler: samplers.Sampler,
-                    use_main_prompt: bool = False) -> str:
-    model, opts = ctx.model, ctx.opts
-    ckpt = model.checkpoint
-    params: dict[str, Any] = {
-        "Steps": job.steps,
-        "Sampler": sampler.info.name,
-        "Schedule type": sampler.infotext_schedule,
-        "CFG scale": job.cfg_scale,
-        "Seed": job.all_seeds[index],
-        "Size": f"{job.width}x{job.height}",
-        "Model hash": ckpt.shorthash if opts.add_model_hash_to_info else None,
-        "Model": ckpt.model_name if opts.add_model_name_to_info else None,
-        "VAE hash": model.vae_info.shorthash if model.vae_info and opts.add_vae_hash_to_info else None,
-        "VAE": model.vae_info.name if model.vae_info and opts.add_vae_name_to_info else None,
-        "Variation seed": job.all_subseeds[index] if job.subseed_strength else None,
-        "Variation seed strength": job.subseed_strength or None,
-        "Seed resize from": f"{job.seed_resize_from_w}x{job.seed_resize_from_h}"
-        if job.seed_resize_from_w > 0 and job.seed_resize_from_h > 0 else None,
-        "Denoising strength": job.denoising_strength if job.is_img2img or job.enable_hr else None,
-        "Clip skip": job.clip_skip if job.clip_skip > 1 else None,
-        "ENSD": opts.eta_noise_seed_delta or None,
-        "RNG": opts.randn_source if opts.randn_source != "GPU" else None,
-    }
-    prompt = job.all_prompts[0 if use_main_prompt else index]
-    negative = job.all_negative_prompts[0 if use_main_prompt else index]
-    return infotext.build_infotext(prompt, negative, params, job.extra_generation_params,
-                                   version=VERSION if opts.add_version_to_infotext else None)
 
 
 def process_images(job: Job, ctx: Context | None = None) -> Processed:
@@ -537,7 +277,7 @@ def _process(job: Job, ctx: Context) -> Processed:
             job.extra_generation_params.setdefault("Masked area padding", job.inpaint_full_res_padding)
         job.extra_generation_params.setdefault("Masked content", MASKED_CONTENT[job.inpainting_fill])
     if job.enable_hr and not job.is_img2img:
-        _hires_infotext_params(job)
+        hires_infotext_params(job)
 
     sampling = Sampling(model, ctx)
     outputs: list[Image.Image] = []
@@ -619,24 +359,6 @@ def _process(job: Job, ctx: Context) -> Processed:
     _call_hooks(ctx, "postprocess", job, processed)
     _script_hook(job, "postprocess", processed)
     return processed
-
-
-def _hires_infotext_params(job: Job) -> None:
-    extra = job.extra_generation_params
-    if job.hr_resize_x or job.hr_resize_y:
-        w, h = hires_target_size(job)
-        extra["Hires resize"] = f"{w}x{h}"
-    else:
-        extra["Hires upscale"] = job.hr_scale
-    if job.hr_second_pass_steps:
-        extra["Hires steps"] = job.hr_second_pass_steps
-    extra["Hires upscaler"] = job.hr_upscaler
-    if job.hr_sampler_name and job.hr_sampler_name != job.sampler_name:
-        extra["Hires sampler"] = job.hr_sampler_name
-    if job.hr_prompt and job.hr_prompt != job.prompt:
-        extra["Hires prompt"] = job.hr_prompt
-    if job.hr_negative_prompt and job.hr_negative_prompt != job.negative_prompt:
-        extra["Hires negative prompt"] = job.hr_negative_prompt
 
 
 def _script_hook(job: Job, name: str, *args: Any, **kwargs: Any) -> None:
@@ -826,18 +548,3 @@ def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
         latents = init_latents * (1 - mask) + latents * mask
     generated = _decode_to_images(sampling, _post_sample(job, latents))
     return [_composite(image, original, setup) for image, original, setup in zip(generated, originals, setups)]
-
-
-def _composite(image: Image.Image, original: Image.Image, setup: InpaintSetup | None) -> Image.Image:
-    """Paste the generated pixels back so that everything outside the (blurred) mask equals the original."""
-    if setup is None:
-        return image
-    if setup.crop_region:
-        x1, y1, x2, y2 = setup.crop_region
-        placed = original.copy()
-        placed.paste(resize_image(1, image, x2 - x1, y2 - y1), (x1, y1))
-        image = placed
-    elif image.size != original.size:
-        image = image.resize(original.size, Image.Resampling.LANCZOS)
-    return Image.composite(image, original, setup.mask_for_overlay)
-
