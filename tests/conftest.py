@@ -57,9 +57,10 @@ MODEL_OR_SERVER_FIXTURES = {
     "decoded", "encoded", "built_ins", "script_env", "recorder",
 }
 BROWSER_FIXTURES = {"page"}
-# Words in a test's own source that mean it drives a browser, or starts a server (or webui.py) itself.
+# Words in a test's own source that mean it drives a browser, or loads a model or starts a server (webui.py) itself.
 BROWSER_WORDS = ("sync_playwright", "chromium")
-SERVER_WORDS = ("running_webui(", '"webui.py"')
+MODEL_OR_SERVER_WORDS = ("load_model(", "write_tiny_checkpoint(", "build_tiny_components(", "running_webui(",
+                         '"webui.py"')
 
 # Seconds the slower tests take on an idle 2-core machine (one xdist worker of two, one torch thread): their CPU
 # seconds, measured with WEBUI_TEST_TIMES (below), the servers they start included. Those of 10 s or more are the
@@ -115,7 +116,7 @@ def _tier_of(item: pytest.Item) -> str:
     if KNOWN_SECONDS.get(_base_nodeid(item), 0.0) >= SLOW_SECONDS:
         return "slow"
     if (MODEL_OR_SERVER_FIXTURES & set(item.fixturenames) or item.path.name not in UNIT_FILES
-            or any(word in source for word in SERVER_WORDS)):
+            or any(word in source for word in MODEL_OR_SERVER_WORDS)):
         return "integration"
     return "unit"
 
@@ -200,6 +201,16 @@ class _XdistGroupIds:
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         config.pluginmanager.register(_XdistGroupIds(), "webui-xdist-group-ids")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move everything imported so far (torch, diffusers, gradio, the test modules) out of the garbage collector's
+    sight: the model manager runs gc.collect() on every load and unload, which otherwise walks ~500k long-lived
+    objects each time (0.35 s a call; with the `app` fixture's load and unload, most of a short test)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _longest_first(items: list[pytest.Item]) -> None:
