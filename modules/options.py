@@ -234,6 +234,8 @@ def default_option_table() -> dict[str, OptionInfo]:
                                          component_args=_slider(64, 16384, 64)),
         "api_keep_finished_jobs": OptionInfo(100, "API: how many finished async jobs keep their results",
                                              component_args=_slider(1, 10000, 1)),
+        "job_timeout": OptionInfo(0, "Longest a generation may run before it is stopped (seconds; 0 = no limit)",
+                                  component_args=_slider(0, 86400, 1)),
     }))
     table.update(options_section(("sampler-params", "Sampler parameters"), {
         "eta_ddim": OptionInfo(0.0, "Eta for DDIM", component_args=_slider(0.0, 1.0, 0.01), infotext="Eta DDIM"),

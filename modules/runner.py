@@ -49,6 +49,7 @@ class _Item:
     owner: str | None
     job_count: int
     progress: bool                      # set up the shared progress state (jobs), or not (short turns)
+    timeout: float | None = None        # seconds it may run before it is interrupted (None: no limit)
     future: JobFuture = field(default_factory=JobFuture)
     granted: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
@@ -73,10 +74,13 @@ class JobRunner:
 
     def submit(self, kind: str, work: Callable[[], T], *, label: str | None = None, owner: str | None = None,
                task_id: str | None = None, task: Task | None = None, job_count: int = 1,
-               progress: bool = True) -> JobFuture:
+               progress: bool = True, timeout: float | None = None) -> JobFuture:
         """Queue `work()`; returns a Future for its result. `task` is a record the caller registered itself (the
-        async API, which answers with its id first); otherwise one is made (`task_id`: a client's own id)."""
+        async API, which answers with its id first); otherwise one is made (`task_id`: a client's own id).
+        `timeout`: once it has run that many seconds it is interrupted at its next step, as an Interrupt would,
+        and its task records why."""
         item = self._enqueue(kind, work, label, owner, task_id, task, job_count, progress)
+        item.timeout = timeout if timeout and timeout > 0 else None
         return item.future
 
     def run(self, kind: str, work: Callable[[], T], *, label: str | None = None, owner: str | None = None,
@@ -173,16 +177,31 @@ class JobRunner:
                 item.released.wait()
                 self.tasks.finish(task)
                 return True, None
+            timer = None
+            if item.timeout is not None:
+                timer = threading.Timer(item.timeout, self._time_out, args=(task, item.timeout))
+                timer.daemon = True
+                timer.start()
             try:
                 result = item.work()
             except BaseException as e:
                 self.tasks.finish(task, error=str(e) or type(e).__name__)
                 return False, e
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if task.error and task.error.startswith("Timed out"):
+                self.tasks.finish(task, error=task.error)  # what it made so far is still its result
             self.tasks.finish(task, cancelled=task.cancel_requested and self.state.interrupted)
             return True, result
         finally:
             if item.progress:
                 self.state.end()
+
+    def _time_out(self, task: Task, seconds: float) -> None:
+        if self.state.interrupt_task(task.id):
+            task.error = f"Timed out after {seconds:g} s (setting job_timeout); stopped at its next step"
+            log.warning("%s: %s", task.id, task.error)
 
     # --- what is queued -------------------------------------------------------------------------------------------
 

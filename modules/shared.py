@@ -210,7 +210,7 @@ def submit_job(job: Job, label: str = "", owner: str | None = None, task_id: str
                task: Task | None = None) -> JobFuture:
     """Queue a generation job; returns a Future of its `Processed` (the async API does not wait for it)."""
     return runner.submit(label or job.mode, _job_work(job), owner=owner, task_id=task_id, task=task,
-                         job_count=job.n_iter)
+                         job_count=job.n_iter, timeout=float(opts.job_timeout or 0))
 
 
 def _job_work(job: Job):

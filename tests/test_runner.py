@@ -296,3 +296,23 @@ def test_closing_a_tab_cancels_only_that_sessions_work():
         alice_queued.result(10)
     assert api_job.result(10) == "api" and bob_queued.result(10) == "bob"
     assert runner.state.waiting == {}
+
+
+@pytest.mark.unit
+def test_a_job_past_its_timeout_is_stopped_and_says_why():
+    runner = _runner()
+    steps: list[int] = []
+
+    def long_job() -> str:
+        for step in range(1000):
+            if runner.state.interrupted:
+                return f"partial after {len(steps)} steps"
+            steps.append(step)
+            time.sleep(0.01)
+        return "finished"
+
+    future = runner.submit("txt2img", long_job, timeout=0.3)
+    assert future.result(10).startswith("partial after")  # what it made so far is still returned
+    assert 5 < len(steps) < 500
+    assert future.task.status == "failed" and future.task.error.startswith("Timed out after 0.3 s")
+    assert runner.submit("txt2img", lambda: "next", timeout=5).result(10) == "next"  # the next one runs
