@@ -14,6 +14,7 @@ into that folder removes such leftovers of dead processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import errno
 import hashlib
@@ -26,6 +27,7 @@ import time
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import psutil
 from PIL import Image, ImageColor, PngImagePlugin
@@ -44,6 +46,15 @@ __all__ = [
     "save_image_with_geninfo",
     "write_text_atomically",
 ]
+
+def _app_setting(name: str, default: Any) -> Any:
+    """A setting of the application (registered with `output_writer.configure`), for A1111's entry points that
+    extensions call without it; `default` (A1111's) when none is registered."""
+    from modules import output_writer  # the writer builds on this module: imported when used
+
+    value = getattr(output_writer.app_opts(), name, None)
+    return default if value is None else value
+
 
 # --- grids -----------------------------------------------------------------------------------------------------------
 
@@ -68,15 +79,17 @@ def image_grid(
     batch_size: int = 1,
     rows: int | None = None,
     *,
-    n_rows: int = -1,
-    prevent_empty_spots: bool = False,
-    background_color: str = "#ffffff",
+    n_rows: int | None = None,
+    prevent_empty_spots: bool | None = None,
+    background_color: str | None = None,
 ) -> Image.Image:
     """Paste images into a grid, row by row, as A1111 does.
 
-    Without `rows`, the row count follows the `n_rows` setting (default -1: round(sqrt(n)), so 4 images give 2x2
-    and 3 give 2 rows of 2 with one empty cell). Cells are as large as the largest image; smaller images are
-    centred; empty cells keep the background colour.
+    Without `rows`, the row count follows the `n_rows` setting (-1: round(sqrt(n)), so 4 images give 2x2 and 3
+    give 2 rows of 2 with one empty cell; with `prevent_empty_spots`, the largest row count up to sqrt(n) that
+    divides n). Cells are as large as the largest image; smaller images are centred; empty cells keep the
+    background colour. `n_rows`, `prevent_empty_spots` and `background_color` left out are the application's
+    settings `n_rows`, `grid_prevent_empty_spots` and `grid_background_color` (A1111's image_grid reads them).
 
     Listeners of the `image_grid` hook (A1111's `on_image_grid`) see the images, columns and rows first and may
     change them; the grid is drawn from what they leave.
@@ -84,6 +97,9 @@ def image_grid(
     if not imgs:
         raise ValueError("image_grid needs at least one image")
     if rows is None:
+        n_rows = int(_app_setting("n_rows", -1)) if n_rows is None else n_rows
+        if prevent_empty_spots is None:
+            prevent_empty_spots = bool(_app_setting("grid_prevent_empty_spots", False))
         rows = grid_rows(len(imgs), batch_size, n_rows, prevent_empty_spots)
     rows = min(rows, len(imgs))
     cols = math.ceil(len(imgs) / rows)
@@ -96,6 +112,7 @@ def image_grid(
 
     cell_w = max(img.width for img in imgs)
     cell_h = max(img.height for img in imgs)
+    background_color = background_color or str(_app_setting("grid_background_color", "#ffffff"))
     grid = Image.new("RGB", size=(cols * cell_w, rows * cell_h), color=ImageColor.getcolor(background_color, "RGB"))
     for i, img in enumerate(imgs):
         x_offset = (cell_w - img.width) // 2
@@ -157,6 +174,7 @@ class FilenameGenerator:
         basename: str = "",
         now: datetime.datetime | None = None,
         fields: Mapping[str, object] | None = None,
+        max_prompt_words: int | None = None,
     ) -> None:
         self.p = p
         self.fields = dict(fields or {})
@@ -166,6 +184,9 @@ class FilenameGenerator:
         self.zip = zip
         self.basename = basename
         self.now = now or datetime.datetime.now()
+        # A1111's directories_max_prompt_words, for [prompt_words]; the application's setting when not given
+        self.max_prompt_words = int(_app_setting("directories_max_prompt_words", MAX_PROMPT_WORDS)
+                                    if max_prompt_words is None else max_prompt_words)
 
     def _field(self, name: str) -> object:
         return self.fields[name] if name in self.fields else _attr(self.p, name)
@@ -222,7 +243,7 @@ class FilenameGenerator:
 
     def _prompt_words(self) -> str | None:
         words = [word for word in RE_NONLETTERS.split(self.prompt or "") if word] or ["empty"]
-        return sanitize_filename_part(" ".join(words[:MAX_PROMPT_WORDS]), replace_spaces=False)
+        return sanitize_filename_part(" ".join(words[:self.max_prompt_words]), replace_spaces=False)
 
     def _hasprompt(self, *args: str) -> str | None:
         if self.prompt is None:
@@ -661,42 +682,53 @@ def save_image(
     pnginfo_section_name: str = "parameters",
     forced_filename: str | None = None,
     suffix: str = "",
-    save_to_dirs: bool | None = True,
-    directories_filename_pattern: str = "[date]",
-    samples_filename_pattern: str = "",
+    save_to_dirs: bool | None = None,
+    directories_filename_pattern: str | None = None,
+    samples_filename_pattern: str | None = None,
     now: datetime.datetime | None = None,
     *,
-    save_txt: bool = False,
+    save_txt: bool | None = None,
     p: object | None = None,
     existing_info: Mapping[str, object] | None = None,
-    add_number: bool = True,
-    replace_existing: bool = True,
-    jpeg_quality: int = 80,
-    webp_lossless: bool = False,
+    add_number: bool | None = None,
+    replace_existing: bool | None = None,
+    jpeg_quality: int | None = None,
+    webp_lossless: bool | None = None,
+    enable_pnginfo: bool | None = None,
 ) -> tuple[str, str | None]:
-    """A1111's `images.save_image` with its settings given as arguments; returns (image path, txt path).
+    """A1111's `images.save_image`; returns (image path, txt path).
 
-    Extensions and the Save button call it; it is the one output writer (`modules.output_writer`) with these
-    settings, so names, formats, metadata, callbacks and atomic publishing are those of generated images:
+    Extensions and scripts call it; it is the one output writer (`modules.output_writer`), so names, formats,
+    metadata, callbacks and atomic publishing are those of generated images. Settings not given as arguments are
+    the application's (registered with `output_writer.configure`; A1111's defaults before that), as A1111 reads
+    `shared.opts`: `save_txt`, `enable_pnginfo`, `jpeg_quality`, `webp_lossless`, `export_for_4chan`,
+    `save_images_add_number` (`add_number`), `save_images_replace_action` (`replace_existing`), the patterns.
 
-    - Folder: `path/<directories_filename_pattern>` (default `[date]`) when `save_to_dirs`; None applies A1111's
-      rule (grids and samples go to folders, except `no_prompt` samples).
+    - Folder: `path/<directories_filename_pattern>` when `save_to_dirs`; None applies A1111's rule (the settings
+      `save_to_dirs` / `grid_save_to_dirs`, never for `no_prompt` samples).
     - Name: `{n:05}-{pattern}{suffix}.{ext}` (pattern `samples_filename_pattern`, or `[seed]`; `[seed]-
       [prompt_spaces]` without folders); grids `grid-{n:04}{suffix}.{ext}`; `short_filename` (default: True for
       grids) or no seed drops the pattern; `add_number=False` drops the number. `forced_filename` gives exactly
       `<forced_filename>.<ext>`, replacing an existing file unless `replace_existing` is False ("-1", "-2", ...).
+    - Format: `extension` (A1111 takes it from the caller, "png" by default, not from `samples_format`).
     - Metadata: `info` in the `pnginfo_section_name` PNG chunk (plus `existing_info` items), or EXIF UserComment;
       `save_txt` also writes `info` to `<same name>.txt`.
     """
     from modules import output_writer  # here: the writer builds on this module's names and publishing
 
-    to_dirs = True if save_to_dirs is None else bool(save_to_dirs)
-    settings = output_writer.SaveSettings(
-        samples_format=extension, grid_format=extension, samples_filename_pattern=samples_filename_pattern,
-        directories_filename_pattern=directories_filename_pattern, save_to_dirs=to_dirs, grid_save_to_dirs=to_dirs,
-        save_images_add_number=add_number, enable_pnginfo=True, save_txt=save_txt, jpeg_quality=jpeg_quality,
-        webp_lossless=webp_lossless,
-        save_images_replace_action="Replace" if replace_existing else "Add number suffix")
+    given: dict[str, object] = {
+        "directories_filename_pattern": directories_filename_pattern,
+        "samples_filename_pattern": samples_filename_pattern,
+        "save_images_add_number": add_number,
+        "save_txt": save_txt,
+        "jpeg_quality": jpeg_quality,
+        "webp_lossless": webp_lossless,
+        "enable_pnginfo": enable_pnginfo,
+        "save_images_replace_action": None if replace_existing is None else (
+            output_writer.REPLACE if replace_existing else output_writer.ADD_NUMBER_SUFFIX),
+    }
+    settings = dataclasses.replace(output_writer.app_settings(), samples_format=extension, grid_format=extension,
+                                   **{key: value for key, value in given.items() if value is not None})
     saved = output_writer.save_output_image(
         image, opts=settings, folder=path, seed=seed, prompt=prompt, info=info, p=p, grid=grid, suffix=suffix,
         basename=basename, existing_pnginfo=existing_info, pnginfo_section_name=pnginfo_section_name,

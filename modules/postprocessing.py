@@ -5,7 +5,8 @@ runs it for the application as an item of the job runner's queue, which is what 
 `/sdapi/v1/extra-single-image` / `extra-batch-images` routes call. Face restoration is not available.
 
 Output files follow A1111 v1.10.1's `run_postprocessing`: `outputs/extras-images/00000.png` (no date folder), or the
-source file's name for batches (A1111's `use_original_name_batch`, on by default). The postprocess infotext
+source file's name for batches (A1111's `use_original_name_batch`, on by default), both followed by the upscaler
+names with `use_upscaler_name_as_suffix` (`00000--Lanczos.png`, as A1111). The postprocess infotext
 ("Postprocess upscale by: 2, Postprocess upscaler: Lanczos") goes into the PNG `extras` and `postprocessing` text
 chunks, and the source image's own `parameters` (and other text chunks) are kept.
 """
@@ -178,6 +179,18 @@ def upscale_image(image: Image.Image, request: ExtrasRequest, registry: upscalin
     return result, info
 
 
+def upscaler_suffix(info: dict[str, object], request: ExtrasRequest) -> str:
+    """A1111's `use_upscaler_name_as_suffix` name tags: "-<upscaler 1>", then "-<upscaler 2> <visibility>" when
+    upscaler 2 was blended in; "" when nothing was upscaled."""
+    tags = []
+    if "Postprocess upscaler" in info:
+        tags.append(str(info["Postprocess upscaler"]))
+    if "Postprocess upscaler 2" in info:
+        tags.append(f"{info['Postprocess upscaler 2']} {request.extras_upscaler_2_visibility}")
+    # a tag becomes part of a file name: no folder separators or other characters a file name cannot hold
+    return "".join(f"-{images.sanitize_filename_part(tag, replace_spaces=False)}" for tag in tags)
+
+
 def validate(request: ExtrasRequest, registry: upscaling.UpscalerRegistry) -> None:
     if request.extras_mode not in range(len(EXTRAS_MODES)):
         raise ExtrasError(f"extras_mode must be 0 (single image), 1 (batch) or 2 (directory), got "
@@ -287,10 +300,12 @@ def run_extras(request: ExtrasRequest, opts: Any, data_dir: str, state: Any = No
         if save_output:
             # the one output writer, as for generated images: samples_format, jpeg_quality, webp_lossless,
             # enable_pnginfo, save_txt and the image-saved hooks; no date folder and no seed in the name (A1111)
-            forced = name if name and getattr(opts, "use_original_name_batch", True) else None
+            suffix = upscaler_suffix(info, request) if getattr(opts, "use_upscaler_name_as_suffix", False) else ""
+            forced = name + suffix if name and getattr(opts, "use_original_name_batch", True) else None
             written = output_writer.save_output_image(
                 result, opts=opts, folder=outpath, info=text, existing_pnginfo={**existing, "postprocessing": text},
-                pnginfo_section_name="extras", forced_filename=forced, short_filename=True, no_prompt=True)
+                pnginfo_section_name="extras", forced_filename=forced, suffix=suffix, short_filename=True,
+                no_prompt=True)
             saved.append(written.path)
         if request.extras_mode != 2 or request.show_extras_results:
             outputs.append(result)

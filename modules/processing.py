@@ -270,6 +270,10 @@ def _process(job: Job, ctx: Context) -> Processed:
     job.all_seeds, job.all_subseeds = rng_mod.resolve_seeds(job.seed, n_images, job.subseed, job.subseed_strength)
     _call_hooks(ctx, "process", job)
     _script_hook(job, "process")
+    if job.is_img2img:  # A1111's save_init_img: after the scripts' process, before sampling
+        from modules import output_writer
+
+        output_writer.save_init_images(job, opts, ctx.data_dir)
     if job.is_img2img and job.image_mask is not None:
         job.extra_generation_params.setdefault("Mask blur", job.mask_blur)
         if job.inpaint_full_res:

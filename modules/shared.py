@@ -55,6 +55,9 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     cache_path = os.path.join(cmd_opts.data_dir, "cache.json")
     opts = Options(frozen=cmd_opts.freeze_settings)
     opts.load(config_path)
+    from modules import output_writer  # A1111's save_image & co. called without settings use these
+
+    output_writer.configure(opts)
     state = State()
     runner.state = state
     tasks.keep = int(opts.api_keep_finished_jobs)

@@ -71,15 +71,32 @@ def test_grids_are_named_grid_and_four_digits(tmp_path):
     assert os.path.dirname(first) == str(tmp_path / DATE_DIR)
 
 
-def test_suffix_and_no_seed_and_flat_folder_names(tmp_path):
+@pytest.fixture
+def app_settings():
+    """Registers a settings object as the application's (what shared.initialize does), restored afterwards."""
+    from modules import output_writer
+    from modules.options import Options
+
+    before = output_writer.app_opts()
+    opts = Options()
+    output_writer.configure(opts)
+    yield opts
+    output_writer.configure(before)
+
+
+def test_suffix_and_no_seed_and_flat_folder_names(tmp_path, app_settings):
     with_suffix, _ = save_image(solid("red"), str(tmp_path), seed=9, suffix="-before-highres-fix", now=NOW)
     no_seed, _ = save_image(solid("red"), str(tmp_path), now=NOW)
     flat_folder = tmp_path / "flat"  # not tmp_path: its "2024-07-27" folder name would count as number 2024
+    # A1111: the save_to_dirs argument only picks the folder; the setting save_to_dirs picks the default pattern
     flat, _ = save_image(solid("red"), str(flat_folder), seed=9, prompt="a: cat / dog?", save_to_dirs=False, now=NOW)
     assert os.path.basename(with_suffix) == "00000-9-before-highres-fix.png"
     assert os.path.basename(no_seed) == "00001.png"
-    # Without folders A1111's default pattern is [seed]-[prompt_spaces]; unsafe characters become "_".
-    assert flat == str(flat_folder / "00000-9-a_ cat _ dog_.png")
+    assert flat == str(flat_folder / "00000-9.png")
+    # With the setting off, A1111's default pattern is [seed]-[prompt_spaces]; unsafe characters become "_".
+    app_settings.set("save_to_dirs", False)
+    flat, _ = save_image(solid("red"), str(flat_folder), seed=9, prompt="a: cat / dog?", save_to_dirs=False, now=NOW)
+    assert flat == str(flat_folder / "00001-9-a_ cat _ dog_.png")
     # Like A1111, a folder whose name starts with a number counts when numbering flat saves next to it.
     beside_date_folder, _ = save_image(solid("red"), str(tmp_path), seed=9, save_to_dirs=False, now=NOW)
     assert os.path.basename(beside_date_folder) == "02025-9-[prompt_spaces].png"  # no prompt: left literal
