@@ -3,6 +3,7 @@ controls, and two browser sessions generating at once."""
 
 from __future__ import annotations
 
+import csv
 import zipfile
 from pathlib import Path
 
@@ -28,25 +29,62 @@ def _gallery(tmp_path, count: int = 2) -> list[tuple[str, None]]:
 
 
 def test_save_writes_the_selected_image_with_its_infotext_and_a_log_row(tmp_path):
+    from modules.options import Options
     from modules.ui.output_panel import save_files
 
     gallery = _gallery(tmp_path)
     save_dir = tmp_path / "log" / "images"
-    saved = save_files(gallery, ["first", INFOTEXT], 1, False, str(save_dir))
-    assert len(saved) == 1 and Path(saved[0]).parent == save_dir
+    saved = save_files(gallery, ["first", INFOTEXT], 1, False, str(save_dir), opts=Options())
+    assert [Path(p).name for p in saved] == ["00000-1234.png"] and Path(saved[0]).parent == save_dir
     with Image.open(saved[0]) as image:
         assert image.text["parameters"] == INFOTEXT and image.getpixel((0, 0)) == (40, 10, 200)
-    log = (tmp_path / "log" / "log.csv").read_text()
-    assert log.startswith("prompt,filename,time,parameters") and Path(saved[0]).name in log
+    # A1111's log.csv, in the save folder, with its columns
+    with open(save_dir / "log.csv", encoding="utf8", newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows == [["prompt", "seed", "width", "height", "sampler_name", "cfg_scale", "steps", "filename",
+                     "negative_prompt", "sd_model_name", "sd_model_hash"],
+                    ["a red circle", "1234", "64", "72", "Euler a", "5", "7", "00000-1234.png", "blue", "", ""]]
 
 
 def test_zip_packs_every_image_when_none_is_selected(tmp_path):
+    from modules.options import Options
     from modules.ui.output_panel import save_files
 
-    saved = save_files(_gallery(tmp_path, 3), ["a", "b", "c"], -1, True, str(tmp_path / "out"))
+    saved = save_files(_gallery(tmp_path, 3), ["a", "b", "c"], -1, True, str(tmp_path / "out"), opts=Options())
     assert saved[0].endswith(".zip") and len(saved) == 4
     with zipfile.ZipFile(saved[0]) as archive:
         assert sorted(archive.namelist()) == sorted(Path(p).name for p in saved[1:])
+
+
+def test_save_button_uses_the_saving_settings(tmp_path):
+    from modules.options import Options
+    from modules.ui.output_panel import save_files
+
+    opts = Options()
+    for key, value in (("samples_format", "jpg"), ("save_txt", True), ("use_save_to_dirs_for_ui", True),
+                       ("directories_filename_pattern", "[seed]"), ("save_write_log_csv", False)):
+        opts.set(key, value)
+    saved = save_files(_gallery(tmp_path), ["first", INFOTEXT], 1, False, str(tmp_path / "out"), opts=opts)
+    assert saved == [str(tmp_path / "out" / "1234" / "00000-1234.jpg"), str(tmp_path / "out" / "1234" /
+                                                                            "00000-1234.txt")]
+    assert not (tmp_path / "out" / "log.csv").exists()
+    opts.set("save_selected_only", False)
+    assert len(save_files(_gallery(tmp_path), ["first", INFOTEXT], 1, False, str(tmp_path / "all"), opts=opts)) == 4
+
+
+def test_a_leading_grid_is_recognised_so_selecting_it_saves_every_image(tmp_path):
+    from modules.options import Options
+    from modules.ui.output_panel import grid_count, save_files
+
+    images = _gallery(tmp_path, 2)
+    grid = tmp_path / "grid.png"
+    Image.new("RGB", (128, 72)).save(grid)
+    gallery = [(str(grid), None), *images]
+    texts = [INFOTEXT, INFOTEXT, "b"]  # the grid carries the first image's infotext
+    assert grid_count(gallery, texts) == 1 and grid_count(images, texts[1:]) == 0
+    assert grid_count(gallery, ["a", "b", "c"]) == 0
+    assert len(save_files(gallery, texts, 0, False, str(tmp_path / "g"), opts=Options())) == 3
+    assert len(save_files(gallery, texts, 1, False, str(tmp_path / "one"), opts=Options())) == 1
 
 
 def test_save_with_an_empty_gallery_is_a_message(tmp_path):
@@ -163,9 +201,10 @@ def test_two_sessions_generating_at_once_each_get_their_own_image(server):  # no
 
 def test_png_with_infotext_round_trips_through_save(tmp_path):
     """The saved file keeps an existing parameters chunk byte for byte (what Save writes is what PNG Info reads)."""
+    from modules.options import Options
     from modules.ui.output_panel import save_files
 
     source = tmp_path / "src.png"
     save_image_with_geninfo(Image.new("RGB", (8, 8)), INFOTEXT, str(source))
-    saved = save_files([(str(source), None)], [INFOTEXT], 0, False, str(tmp_path / "out"))
+    saved = save_files([(str(source), None)], [INFOTEXT], 0, False, str(tmp_path / "out"), opts=Options())
     assert Image.open(saved[0]).text["parameters"] == INFOTEXT

@@ -5,18 +5,16 @@ The send-to buttons are wired by modules/ui/__init__.py once every tab exists (`
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
-import time
-import zipfile
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from modules import images, shared
+from modules import output_writer, shared
 from modules.ui.components import create
 
 
@@ -70,42 +68,38 @@ def output_folder(tabname: str) -> str:
     return os.path.join(shared.cmd_opts.data_dir, folder)
 
 
+def grid_count(gallery_value: list | None, infotexts: list[str] | None) -> int:
+    """How many grids lead the gallery (A1111's index_of_first_image): 1 when the first image is a grid, which
+    carries the first image's infotext and is larger than it; the page keeps no other record of it."""
+    if not gallery_value or len(gallery_value) < 3 or not infotexts or len(infotexts) < 2:
+        return 0
+    if infotexts[0] != infotexts[1]:
+        return 0
+    first, second = image_path(gallery_value[0]), image_path(gallery_value[1])
+    if first is None or second is None:
+        return 0
+    try:
+        with Image.open(first) as grid, Image.open(second) as image:
+            bigger = grid.width >= image.width and grid.height >= image.height and grid.size != image.size
+    except OSError:
+        return 0
+    return 1 if bigger else 0
+
+
 def save_files(gallery_value: list | None, infotexts: list[str] | None, index: int, make_zip: bool,
-               save_dir: str, selected_only: bool = True) -> list[str]:
-    """A1111's Save / Zip buttons: write the selected image (or all) with its infotext into `save_dir`, log a row
-    per image to `save_dir/../log.csv`, and for Zip also pack them into one archive; returns the files to offer for
-    download."""
+               save_dir: str | None = None, opts: Any = None) -> list[str]:
+    """A1111's Save / Zip buttons, through the output writer (`output_writer.save_gallery`) with the settings `opts`
+    (default: the application's): samples_format, jpeg_quality, webp_lossless, save_txt, enable_pnginfo,
+    save_selected_only, use_save_to_dirs_for_ui, save_write_log_csv, grid_zip_filename_pattern. `save_dir`
+    defaults to `outdir_save` in the data folder. Returns the files to offer for download."""
     if not gallery_value:
         raise gr.Error("Nothing to save: generate an image first.")
-    infotexts = infotexts or []
-    indices = [index] if selected_only and 0 <= index < len(gallery_value) else range(len(gallery_value))
-    os.makedirs(save_dir, exist_ok=True)
-    saved: list[str] = []
-    log_path = os.path.join(os.path.dirname(save_dir.rstrip("/")) or save_dir, "log.csv")
-    new_log = not os.path.exists(log_path)
-    with open(log_path, "a", newline="", encoding="utf8") as log_file:
-        writer = csv.writer(log_file)
-        if new_log:
-            writer.writerow(["prompt", "filename", "time", "parameters"])
-        for i in indices:
-            path = image_path(gallery_value[i])
-            if path is None:
-                continue
-            info = infotexts[i] if i < len(infotexts) else ""
-            with Image.open(path) as image:
-                image.load()
-                written, _ = images.save_image(image, save_dir, "", info=info, save_to_dirs=False,
-                                               short_filename=True)
-            saved.append(written)
-            writer.writerow([info.split("\n", 1)[0], os.path.basename(written), time.strftime("%Y-%m-%d %H:%M:%S"),
-                             info])
-    if make_zip and saved:
-        zip_path = os.path.join(save_dir, f"images-{time.strftime('%Y%m%d-%H%M%S')}.zip")
-        with zipfile.ZipFile(zip_path, "w") as archive:
-            for path in saved:
-                archive.write(path, arcname=os.path.basename(path))
-        return [zip_path, *saved]
-    return saved
+    opts = shared.opts if opts is None else opts
+    if save_dir is None:
+        save_dir = os.path.join(shared.cmd_opts.data_dir, opts.outdir_save)
+    return output_writer.save_gallery([image_path(item) for item in gallery_value], infotexts or [], opts=opts,
+                                      folder=save_dir, index=index,
+                                      index_of_first_image=grid_count(gallery_value, infotexts), make_zip=make_zip)
 
 
 def server_is_local() -> bool:
@@ -163,8 +157,7 @@ def create_output_panel(tabname: str) -> OutputPanel:
     gallery.change(lambda: -1, inputs=[], outputs=[selected], **hidden)
 
     def save(value: list | None, texts: list[str], index: int, make_zip: bool = False) -> gr.File:
-        save_dir = os.path.join(shared.cmd_opts.data_dir, shared.opts.outdir_save)
-        return gr.File(value=save_files(value, texts, index, make_zip, save_dir), visible=True)
+        return gr.File(value=save_files(value, texts, index, make_zip), visible=True)
 
     save_button.click(save, inputs=[gallery, infotexts, selected], outputs=[files], show_progress="hidden",
                       api_visibility="undocumented")
