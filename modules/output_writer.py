@@ -22,7 +22,7 @@ applies the saving settings, as A1111 v1.10.1's `images.save_image` does:
 - the `before_image_saved` hook (may replace the image or edit the text items) and `image_saved` (the final path).
 
 Files are written to a hidden temporary file and published atomically; numbered names are never shared or
-overwritten (`images.publish_file`). Whether to save at all (`samples_save`, `grid_save`,
+overwritten (`image_files.publish_file`). Whether to save at all (`samples_save`, `grid_save`,
 `save_images_before_highres_fix`) is the caller's decision.
 
 Two more of A1111's savers live here, so they follow the same rules: `save_init_images` (img2img's
@@ -52,7 +52,7 @@ from typing import Any
 
 from PIL import Image
 
-from modules import hooks, images, infotext
+from modules import hooks, image_files, infotext
 
 log = logging.getLogger("webui")
 
@@ -211,7 +211,7 @@ def save_output_image(
         save_to_dirs = settings.grid_save_to_dirs if grid else settings.save_to_dirs and not no_prompt
     extension = _format_fallback(image, (extension or (settings.grid_format if grid else settings.samples_format))
                                  .lstrip(".").lower())
-    namegen = images.FilenameGenerator(p, seed, prompt, image, basename=basename, now=now, fields=filename_fields,
+    namegen = image_files.FilenameGenerator(p, seed, prompt, image, basename=basename, now=now, fields=filename_fields,
                                        max_prompt_words=settings.directories_max_prompt_words)
 
     base_folder = folder
@@ -243,11 +243,11 @@ def save_output_image(
     embedded_items = pnginfo if settings.enable_pnginfo else None
 
     def write(temp_path: str, what: Image.Image = image, as_extension: str = extension) -> None:
-        images.save_image_with_geninfo(what, embedded_info, temp_path, "." + as_extension, embedded_items,
+        image_files.save_image_with_geninfo(what, embedded_info, temp_path, "." + as_extension, embedded_items,
                                        pnginfo_section_name, settings.jpeg_quality, settings.webp_lossless)
 
     replace = settings.save_images_replace_action != ADD_NUMBER_SUFFIX
-    path = images.publish_file(folder, write, stem, extension, numbered=numbered, basename=basename,
+    path = image_files.publish_file(folder, write, stem, extension, numbered=numbered, basename=basename,
                                replace_existing=replace)
     image.already_saved_as = path  # A1111's UI reads it to avoid saving the same image twice
     path_stem = os.path.splitext(path)[0]
@@ -260,7 +260,7 @@ def save_output_image(
         # (with "Add number suffix" it goes to "-1.jpg"); only a too long side is resized
         try:
             small = _downscale_for_export(image, settings.target_side_length) if oversize else image
-            saved.downscaled_path = images.publish_file(
+            saved.downscaled_path = image_files.publish_file(
                 folder, lambda temp: write(temp, small, "jpg"), os.path.basename(path_stem), "jpg",
                 numbered=False, replace_existing=replace)
         except (OSError, ValueError):  # the main image is saved; a failed extra copy is only reported
@@ -268,7 +268,7 @@ def save_output_image(
 
     if settings.save_txt and info is not None:
         saved.txt_path = f"{path_stem}.txt"
-        images.write_text_atomically(saved.txt_path, f"{info}\n")
+        image_files.write_text_atomically(saved.txt_path, f"{info}\n")
 
     params.filename = path
     hooks.fire("image_saved", params)
@@ -329,7 +329,7 @@ def _update_log_header(log_path: str) -> None:
         row.extend([""] * (len(LOG_FIELDS) - len(row)))
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
-    images.write_text_atomically(log_path, buffer.getvalue())
+    image_files.write_text_atomically(log_path, buffer.getvalue())
 
 
 def _append_log_row(log_path: str, row: list[object]) -> None:
@@ -415,15 +415,15 @@ def save_gallery(
         # stand for the job's batch
         first.all_seeds = [params.get("Seed") for params in parsed]
         first.batch_size = max(1, len(items) - index_of_first_image)
-        namegen = images.FilenameGenerator(first, parsed[0].get("Seed"), parsed[0].get("Prompt"), image, zip=True,
+        namegen = image_files.FilenameGenerator(first, parsed[0].get("Seed"), parsed[0].get("Prompt"), image, zip=True,
                                            now=now, max_prompt_words=settings.directories_max_prompt_words)
         pattern = getattr(opts, "grid_zip_filename_pattern", "") or "[datetime]_[[model_name]]_[seed]-[seed_last]"
-        stem = images.sanitize_filename_part(namegen.apply(pattern), replace_spaces=False) or "images"
+        stem = image_files.sanitize_filename_part(namegen.apply(pattern), replace_spaces=False) or "images"
 
         def write_zip(temp_path: str) -> None:
             with zipfile.ZipFile(temp_path, "w") as archive:
                 for path, name in zip(files, names):
                     archive.write(path, arcname=name)
 
-        files.insert(0, images.publish_file(folder, write_zip, stem, "zip", numbered=False, replace_existing=True))
+        files.insert(0, image_files.publish_file(folder, write_zip, stem, "zip", numbered=False, replace_existing=True))
     return files

@@ -22,8 +22,6 @@ LONG_MODULES = {
     "modules/options.py": "the settings table: every A1111 setting with its key, label, default and section",
     "modules/scripts.py": "A1111's Script class and ScriptRunner: the extension surface extensions import as one module",
     "modules/networks/lora.py": "LoRA and the LyCORIS algorithms (LoCon, LoHa, LoKr, DoRA) share one weight patcher",
-    "modules/images.py": "A1111's images module (grids, the [pattern] file-name table, atomic publishing), which "
-                         "extensions import by that name",
 }
 
 
