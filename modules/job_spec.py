@@ -157,6 +157,8 @@ class RunState:
     # process_images several times on copies), and the hires pass is sampling now
     scripts_setup_complete: bool = False
     is_hr_pass: bool = False
+    # inpainting: each image's blurred full-size mask of the batch just made (A1111's p.mask_for_overlay)
+    masks_for_overlay: list[Any] = field(default_factory=list)
 
 
 SPEC_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(JobSpec))
@@ -293,6 +295,7 @@ class Job:
     subseeds: list[int]
     iteration: int
     batch_index: int
+    masks_for_overlay: list[Any]
 
     def __init__(self, spec: JobSpec | None = None, *, scripts: Any = None, script_args: Any = (),
                  context: Any = None, **values: Any) -> None:

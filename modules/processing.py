@@ -341,8 +341,10 @@ def _process(job: Job, ctx: Context) -> Processed:
                 path = save_output_image(image, job, ctx, text, seed=job.all_seeds[index],
                                          prompt=job.all_prompts[index])
                 saved.append(path)
+                saved += _save_inpaint_masks(job, ctx, image, offset, text, index)
     index_of_first = 0
-    if len(outputs) > 1 and not interrupted:
+    # A1111's grid_only_if_multiple: a one-image grid only when that setting is off
+    if (len(outputs) > 1 or (outputs and not opts.grid_only_if_multiple)) and not interrupted:
         grid = images.image_grid(outputs, job.batch_size, n_rows=opts.n_rows)
         text = create_infotext(job, ctx, 0, sampler_for_job(job, ctx, job.all_seeds[:1]), use_main_prompt=True)
         if opts.return_grid:
@@ -436,6 +438,26 @@ def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
         return _hires_pass(job, ctx, sampling, latents, seeds, subseeds, batch_no)
     finally:
         job.is_hr_pass = False
+
+
+def _save_inpaint_masks(job: Job, ctx: Context, image: Image.Image, offset: int, text: str, index: int
+                        ) -> list[str]:
+    """A1111's save_mask / save_mask_composite for inpainting: the (blurred) mask as a greyscale image, and the
+    result with everything outside the mask transparent, beside the sample ("-mask", "-mask-composite")."""
+    masks = job.run.masks_for_overlay
+    mask = masks[offset] if offset < len(masks) else None
+    opts = ctx.opts
+    if mask is None or not (opts.save_mask or opts.save_mask_composite):
+        return []
+    saved = []
+    where = {"seed": job.all_seeds[index], "prompt": job.all_prompts[index]}
+    if opts.save_mask:
+        saved.append(save_output_image(mask.convert("RGB"), job, ctx, text, suffix="-mask", **where))
+    if opts.save_mask_composite:
+        alpha = resize_image(2, mask.convert("RGB"), image.width, image.height).convert("L")
+        composite = Image.composite(image.convert("RGBA"), Image.new("RGBA", image.size), alpha)
+        saved.append(save_output_image(composite, job, ctx, text, suffix="-mask-composite", **where))
+    return saved
 
 
 def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tensor, seeds: list[int],
@@ -551,4 +573,5 @@ def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
     if mask is not None and not sampling.engine.takes_image_conditioning:
         latents = init_latents * (1 - mask) + latents * mask
     generated = _decode_to_images(sampling, _post_sample(job, latents))
+    job.run.masks_for_overlay = [setup.mask_for_overlay if setup else None for setup in setups]
     return [_composite(image, original, setup) for image, original, setup in zip(generated, originals, setups)]

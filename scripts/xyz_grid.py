@@ -811,6 +811,10 @@ class Script(scripts.Script):
                 parsed = [rng.fixed_seed(v) if v in (None, "", -1) else v for v in parsed]
             axes.append((opt, values or "", parsed))
         (x_opt, x_text, xs), (y_opt, y_text, ys), (z_opt, z_text, zs) = axes
+        grid_mp = round(len(xs) * len(ys) * len(zs) * p.width * p.height / 1_000_000)
+        if grid_mp > float(ctx.opts.img_max_size_mp):  # A1111: refused before any cell runs
+            raise JobError(f"Resulting grid would be too large ({grid_mp} MPixels) "
+                           f"(max configured size is {ctx.opts.img_max_size_mp} MPixels)")
 
         # every cell's job is made and checked before the first one runs: a bad combination costs nothing
         jobs: dict[tuple[int, int, int], processing.Job] = {}

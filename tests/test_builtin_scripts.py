@@ -259,6 +259,22 @@ def test_xyz_unknown_sampler_fails_before_any_image(built_ins, monkeypatch):
     assert not outputs.exists() or not any(p.is_file() for p in outputs.rglob("*"))
 
 
+def test_xyz_grid_larger_than_img_max_size_mp_is_refused_before_any_image(built_ins, monkeypatch):
+    calls = []
+    real = processing.process_images
+    monkeypatch.setattr(processing, "process_images", lambda job, ctx=None: calls.append(job) or real(job, ctx))
+    built_ins.opts.set("img_max_size_mp", 1)
+    try:  # 3 x 4 cells of 512x512: 3 MPixels
+        with pytest.raises(JobError, match=r"Resulting grid would be too large \(3 MPixels\) \(max configured size "
+                                           r"is 1 MPixels\)"):
+            run_script(built_ins, scripts.scripts_txt2img, "X/Y/Z plot",
+                       {X_TYPE: "Steps", X_VALUES: "1,2,3", Y_TYPE: "CFG Scale", Y_VALUES: "5,6,7,8"},
+                       width=512, height=512)
+    finally:
+        built_ins.opts.set("img_max_size_mp", 200)
+    assert calls == []
+
+
 # --- SD upscale ----------------------------------------------------------------------------------------------------
 
 def test_split_and_combine_grid_blend_linearly(built_ins):

@@ -773,3 +773,37 @@ def test_numbered_names_never_overwrite_a_file_already_there(tmp_path):
     assert os.path.basename(saved.path) == "00005-9.png"
     assert (folder / "00004-9.png").read_bytes() == b"not mine"
     assert sorted(os.listdir(folder)) == ["00004-9.png", "00005-9.png"]  # no temporary files left
+
+
+# --- grid_only_if_multiple, save_mask, save_mask_composite ------------------------------------------------------
+
+def test_grid_only_if_multiple_off_makes_and_saves_a_grid_of_one_image(model, tmp_path):
+    alone = generate(model, tmp_path / "on", Options())  # the default: no grid for one picture
+    assert len(alone.images) == 1 and not any(Path(p).name.startswith("grid") for p in alone.saved_files)
+    grid = generate(model, tmp_path / "off", options(grid_only_if_multiple=False))
+    assert len(grid.images) == 2 and grid.index_of_first_image == 1  # the grid first, as A1111 returns it
+    (grid_file,) = [p for p in grid.saved_files if Path(p).name.startswith("grid")]
+    with Image.open(grid_file) as saved:
+        assert saved.size == (64, 64) and pixels(saved).tolist() == pixels(grid.images[1]).tolist()
+
+
+def test_save_mask_and_mask_composite_for_inpainting(model, tmp_path):
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    opts = options(save_mask=True, save_mask_composite=True)
+    processed = generate(model, tmp_path, opts, "img2img", image_mask=mask, mask_blur=0, inpainting_fill=1)
+    folder = Path(processed.saved_files[0]).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["00000-3.png", "00001-3-mask.png",
+                                                        "00002-3-mask-composite.png"]
+    with Image.open(folder / "00001-3-mask.png") as saved_mask:
+        assert saved_mask.mode == "RGB" and saved_mask.getpixel((32, 32)) == (255, 255, 255)
+        assert saved_mask.getpixel((2, 2)) == (0, 0, 0)
+    with Image.open(folder / "00002-3-mask-composite.png") as composite:
+        assert composite.mode == "RGBA"
+        assert composite.getpixel((2, 2))[3] == 0  # outside the mask: transparent
+        assert composite.getpixel((32, 32)) == (*processed.images[0].getpixel((32, 32)), 255)
+    # off (the default), and for img2img without a mask: only the sample
+    plain = generate(model, tmp_path / "off", Options(), "img2img", image_mask=mask, mask_blur=0)
+    assert names(os.listdir(Path(plain.saved_files[0]).parent)) == ["00000-3.png"]
+    unmasked = generate(model, tmp_path / "nomask", opts, "img2img")
+    assert names(os.listdir(Path(unmasked.saved_files[0]).parent)) == ["00000-3.png"]
