@@ -52,7 +52,7 @@ UNIT_FILES = {
 # Any other file is `integration`: its tests build or load models (tiny ones included) or talk to a real server.
 # Fixtures that load a model or start a server make a test `integration` wherever it is.
 MODEL_OR_SERVER_FIXTURES = {
-    "app", "tiny_checkpoints", "webui_server", "webui_api_server", "server", "api_server", "ui_server",
+    "app", "tiny_app", "tiny_checkpoints", "webui_server", "webui_api_server", "server", "api_server", "ui_server",
     "cors_server", "killed", "restarted", "models", "unet", "vae", "checkpoints", "ckpts", "medvram_model",
     "decoded", "encoded", "built_ins", "script_env", "recorder",
 }
@@ -323,6 +323,21 @@ class NetworkGuard:
 def network_guard():
     with NetworkGuard() as guard:
         yield guard
+
+
+@pytest.fixture
+def tiny_app(tmp_path, tiny_checkpoints):
+    """Like `app`, with the tiny random SD1 checkpoint as the only model instead of the demo one: for tests of
+    plumbing that run many jobs and check no meaning (about half the work per step)."""
+    from modules import cmd_args, shared
+
+    folder = tmp_path / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    (folder / "tiny-sd1.safetensors").write_bytes(tiny_checkpoints["sd1"].read_bytes())
+    args = cmd_args.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"], environ={})
+    shared.initialize(args)
+    yield shared
+    shared.models.unload()
 
 
 @pytest.fixture
