@@ -108,6 +108,7 @@ class JobRunner:
         finally:
             self._turn_holder = None
             item.released.set()
+            item.future.exception()  # the worker has let go of the turn: the device is free when this returns
 
     def in_turn(self) -> bool:
         """Whether the calling thread is the one the device is working for now (the worker or a turn's holder)."""
@@ -260,8 +261,16 @@ class JobRunner:
         with self._condition:
             self._closed_reason = reason
             failed = self.tasks.close(reason)
+            waiting, self._items = list(self._items), deque()
             self._condition.notify_all()
-            return failed
+        for item in waiting:  # every waiting caller hears it now, not after the running job
+            if item.owner is not None:
+                self.state.dequeue(item.owner)
+            item.refusal = QueueClosed(reason)
+            item.granted.set()
+            if not item.future.done():
+                item.future.set_exception(item.refusal)
+        return failed
 
     def reopen(self) -> None:
         with self._condition:

@@ -1,9 +1,7 @@
-"""The one generation queue: first come, first served, one job at a time on the model, each with a task id.
+"""Task records: every item of the job runner's queue (modules/runner.py) has one, with its id, kind and status.
 
-UI, API and scripts all pass through `shared.run_job`, which takes a turn here. A plain threading.Lock does not
-promise order (a late caller may overtake a waiting one), so the lock is a ticket queue. Each task is recorded
-(queued / running / done / failed / cancelled) so the API can report a job by id, list pending tasks, and keep
-finished results for a while (the async job API).
+Each task is recorded (queued / running / done / failed / cancelled) so the API can report a job by id, list pending
+tasks, and keep finished results for a while (the async job API).
 """
 
 from __future__ import annotations
@@ -20,81 +18,6 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 
 class QueueClosed(RuntimeError):
     """The queue takes no more jobs (the server is shutting down); raised to every caller still waiting in it."""
-
-
-class FifoLock:
-    """A lock granted in the order it was asked for; usable as a context manager like threading.Lock.
-
-    `close()` is for shutdown: callers waiting for their turn (and any that ask later) get QueueClosed at once
-    instead of hanging until the process dies; the current holder keeps the lock until it releases it."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-        self._abandoned: set[int] = set()  # tickets of callers that gave up (queue closed); their turn is skipped
-        self._held = False
-        self._closed_reason: str | None = None
-
-    def acquire(self) -> bool:
-        with self._condition:
-            if self._closed_reason is not None:
-                raise QueueClosed(self._closed_reason)
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            while ticket != self._serving:
-                if self._closed_reason is not None:
-                    self._abandoned.add(ticket)
-                    raise QueueClosed(self._closed_reason)
-                self._condition.wait()
-            if self._closed_reason is not None:  # the turn came just as the queue closed: pass it on, do not run
-                self._advance()
-                raise QueueClosed(self._closed_reason)
-            self._held = True
-        return True
-
-    def release(self) -> None:
-        with self._condition:
-            self._held = False
-            self._advance()
-
-    def _advance(self) -> None:
-        self._serving += 1
-        while self._serving in self._abandoned:
-            self._abandoned.discard(self._serving)
-            self._serving += 1
-        self._condition.notify_all()
-
-    def locked(self) -> bool:
-        with self._condition:
-            return self._next_ticket != self._serving
-
-    def close(self, reason: str) -> None:
-        """Refuse every waiting and future caller with QueueClosed(reason); the holder is not disturbed."""
-        with self._condition:
-            self._closed_reason = reason
-            self._condition.notify_all()
-
-    def reopen(self) -> None:
-        """Take callers again (an application re-initialised in the same process, as the tests do)."""
-        with self._condition:
-            self._closed_reason = None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed_reason is not None
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until nobody holds or waits for the lock; False if `timeout` seconds passed first."""
-        with self._condition:
-            return self._condition.wait_for(lambda: not self._held and self._next_ticket == self._serving, timeout)
-
-    def __enter__(self) -> FifoLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 @dataclass

@@ -237,9 +237,13 @@ def test_sigterm_interrupts_the_job_fails_the_queue_and_exits_0(restarted):
 # --- the shutdown pieces, in process (fast): queue closing, task records, the interrupt that outlives a new job ---
 
 def test_closing_the_queue_refuses_waiters_in_order_and_leaves_the_holder_alone():
-    from modules.tasks import FifoLock, QueueClosed
+    """The job runner's queue (A1111's queue_lock is a turn in it) at shutdown."""
+    from modules.runner import JobRunner, QueueLock
+    from modules.state import State
+    from modules.tasks import QueueClosed, TaskRegistry
 
-    lock = FifoLock()
+    runner = JobRunner(State(), TaskRegistry())
+    lock = QueueLock(runner)
     lock.acquire()  # the running job
     errors: list[str] = []
 
@@ -255,19 +259,21 @@ def test_closing_the_queue_refuses_waiters_in_order_and_leaves_the_holder_alone(
     for thread in waiters:
         thread.start()
     deadline = time.time() + 10
-    while lock._next_ticket < 4:  # all three hold a ticket
+    while len(runner.queued()) < 3:  # all three wait their turn
         assert time.time() < deadline
         time.sleep(0.01)
-    lock.close("shutting down")
+    runner.close("shutting down")
     for thread in waiters:
         thread.join(5)
     assert sorted(errors) == ["w0: shutting down", "w1: shutting down", "w2: shutting down"]
-    assert not lock.wait_idle(0.05)  # the holder still runs
-    with pytest.raises(QueueClosed, match="shutting down"):
-        lock.acquire()
+    assert not runner.wait_idle(0.05)  # the holder still runs
+    latecomer = threading.Thread(target=wait, args=("late",))
+    latecomer.start()
+    latecomer.join(5)
+    assert errors[-1] == "late: shutting down"  # refused at once, while the holder still runs
     lock.release()
-    assert lock.wait_idle(1) and not lock.locked()
-    lock.reopen()  # the skipped tickets do not block a later turn
+    assert runner.wait_idle(1) and not lock.locked()
+    runner.reopen()  # the refused turns do not block a later one
     with lock:
         assert lock.locked()
     assert not lock.locked()
