@@ -122,8 +122,10 @@ def test_api_in_ui_mode_has_a1111_error_bodies_and_the_request_log(own_server):
     assert invalid.status_code == 422 and set(invalid.json()) == {"error", "detail", "body", "errors"}
     missing = httpx.get(f"{url}/sdapi/v1/jobs/nope", timeout=60)
     assert missing.status_code == 404 and missing.json()["error"] == "ApiError"
+    # each line is written once its answer has gone out: wait for the last request's line too
+    expected = ("POST /sdapi/v1/txt2img 400", "GET /sdapi/v1/jobs/nope 404")
     deadline = time.time() + 10
-    while "POST /sdapi/v1/txt2img 400" not in log_path.read_text(errors="replace") and time.time() < deadline:
+    while not all(line in log_path.read_text(errors="replace") for line in expected) and time.time() < deadline:
         time.sleep(0.1)
     assert "POST /sdapi/v1/txt2img 400" in log_path.read_text(errors="replace")
     assert "GET /sdapi/v1/jobs/nope 404" in log_path.read_text(errors="replace")
