@@ -54,11 +54,13 @@ def test_infotext_values_that_overflow_are_skipped():
 
 def test_cancel_interrupts_only_the_running_job_of_that_task(monkeypatch):
     from modules import api, shared
+    from modules.runner import JobRunner
     from modules.state import State
 
     registry, state = TaskRegistry(), State()
     monkeypatch.setattr(shared, "tasks", registry)
     monkeypatch.setattr(shared, "state", state)
+    monkeypatch.setattr(shared, "runner", JobRunner(state, registry))  # cancel goes through the job runner
     mine = registry.add("mine", "txt2img")
     registry.start(mine)  # the registry says running, but the sampler runs another task (it ends, the next begins)
     state.begin("txt2img", task_id="other")
