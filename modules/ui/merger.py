@@ -22,7 +22,7 @@ from modules.merger import (
 from modules.models.safe_load import CheckpointLoadError, read_safetensors_metadata
 from modules.runner import JobCancelled
 from modules.tasks import QueueClosed
-from modules.ui.common import checkpoint_choices
+from modules.ui.common import checkpoint_choices, session_of
 from modules.ui.components import create
 
 log = logging.getLogger("webui")
@@ -70,7 +70,8 @@ def read_metadata(primary: str | None, secondary: str | None, tertiary: str | No
 def merge(primary: str | None, secondary: str | None, tertiary: str | None, interp_method: str,
           multiplier: float, save_as_half: bool, custom_name: str, checkpoint_format: str, bake_in_vae: str | None,
           discard_weights: str, save_metadata: bool, add_merge_recipe: bool, copy_metadata_fields: bool,
-          metadata_json: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+          metadata_json: str, progress: gr.Progress = gr.Progress(), request: gr.Request | None = None
+          ) -> tuple[str, str]:
     """Run the merge as an item of the job runner's queue (never beside a generation); refresh the lists after a save.
 
     Returns (status, result HTML): status is "Checkpoint saved to <path>" or "Failed: <why>"."""
@@ -103,7 +104,8 @@ def merge(primary: str | None, secondary: str | None, tertiary: str | None, inte
         return f"Checkpoint saved to {path}"
 
     try:
-        message = shared.runner.run("model-merge", work)
+        # owned by the page's session: Interrupt and closing the tab reach it, as they reach a generation
+        message = shared.runner.run("model-merge", work, owner=session_of(request))
     except (JobCancelled, QueueClosed) as e:
         message = f"Failed: {e}"
     return message, html.escape(message)
