@@ -12,6 +12,7 @@ job can be stored, queued elsewhere, or sent to another worker.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import io
 import logging
@@ -91,6 +92,12 @@ class JobSpec:
         object.__setattr__(self, "init_images", tuple(self.init_images or ()))
         object.__setattr__(self, "override_settings", MappingProxyType(dict(self.override_settings or {})))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickling and deepcopy: the read-only mapping travels as a plain dict (a mappingproxy cannot be copied)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["override_settings"] = dict(self.override_settings)
+        return (_spec_from_values, (values,))
+
     @property
     def is_img2img(self) -> bool:
         return bool(self.init_images)
@@ -131,6 +138,10 @@ class JobSpec:
         if values.get("image_mask") is not None:
             values["image_mask"] = _image_from_text(values["image_mask"])
         return cls(**values)
+
+
+def _spec_from_values(values: dict[str, Any]) -> JobSpec:
+    return JobSpec(**values)
 
 
 @dataclass
@@ -185,10 +196,21 @@ class _SpecDict(dict):
 
     def __init__(self, job: Job, name: str, data: Mapping[str, Any]) -> None:
         super().__init__(data)
-        self._job, self._name = job, name
+        self._job, self._name, self._source = job, name, data
 
     def _publish(self) -> None:
-        self._job._replace_spec(**{self._name: dict(self)})
+        if getattr(self._job.spec, self._name) is self._source:  # not replaced meanwhile (p.x = ... since)
+            self._job._replace_spec(**{self._name: dict(self)})
+            self._source = getattr(self._job.spec, self._name)
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)  # a copy is the script's own: changing it must not change the job
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
 
 
 class _SpecList(list):
@@ -196,10 +218,21 @@ class _SpecList(list):
 
     def __init__(self, job: Job, name: str, data: Any) -> None:
         super().__init__(data)
-        self._job, self._name = job, name
+        self._job, self._name, self._source = job, name, data
 
     def _publish(self) -> None:
-        self._job._replace_spec(**{self._name: tuple(self)})
+        if getattr(self._job.spec, self._name) is self._source:  # not replaced meanwhile (p.x = ... since)
+            self._job._replace_spec(**{self._name: tuple(self)})
+            self._source = getattr(self._job.spec, self._name)
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return copy.deepcopy(list(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (list(self),))
 
 
 def _publishing(cls: type, method: str) -> None:
@@ -345,6 +378,16 @@ class Job:
 
     def _replace_spec(self, **changes: Any) -> None:
         object.__setattr__(self, "spec", self.spec.replace(**changes))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Job:
+        """`copy.deepcopy(p)` (A1111 extensions): a deep copy of the job's values; the running application's objects
+        (`context` with the model, the `scripts` runner) are shared, as A1111's p.sd_model is not copied either."""
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            shared_object = key in ("context", "scripts")
+            clone.__dict__[key] = value if shared_object else copy.deepcopy(value, memo)
+        return clone
 
     def __copy__(self) -> Job:
         """`copy.copy(p)` (A1111 extensions): the same spec (frozen), a copy of the run state and own attributes."""

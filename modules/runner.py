@@ -93,18 +93,24 @@ class JobRunner:
                            progress=progress).result()
 
     @contextmanager
-    def turn(self, kind: str = "exclusive", owner: str | None = None) -> Iterator[None]:
-        """Wait for a turn in the queue, run the `with` body in this thread while the worker waits, then go on."""
+    def turn(self, kind: str = "exclusive", owner: str | None = None, wait: float | None = None
+             ) -> Iterator[bool]:
+        """Wait for a turn in the queue, run the `with` body in this thread while the worker waits, then go on.
+        Yields True; with `wait` (seconds) it gives up after that long, leaves the queue and yields False."""
         if self.in_turn():
-            yield
+            yield True
             return
         item = self._enqueue(kind, None, None, owner, None, None, 1, False)
-        item.granted.wait()
+        if not item.granted.wait(wait):
+            self.cancel(item.task.id)
+            if not item.granted.is_set() or item.refusal is not None:
+                yield False
+                return
         if item.refusal is not None:  # cancelled before its turn, or the queue closed
             raise item.refusal
         self._turn_holder = threading.get_ident()
         try:
-            yield
+            yield True
         finally:
             self._turn_holder = None
             item.released.set()
@@ -141,6 +147,8 @@ class JobRunner:
                 while not self._items:
                     self._condition.wait()
                 item = self._current = self._items.popleft()
+            if not item.future.set_running_or_notify_cancel():  # the caller cancelled its Future while queued
+                self.tasks.request_cancel(item.task.id)
             outcome: tuple[bool, Any] = (False, RuntimeError("the job runner failed"))
             try:
                 outcome = self._run_item(item)
@@ -172,6 +180,8 @@ class JobRunner:
             return False, item.refusal
         if item.progress:
             self.state.begin(task.label, item.job_count, owner=item.owner, task_id=task.id)
+            if task.cancel_requested:  # a cancel that came between start() and begin() is not lost
+                self.state.interrupt_task(task.id)
         try:
             if item.work is None:  # a turn: hand the device to the waiting caller until it is done
                 item.granted.set()
@@ -293,23 +303,25 @@ class JobRunner:
 
 class QueueLock:
     """A1111's `shared.queue_lock` over the runner: `with shared.queue_lock:` (or acquire/release) takes a turn in
-    the one queue, so an extension's locked section never overlaps a job and waits its turn in order."""
+    the one queue, so an extension's locked section never overlaps a job and waits its turn in order. Like a
+    threading.Lock, `acquire(blocking=False)` / `acquire(timeout=...)` give up (False) and any thread may release."""
 
     def __init__(self, runner: JobRunner) -> None:
         self._runner = runner
-        self._held: dict[int, Any] = {}
+        self._held: list[Any] = []  # open turns, most recent last
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        turn = self._runner.turn("queue_lock")
-        turn.__enter__()
-        self._held.setdefault(threading.get_ident(), []).append(turn)
+        wait = None if blocking and timeout < 0 else (0.0 if not blocking else timeout)
+        turn = self._runner.turn("queue_lock", wait=wait)
+        if not turn.__enter__():
+            return False
+        self._held.append(turn)
         return True
 
     def release(self) -> None:
-        turns = self._held.get(threading.get_ident())
-        if not turns:
-            raise RuntimeError("release of a queue_lock this thread does not hold")
-        turns.pop().__exit__(None, None, None)
+        if not self._held:
+            raise RuntimeError("release of an unlocked queue_lock")
+        self._held.pop().__exit__(None, None, None)
 
     def locked(self) -> bool:
         return self._runner.busy()

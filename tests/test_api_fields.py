@@ -34,3 +34,19 @@ def test_the_off_values_clients_send_by_default_still_generate(app):
                              refiner_checkpoint=None, refiner_switch_at=None, disable_extra_networks=False,
                              s_min_uncond=0.0)
     assert len(generate(request, img2img=False)["images"]) == 1
+
+
+def test_an_async_job_refused_after_its_id_was_taken_does_not_stay_queued(app):
+    from modules.api import ApiError, submit_job
+    from modules.api.models import JobRequest
+
+    with pytest.raises(ApiError) as caught:
+        submit_job(JobRequest(**SMALL, script_name="no such script", force_task_id="task(refused)"))
+    assert caught.value.status_code in (400, 404, 422)
+    task = app.tasks.get("task(refused)")
+    assert task is None or task.status == "failed"
+    assert app.tasks.pending() == []
+    # the id is free again
+    answer = submit_job(JobRequest(**SMALL, force_task_id="task(refused)"))
+    assert answer["id"] == "task(refused)"
+    app.runner.wait_idle(60)

@@ -20,7 +20,7 @@ LONG_MODULES = {
     "scripts/xyz_grid.py": "A1111's X/Y/Z plot: its axis table (30 axes, each with apply/format/confirm) is one list",
     "modules/api/__init__.py": "A1111's /sdapi/v1 route table; the routes are one-line translations kept together",
     "modules/options.py": "the settings table: every A1111 setting with its key, label, default and section",
-    "modules/scripts.py": "A1111's Script class and ScriptRunner: the extension surface extensions import as one module",
+    "modules/scripts.py": "A1111's Script class and ScriptRunner: the surface extensions import as one module",
     "modules/networks/lora.py": "LoRA and the LyCORIS algorithms (LoCon, LoHa, LoKr, DoRA) share one weight patcher",
 }
 

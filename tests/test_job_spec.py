@@ -91,3 +91,23 @@ def test_processing_never_writes_the_spec(app):
     assert p.run.all_seeds == [3, 4] and processed.all_seeds == [3, 4]
     assert p.run.clip_skip == 2 and "Clip skip: 2" in processed.infotexts[0]
     assert isinstance(p.run, RunState) and p.run.all_prompts == ["a red circle"] * 2
+
+
+@pytest.mark.unit
+def test_deepcopy_and_pickle_of_p_and_its_spec_as_a1111_extensions_do():
+    import pickle
+
+    p = Job(prompt="a", override_settings={"a": 1}, styles=["s1"])
+    p.context = object()  # the running application's (model): shared, never copied
+    clone = copy.deepcopy(p)
+    assert clone.spec == p.spec and clone.context is p.context
+    clone.override_settings["b"] = 2
+    assert dict(p.override_settings) == {"a": 1} and dict(clone.override_settings) == {"a": 1, "b": 2}
+    assert pickle.loads(pickle.dumps(p.spec)) == p.spec
+    private = copy.copy(p.override_settings)  # a script's own copy
+    private["z"] = 1
+    assert type(private) is dict and "z" not in p.override_settings
+    stale = p.styles
+    p.styles = ["other"]
+    stale.append("s2")  # a list read before the reassignment does not overwrite it
+    assert p.styles == ["other"]

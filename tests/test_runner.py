@@ -316,3 +316,37 @@ def test_a_job_past_its_timeout_is_stopped_and_says_why():
     assert 5 < len(steps) < 500
     assert future.task.status == "failed" and future.task.error.startswith("Timed out after 0.3 s")
     assert runner.submit("txt2img", lambda: "next", timeout=5).result(10) == "next"  # the next one runs
+
+
+@pytest.mark.unit
+def test_queue_lock_behaves_like_a1111s_lock():
+    from modules.runner import QueueLock
+
+    runner = _runner()
+    lock = QueueLock(runner)
+    release = threading.Event()
+    busy = runner.submit("txt2img", lambda: release.wait(10))
+    _wait_until(lambda: busy.task.status == "running")
+    started = time.time()
+    assert lock.acquire(blocking=False) is False and time.time() - started < 1  # gives up at once
+    assert lock.acquire(timeout=0.2) is False
+    assert runner.queued() == []  # the turns it gave up left the queue
+    release.set()
+    assert lock.acquire(timeout=10) is True
+    other = threading.Thread(target=lock.release)  # any thread may release, as with threading.Lock
+    other.start()
+    other.join(10)
+    assert not lock.locked()
+
+
+@pytest.mark.unit
+def test_a_future_cancelled_while_queued_never_runs():
+    runner = _runner()
+    release = threading.Event()
+    ran: list[str] = []
+    busy = runner.submit("txt2img", lambda: release.wait(10))
+    queued = runner.submit("extras", lambda: ran.append("extras"))
+    assert queued.cancel() is True
+    release.set()
+    busy.result(10)
+    assert runner.wait_idle(10) and ran == [] and queued.task.status == "cancelled"

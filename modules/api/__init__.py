@@ -31,7 +31,7 @@ from modules.api.common import ApiError, _error_body, decode_base64_image, encod
 from modules.infotext import parse_generation_parameters, read_info_from_image
 from modules.models.safe_load import CheckpointLoadError
 from modules.processing import LATENT_UPSCALE_MODES, Job, JobError, Processed, hires_target_size
-from modules.runner import JobFuture
+from modules.runner import JobCancelled, JobFuture
 from modules.sampling import samplers
 from modules.ui import paste
 
@@ -236,6 +236,8 @@ def _answer(request: models.Txt2ImgRequest, img2img: bool, job: Job, future: Job
         processed = future.result()
     except tasks.QueueClosed as e:
         raise ApiError(503, str(e)) from e
+    except JobCancelled as e:  # DELETE /jobs/{id} or the client's own cancel before it ran
+        raise ApiError(409, f"The job was cancelled: {e}") from e
     except (JobError, ValueError, KeyError, CheckpointLoadError) as e:
         raise ApiError(400, str(e)) from e
     except torch.OutOfMemoryError as e:
@@ -284,7 +286,11 @@ def submit_job(request: models.JobRequest) -> dict[str, Any]:
         raise ApiError(503, str(e)) from e
     except ValueError as e:  # force_task_id of a job that is queued or running
         raise ApiError(409, str(e)) from e
-    job, future = _queue_generation(request, img2img, job=job, task=task)
+    try:
+        job, future = _queue_generation(request, img2img, job=job, task=task)
+    except BaseException as e:  # an unknown script, say: the registered task must not stay "queued" forever
+        shared.tasks.finish(task, error=str(getattr(e, "detail", "") or e) or type(e).__name__)
+        raise
 
     def store_answer(done: JobFuture) -> None:
         """In the worker, right after the job: the stored answer, or why there is none."""
