@@ -212,6 +212,17 @@ def _image_rng(job: Job, ctx: Context, shape: tuple[int, ...], seeds: list[int],
         source=_rng_source(ctx), device=ctx.model.policy.device, ensd=int(ctx.opts.eta_noise_seed_delta or 0))
 
 
+def get_fixed_seed(seed: int | str | None) -> int:
+    """A1111's name: -1, None, "" or a non-number become a random seed; anything else is kept."""
+    return rng_mod.fixed_seed(seed)
+
+
+def fix_seed(p: Job) -> None:
+    """A1111's name: give the job's seed and variation seed fixed values (scripts call it before making copies)."""
+    p.seed = get_fixed_seed(p.seed)
+    p.subseed = get_fixed_seed(p.subseed)
+
+
 def process_images(job: Job, ctx: Context | None = None) -> Processed:
     """Run a job to completion: per-image seeds, sampling, decoding, compositing, saving, infotexts.
 

@@ -282,6 +282,11 @@ def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
     load_errors.clear()
     for script_file in list_script_files(extension_dirs):
         current_basedir = script_file.basedir
+        # A1111: the extension's folder is first on sys.path while its script imports, so its own packages beside
+        # scripts/ (lib_free_u/, sd_dynamic_prompts/, ...) import by their plain names
+        saved_path = list(sys.path)
+        if os.path.abspath(script_file.basedir) != os.path.abspath(REPO_ROOT):
+            sys.path.insert(0, script_file.basedir)
         try:
             module = load_module(script_file.path)
         except BaseException as e:  # SystemExit from a script must not stop the app either
@@ -292,9 +297,13 @@ def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
             continue
         finally:
             current_basedir = REPO_ROOT
+            sys.path[:] = saved_path
+        # A1111 registers every Script subclass the module holds, also one imported from another file of the
+        # extension (the entry file imports it from its package)
+        registered = {data.script_class for data in scripts_data}
         for obj in list(module.__dict__.values()):
-            if inspect.isclass(obj) and issubclass(obj, Script) and obj is not Script \
-                    and obj.__module__ == module.__name__:
+            if inspect.isclass(obj) and issubclass(obj, Script) and obj is not Script and obj not in registered \
+                    and not getattr(obj, "__abstractmethods__", None):
                 scripts_data.append(ScriptClassData(obj, script_file.path, script_file.basedir, module))
     _loaded = True
     scripts_txt2img.initialize_scripts(is_img2img=False)

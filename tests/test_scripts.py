@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -400,3 +401,51 @@ def test_tabs_through_gradio_client_old_arguments_and_the_script_dropdown(script
         assert len(gallery) == 1 and "Seed: 5," in info and "Inverted" not in info
     finally:
         demo.close()
+
+
+SIBLING_PACKAGE_EXTENSION = {
+    "lib_sibling/__init__.py": "",
+    "lib_sibling/core.py": '''
+        from modules import scripts
+
+        MARK = "from the sibling package"
+
+
+        class SiblingScript(scripts.Script):
+            def title(self):
+                return "Sibling script"
+
+            def show(self, is_img2img):
+                return scripts.AlwaysVisible
+
+            def process(self, p, *args):
+                p.extra_generation_params["Sibling"] = MARK
+    ''',
+    "scripts/entry.py": '''
+        from lib_sibling.core import SiblingScript  # noqa: F401 (A1111 registers imported Script classes too)
+    ''',
+}
+
+
+def test_extension_imports_its_own_sibling_package_and_its_imported_script_is_registered(script_env, tmp_path):
+    folder = tmp_path / "extensions" / "sibling-ext"
+    for name, code in SIBLING_PACKAGE_EXTENSION.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(textwrap.dedent(code))
+    path_before = list(sys.path)
+    scripts.load_scripts()
+    assert scripts.load_errors == []
+    assert sys.path == path_before  # the folder was on sys.path only while the extension's script imported
+    sibling = [s for s in scripts.scripts_txt2img.alwayson_scripts if s.title() == "Sibling script"]
+    assert len(sibling) == 1 and sibling[0].filename.endswith("sibling-ext/scripts/entry.py")
+    processed = script_env.run_job(scripted_job(scripts.scripts_txt2img, do_not_save_samples=True))
+    assert "Sibling: from the sibling package" in processed.infotexts[0]
+
+
+def test_fix_seed_and_get_fixed_seed_as_a1111_scripts_call_them():
+    from modules import processing
+
+    job = Job(seed=-1, subseed=7)
+    processing.fix_seed(job)
+    assert job.seed >= 0 and job.subseed == 7
+    assert processing.get_fixed_seed(12) == 12 and processing.get_fixed_seed("") >= 0
