@@ -1,15 +1,6 @@
-"""The pieces of saving images the way A1111 v1.10.1 does (file name patterns, numbered names, metadata encoding,
-atomic publishing) and building grids. What to save where, under which settings, is decided in one place:
-`modules.output_writer`, which every job's saving (and `save_image` here, A1111's entry point) goes through.
-
-Names: `<path>/<YYYY-MM-DD>/00012-1234567890.png` for samples, `grid-0003.png` for grids, with the number one
-above the highest already in the folder. Unlike A1111, concurrent savers (threads or processes) can never pick the
-same name or overwrite each other, and a reader never sees a partly written file: the image is written to a hidden
-temporary file in the same folder, flushed to disk (fsync), then published under its final name with a no-clobber
-hard link (or, where the filesystem has no hard links, an O_EXCL reservation followed by an atomic rename). A process
-killed while writing leaves only a hidden `.tmp-<pid>-*.tmp` file, never a partial image; the next process to save
-into that folder removes such leftovers of dead processes.
-"""
+"""A1111's `modules.images`: building grids and `save_image`, the entry point extensions call. Naming and atomic
+writing live in `modules.image_files` (re-exported here under A1111's names); what to save where, under which
+settings, is decided by `modules.output_writer`, which `save_image` goes through."""
 
 from __future__ import annotations
 

@@ -72,11 +72,6 @@ class TaskRegistry:
         with self._lock:
             return next((t for t in self._tasks.values() if t.status == RUNNING), None)
 
-    def position(self, task_id: str) -> int | None:
-        """0-based place in the queue of a queued task, None otherwise."""
-        ids = [t.id for t in self.pending()]
-        return ids.index(task_id) if task_id in ids else None
-
     def start(self, task: Task) -> bool:
         """Mark running; False when it was cancelled while it waited, or is no longer queued (failed by `close`
         at shutdown, say): then it must not run."""

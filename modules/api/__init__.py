@@ -316,7 +316,7 @@ def job_status(job_id: str) -> dict[str, Any]:
         raise ApiError(404, f"No job with id {job_id!r}")
     record: dict[str, Any] = {"id": task.id, "type": task.label, "status": task.status, "created": task.created,
                               "started": task.started, "finished": task.finished, "error": task.error,
-                              "queue_position": shared.tasks.position(task.id)}
+                              "queue_position": shared.runner.position(task.id)}
     record["progress"] = _task_progress(task)
     if task.status == tasks.DONE:
         record["result"] = task.result
@@ -353,7 +353,7 @@ def progress(skip_current_image: bool = False, id_task: str | None = None) -> di
         if task is None:
             raise ApiError(404, f"No task with id {id_task!r}")
         result.update({"id_task": task.id, "status": task.status, "queued": task.status == tasks.QUEUED,
-                       "queue_position": shared.tasks.position(task.id), "completed": task.status == tasks.DONE,
+                       "queue_position": shared.runner.position(task.id), "completed": task.status == tasks.DONE,
                        "progress": _task_progress(task)})
         if task.status != tasks.RUNNING:
             result["eta_relative"] = 0.0
