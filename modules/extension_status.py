@@ -1,0 +1,121 @@
+"""What happened to each extension in this run: which scripts loaded, which failed and why, whether it is
+incompatible with a diffusers core, what its install step did and which packages were installed for it.
+
+The script loader, the install step and the import guard write here; `/sdapi/v1/extensions` and the Extensions tab
+read it, so the status users see is what actually happened (A1111 shows every extension as enabled and leaves the
+reason in the console).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+_lock = threading.Lock()
+
+
+@dataclass
+class ExtensionStatus:
+    name: str
+    loaded_scripts: list[str] = field(default_factory=list)
+    failed_scripts: dict[str, str] = field(default_factory=dict)  # script file name -> first line of the error
+    incompatible: str = ""  # why it cannot run on this core, "" when nothing says so
+    install_error: str = ""
+    installed_packages: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        """"incompatible", "failed" (a script or the install step failed), "loaded", or "" (nothing ran yet)."""
+        if self.incompatible:
+            return "incompatible"
+        if self.failed_scripts or self.install_error:
+            return "failed"
+        return "loaded" if self.loaded_scripts else ""
+
+    def summary(self) -> str:
+        """One line for the Extensions tab and the API's `status` field."""
+        if self.incompatible:
+            return f"incompatible: {self.incompatible}"
+        parts = []
+        if self.install_error:
+            parts.append(f"install.py failed: {self.install_error}")
+        for script, error in self.failed_scripts.items():
+            parts.append(f"{script}: {error}")
+        if not parts and self.loaded_scripts:
+            parts.append("loaded")
+        if self.installed_packages:
+            parts.append("installed " + ", ".join(self.installed_packages))
+        return "; ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"state": self.state, "summary": self.summary(), "loaded_scripts": list(self.loaded_scripts),
+                "failed_scripts": dict(self.failed_scripts), "incompatible": self.incompatible,
+                "install_error": self.install_error, "installed_packages": list(self.installed_packages)}
+
+
+_statuses: dict[str, ExtensionStatus] = {}
+
+
+def extension_name_of(path: str) -> str | None:
+    """The extension folder name a file belongs to (…/extensions*/<name>/…), None for the program's own files."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in ("extensions", "extensions-builtin"):
+            return parts[i + 1]
+    return None
+
+
+def status(name: str) -> ExtensionStatus:
+    with _lock:
+        return _statuses.setdefault(name, ExtensionStatus(name))
+
+
+def first_line(error: BaseException | str) -> str:
+    text = error if isinstance(error, str) else (f"{type(error).__name__}: {error}" if str(error)
+                                                  else type(error).__name__)
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""
+
+
+def record_script_loaded(name: str, script: str) -> None:
+    entry = status(name)
+    with _lock:
+        if script not in entry.loaded_scripts:
+            entry.loaded_scripts.append(script)
+        entry.failed_scripts.pop(script, None)
+
+
+def record_script_failure(name: str, script: str, error: BaseException | str) -> None:
+    entry = status(name)
+    with _lock:
+        entry.failed_scripts[script] = first_line(error)
+        if script in entry.loaded_scripts:
+            entry.loaded_scripts.remove(script)
+
+
+def mark_incompatible(name: str, reason: str) -> None:
+    entry = status(name)
+    with _lock:
+        if not entry.incompatible:
+            entry.incompatible = reason
+
+
+def record_install(name: str, error: str = "", installed_packages: list[str] | tuple[str, ...] = ()) -> None:
+    entry = status(name)
+    with _lock:
+        entry.install_error = first_line(error) if error else ""
+        for package in installed_packages:
+            if package not in entry.installed_packages:
+                entry.installed_packages.append(package)
+
+
+def snapshot() -> dict[str, dict[str, object]]:
+    with _lock:
+        return {name: entry.as_dict() for name, entry in _statuses.items()}
+
+
+def reset() -> None:
+    """Forget everything (a reload of the scripts starts over)."""
+    with _lock:
+        _statuses.clear()
