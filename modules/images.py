@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image, ImageColor
 
-from modules import hooks
+from modules import hooks, upscaling
 from modules.image_files import (  # noqa: F401,E402 (A1111's images.* names, for extensions)
     DEFAULT_DATETIME_FORMAT,
     INVALID_FILENAME_CHARS,
@@ -32,9 +32,11 @@ from modules.infotext import read_info_from_image
 __all__ = [
     "FilenameGenerator",
     "get_next_sequence_number",
+    "flatten",
     "image_grid",
     "publish_file",
     "read_info_from_image",  # A1111 keeps it in images.py; extensions import it from here
+    "resize_image",
     "sanitize_filename_part",
     "save_image",
     "save_image_with_geninfo",
@@ -113,6 +115,78 @@ def image_grid(
         y_offset = (cell_h - img.height) // 2
         grid.paste(img, box=(i % cols * cell_w + x_offset, i // cols * cell_h + y_offset))
     return grid
+
+
+# --- resizing ------------------------------------------------------------------------------------------------------
+
+LANCZOS = Image.Resampling.LANCZOS
+NEAREST = Image.Resampling.NEAREST
+
+
+def _resize_with_upscaler(image: Image.Image, width: int, height: int, upscaler_name: str | None,
+                          force_rgba: bool) -> Image.Image:
+    """`image` at exactly width x height: enlarged with the named upscaler (a model or a built-in of
+    `modules.upscaling`), Lanczos for shrinking, for "None", for masks and for RGBA (as A1111)."""
+    if upscaler_name in (None, "None") or image.mode == "L" or force_rgba:
+        return image.resize((width, height), LANCZOS)
+    if max(width / image.width, height / image.height) > 1.0:
+        image = upscaling.upscale(image.convert("RGB"), upscaler_name, size=(width, height))
+    if image.size != (width, height):
+        image = image.resize((width, height), LANCZOS)
+    return image
+
+
+def resize_image(resize_mode: int, im: Image.Image, width: int, height: int, upscaler_name: str | None = None,
+                 force_RGBA: bool = False) -> Image.Image:  # noqa: N803 (A1111's keyword)
+    """A1111's `images.resize_image`: `im` brought to width x height.
+
+    - 0 "Just resize": stretched to the size.
+    - 1 "Crop and resize": scaled to cover the size (aspect kept), centred, the overflow cut off.
+    - 2 (and other values) "Resize and fill": scaled to fit inside, centred; the empty bands are filled by
+      stretching the image's outer rows or columns.
+
+    Enlarging goes through `upscaler_name` (default: the `upscaler_for_img2img` setting; an unknown name raises
+    ValueError listing the valid ones)."""
+    if upscaler_name is None:
+        upscaler_name = _app_setting("upscaler_for_img2img", None)
+    mode = "RGBA" if force_RGBA else "RGB"
+    if resize_mode == 0:
+        return _resize_with_upscaler(im, width, height, upscaler_name, force_RGBA)
+    ratio, src_ratio = width / height, im.width / im.height
+    if resize_mode == 1:
+        src_w = width if ratio > src_ratio else im.width * height // im.height
+        src_h = height if ratio <= src_ratio else im.height * width // im.width
+        resized = _resize_with_upscaler(im, src_w, src_h, upscaler_name, force_RGBA)
+        result = Image.new(mode, (width, height))
+        result.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+        return result
+    src_w = width if ratio < src_ratio else im.width * height // im.height
+    src_h = height if ratio >= src_ratio else im.height * width // im.width
+    resized = _resize_with_upscaler(im, src_w, src_h, upscaler_name, force_RGBA)
+    result = Image.new(mode, (width, height))
+    result.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+    if ratio < src_ratio:
+        fill_height = height // 2 - src_h // 2
+        if fill_height > 0:
+            result.paste(resized.resize((width, fill_height), box=(0, 0, width, 0)), box=(0, 0))
+            result.paste(resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)),
+                         box=(0, fill_height + src_h))
+    elif ratio > src_ratio:
+        fill_width = width // 2 - src_w // 2
+        if fill_width > 0:
+            result.paste(resized.resize((fill_width, height), box=(0, 0, 0, height)), box=(0, 0))
+            result.paste(resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)),
+                         box=(fill_width + src_w, 0))
+    return result
+
+
+def flatten(img: Image.Image, bgcolor: str) -> Image.Image:
+    """An RGB image with the transparent parts of `img` replaced by `bgcolor` (e.g. "#ffffff")."""
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, bgcolor)
+        background.paste(img, mask=img)
+        img = background
+    return img.convert("RGB")
 
 
 # --- file names ------------------------------------------------------------------------------------------------------

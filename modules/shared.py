@@ -65,6 +65,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
                                    no_half=cmd_opts.no_half, no_half_vae=cmd_opts.no_half_vae,
                                    precision=cmd_opts.precision, bf16=cmd_opts.bf16,
                                    disable_nan_check=cmd_opts.disable_nan_check)
+    devices.use_policy(policy, cmd_opts.use_cpu, cmd_opts.device_id)  # A1111's devices.device & co. read it
     for folder in (cmd_opts.ckpt_dir, cmd_opts.vae_dir, cmd_opts.lora_dir, cmd_opts.hypernetwork_dir,
                    cmd_opts.embeddings_dir):
         os.makedirs(folder, exist_ok=True)
