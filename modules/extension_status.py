@@ -115,6 +115,15 @@ def snapshot() -> dict[str, dict[str, object]]:
         return {name: entry.as_dict() for name, entry in _statuses.items()}
 
 
+def forget_scripts() -> None:
+    """Before the scripts (re)load: forget what the last load found, keep what the install step recorded."""
+    with _lock:
+        for entry in _statuses.values():
+            entry.loaded_scripts.clear()
+            entry.failed_scripts.clear()
+            entry.incompatible = ""
+
+
 def reset() -> None:
     """Forget everything (a reload of the scripts starts over)."""
     with _lock:

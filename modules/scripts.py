@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from modules import script_callbacks
+from modules import extension_guard, extension_status, script_callbacks
 from modules.processing import (
     JobError,
     PostprocessBatchListArgs,
@@ -267,12 +267,92 @@ def load_module(path: str) -> ModuleType:
     return module
 
 
+def _extension_of(script_file: ScriptFile) -> str | None:
+    """The extension a script file belongs to (its folder name), None for the program's own scripts/."""
+    if os.path.abspath(script_file.basedir) == os.path.abspath(REPO_ROOT):
+        return None
+    return os.path.basename(os.path.normpath(script_file.basedir))
+
+
+def _import_script_file(script_file: ScriptFile) -> ModuleType:
+    """Import one script file as A1111 does: its extension's folder first on sys.path while it imports, so its own
+    packages beside scripts/ (lib_free_u/, sd_dynamic_prompts/, ...) import by their plain names."""
+    global current_basedir
+    current_basedir = script_file.basedir
+    saved_path = list(sys.path)
+    if os.path.abspath(script_file.basedir) != os.path.abspath(REPO_ROOT):
+        sys.path.insert(0, script_file.basedir)
+    try:
+        return load_module(script_file.path)
+    finally:
+        current_basedir = REPO_ROOT
+        sys.path[:] = saved_path
+
+
+def _install_missing_package(extension: str, error: ModuleNotFoundError) -> bool:
+    """A third-party package A1111's environment had and the extension did not install: install it on first need
+    (the import-name map and the constraints of `modules.extension_installs`). True when something was installed."""
+    missing = (error.name or "").split(".")[0]
+    if not missing or missing == "modules" or missing in sys.modules:
+        return False
+    try:
+        from modules import extension_installs
+    except ImportError:
+        return False
+    return extension_installs.install_for_missing_module(extension, missing) is not None
+
+
+def _load_script_file(script_file: ScriptFile) -> ModuleType | None:
+    """Import a script file; a failure is logged, kept in `load_errors` and in the extension's status."""
+    extension = _extension_of(script_file)
+    retried = False
+    while True:
+        try:
+            module = _import_script_file(script_file)
+        except BaseException as e:  # SystemExit from a script must not stop the app either
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            if extension and not retried and isinstance(e, ModuleNotFoundError) and \
+                    _install_missing_package(extension, e):
+                retried = True
+                continue
+            _record_failure(extension, script_file.path, e, "Error loading script: %s")
+            load_errors.append((script_file.path, f"{type(e).__name__}: {e}"))
+            return None
+        if extension:
+            extension_status.record_script_loaded(extension, os.path.basename(script_file.path))
+        return module
+
+
+def _record_failure(extension: str | None, path: str | None, error: BaseException, message: str) -> None:
+    """Log a script's failure; an extension that turned out to need an ldm internal is marked incompatible."""
+    incompatible = extension_guard.incompatibility_in(error)
+    if incompatible is not None:
+        log.error("%s: %s", message % path, incompatible)
+    else:
+        log.error(message, path, exc_info=error)
+    if not extension:
+        return
+    if incompatible is not None:
+        extension_status.mark_incompatible(extension, str(incompatible))
+    else:
+        extension_status.record_script_failure(extension, os.path.basename(path or "?"), error)
+
+
+def _note_incompatible(script: Script, error: BaseException) -> None:
+    """A hook that failed on an ldm-only name (a hijack call, a late import) marks its extension incompatible."""
+    incompatible = extension_guard.incompatibility_in(error)
+    extension = extension_status.extension_name_of(script.filename) if script.filename else None
+    if incompatible is not None and extension:
+        extension_status.mark_incompatible(extension, str(incompatible))
+
+
 def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
     """(Re)load every script file and re-create both tabs' script instances.
 
     `extension_dirs`: the enabled extension folders; None scans `extensions-builtin/*` and `extensions/*`. A file
-    that raises on import is logged (with its path, also in `load_errors`) and skipped."""
-    global current_basedir, _loaded
+    that raises on import is logged (with its path, also in `load_errors` and the extension's status) and skipped."""
+    global _loaded
     if _loaded:
         script_callbacks.script_unloaded_callback()
     previous = {os.path.abspath(d.path) for d in scripts_data}
@@ -280,24 +360,12 @@ def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
         callbacks[:] = [c for c in callbacks if os.path.abspath(c.script) not in previous]
     scripts_data.clear()
     load_errors.clear()
+    extension_status.forget_scripts()
+    extension_guard.install()
     for script_file in list_script_files(extension_dirs):
-        current_basedir = script_file.basedir
-        # A1111: the extension's folder is first on sys.path while its script imports, so its own packages beside
-        # scripts/ (lib_free_u/, sd_dynamic_prompts/, ...) import by their plain names
-        saved_path = list(sys.path)
-        if os.path.abspath(script_file.basedir) != os.path.abspath(REPO_ROOT):
-            sys.path.insert(0, script_file.basedir)
-        try:
-            module = load_module(script_file.path)
-        except BaseException as e:  # SystemExit from a script must not stop the app either
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            log.exception("Error loading script: %s", script_file.path)
-            load_errors.append((script_file.path, f"{type(e).__name__}: {e}"))
+        module = _load_script_file(script_file)
+        if module is None:
             continue
-        finally:
-            current_basedir = REPO_ROOT
-            sys.path[:] = saved_path
         # A1111 registers every Script subclass the module holds, also one imported from another file of the
         # extension (the entry file imports it from its package)
         registered = {data.script_class for data in scripts_data}
@@ -308,6 +376,31 @@ def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
     _loaded = True
     scripts_txt2img.initialize_scripts(is_img2img=False)
     scripts_img2img.initialize_scripts(is_img2img=True)
+
+
+def list_scripts(scriptdirname: str, extension: str, *, include_extensions: bool = True) -> list[ScriptFile]:
+    """A1111's `list_scripts`: files ending in `extension` in `<repo>/<scriptdirname>/`, then in that folder of each
+    enabled extension (e.g. `list_scripts("localizations", ".json")`)."""
+    folders = [REPO_ROOT, *(default_extension_dirs() if include_extensions else [])]
+    if include_extensions:
+        from modules import extensions, shared
+
+        if shared.opts is not None:
+            folders = [REPO_ROOT, *extensions.enabled_paths(shared.opts, shared.cmd_opts)]
+    found = []
+    for folder in folders:
+        directory = os.path.join(folder, scriptdirname)
+        if os.path.isdir(directory):
+            found += [ScriptFile(folder, name, os.path.join(directory, name)) for name in sorted(os.listdir(directory))
+                      if os.path.splitext(name)[1].lower() == extension.lower()
+                      and os.path.isfile(os.path.join(directory, name))]
+    return found
+
+
+def list_files_with_name(filename: str) -> list[str]:
+    """A1111's `list_files_with_name`: `filename` in the repo root and in each extension folder, where it exists."""
+    folders = [REPO_ROOT, *default_extension_dirs()]
+    return [os.path.join(folder, filename) for folder in folders if os.path.isfile(os.path.join(folder, filename))]
 
 
 def ensure_loaded() -> None:
@@ -397,8 +490,9 @@ class ScriptRunner:
     def _guarded(self, script: Script, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
-        except Exception:
+        except Exception as e:
             log.exception("Error running %s of script %s (%s)", what, self.title_of(script), script.filename)
+            _note_incompatible(script, e)
 
     @staticmethod
     def title_of(script: Script) -> str:
@@ -542,6 +636,7 @@ class ScriptRunner:
 
     def _report(self, p: Any, script: Script, hook: str, error: Exception, processed: Any = None) -> None:
         log.exception("Error running %s of script %s (%s)", hook, self.title_of(script), script.filename)
+        _note_incompatible(script, error)
         message = f"Error running {hook} of script {self.title_of(script)!r} ({_short(script.filename)}): " \
                   f"{type(error).__name__}: {error}"
         for target in (p, processed):
