@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     shared.initialize(args)
     extensions.run_install_scripts_at_start(shared.opts, shared.cmd_opts)  # only new or changed install.py
     scripts.load_scripts(extensions.enabled_paths(shared.opts, shared.cmd_opts))
+    script_callbacks.ensure_ui_settings()  # also under --nowebui: extension settings exist wherever scripts run
     shared.models.listeners.append(script_callbacks.model_loaded_callback)
     shared.models.get()  # load the model before serving so the first click is fast and errors show now
     host, port = cmd_args.server_name(args), cmd_args.server_port(args)

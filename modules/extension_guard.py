@@ -14,7 +14,9 @@ provides. The error is an `ImportError`, so an extension that guards such an imp
 from __future__ import annotations
 
 import importlib.abc
+import linecache
 import os
+import re
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -58,6 +60,22 @@ def calling_extension(skip_paths: Sequence[str] = ()) -> str | None:
     return None
 
 
+def _requested_name(fullname: str) -> str:
+    """The whole dotted name the import statement asked for (`ldm.modules.attention`, not just the first `ldm`
+    Python looks up), read from the importing line; `fullname` when that line cannot be read."""
+    frame = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename.startswith("<frozen") or
+                                 frame.f_code.co_filename == __file__):
+        frame = frame.f_back
+    if frame is None:
+        return fullname
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    for match in re.finditer(r"\b(?:from|import)\s+([\w.]+)", line):
+        if match.group(1) == fullname or match.group(1).startswith(fullname + "."):
+            return match.group(1)
+    return fullname
+
+
 def incompatibility_reason(fullname: str) -> str:
     if fullname.startswith(("ldm", "sgm", "repositories")):
         return (f"imports {fullname}, A1111's copy of the original Stable Diffusion model code; this program runs "
@@ -70,7 +88,7 @@ class _LdmGuard(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None):
         if not _blocked(fullname):
             return None
-        reason = incompatibility_reason(fullname)
+        reason = incompatibility_reason(_requested_name(fullname))
         extension = calling_extension()
         who = f"Extension {extension!r} " if extension else "This code "
         raise IncompatibleImportError(f"{who}is incompatible: it {reason}.", name=fullname)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from modules import hooks
+from modules import extension_guard, extension_status, hooks
 from modules.hooks import (  # noqa: F401 (A1111's names for the core's parameter objects)
     AfterCFGCallbackParams,
     BeforeTokenCounterParams,
@@ -84,15 +84,29 @@ def _run(kind: str, /, *args: Any, **kwargs: Any) -> list[Any]:
     for c in list(callback_map[f"callbacks_{kind}"]):
         try:
             results.append(c.callback(*args, **kwargs))
-        except Exception:
+        except Exception as e:
             log.exception("Error executing callback %s for %s (registered by %s)", c.name or
                           getattr(c.callback, "__name__", "?"), kind, c.script)
+            _record_callback_failure(c, kind, e)
     return results
 
 
 def has_callbacks(kind: str) -> bool:
     """Whether any callback of a kind is registered (lets hot loops skip building parameter objects)."""
     return bool(callback_map[f"callbacks_{kind}"])
+
+
+def _record_callback_failure(callback: ScriptCallback, kind: str, error: BaseException) -> None:
+    """An extension's failing callback shows in its status (incompatible when it needed an ldm internal)."""
+    extension = extension_status.extension_name_of(callback.script) if os.path.isabs(callback.script) else None
+    if not extension:
+        return
+    incompatible = extension_guard.incompatibility_in(error)
+    if incompatible is not None:
+        extension_status.mark_incompatible(extension, str(incompatible))
+    else:
+        extension_status.record_script_failure(
+            extension, f"{os.path.basename(callback.script)} (on_{kind})", error)
 
 
 def clear_callbacks() -> None:
@@ -143,8 +157,20 @@ def ui_train_tabs_callback(params: UiTrainTabParams) -> None:
     _run("ui_train_tabs", params)
 
 
+ui_settings_registered = False  # whether the on_ui_settings callbacks ran since the scripts (re)loaded
+
+
 def ui_settings_callback() -> None:
+    global ui_settings_registered
     _run("ui_settings")
+    ui_settings_registered = True
+
+
+def ensure_ui_settings() -> None:
+    """Run the on_ui_settings callbacks once per load of the scripts, in every mode (UI or --nowebui), so that
+    `shared.opts.<extension key>` exists wherever the extension's scripts run."""
+    if not ui_settings_registered:
+        ui_settings_callback()
 
 
 def before_image_saved_callback(params: ImageSaveParams) -> None:

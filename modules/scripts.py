@@ -362,6 +362,7 @@ def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
     load_errors.clear()
     extension_status.forget_scripts()
     extension_guard.install()
+    script_callbacks.ui_settings_registered = False  # the new modules' on_ui_settings callbacks have not run
     for script_file in list_script_files(extension_dirs):
         module = _load_script_file(script_file)
         if module is None:

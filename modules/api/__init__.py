@@ -669,7 +669,20 @@ def _add_script_routes(router: APIRouter) -> None:
 
     @router.get("/extensions")
     def extensions() -> list[dict[str, Any]]:
-        return ext.api_list()
+        # A1111's fields, plus what happened to each extension in this run (loaded, failed scripts and why,
+        # incompatible, packages installed for it): A1111 lists a broken extension as enabled and says nothing
+        from modules import extension_status
+
+        records = []
+        for record in ext.api_list():
+            state = extension_status.status(str(record["name"])).as_dict() if record.get("enabled") else \
+                {"state": "disabled", "summary": "disabled"}
+            records.append({**record, "load_state": state.get("state") or "", "load_status": state.get("summary") or "",
+                            "failed_scripts": state.get("failed_scripts", {}),
+                            "incompatible": state.get("incompatible", ""),
+                            "install_error": state.get("install_error", ""),
+                            "installed_packages": state.get("installed_packages", [])})
+        return records
 
     def _extension_call(fn, *args, **kwargs) -> dict[str, Any]:
         try:

@@ -39,7 +39,7 @@ def create_ui() -> gr.Blocks:
             for blocks, title, elem_id in extension_tabs:
                 with create(gr.Tab, title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
-            script_callbacks.ui_settings_callback()  # extensions add their options before the Settings tab
+            script_callbacks.ensure_ui_settings()  # extensions add their options before the Settings tab
             settings.create_tab()
             extensions.create_tab()
         for fields in (txt2img_fields, img2img_fields):

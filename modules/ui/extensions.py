@@ -12,19 +12,31 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from modules import extensions, script_callbacks, shared
+from modules import extension_status, extensions, script_callbacks, shared
 from modules.ui.components import create
 
 
+def load_state(extension: extensions.Extension) -> dict[str, object]:
+    """What happened to the extension in this run (modules.extension_status), "disabled" when it is off."""
+    if not extension.enabled:
+        return {"state": "disabled", "summary": "disabled"}
+    return extension_status.status(extension.name).as_dict()
+
+
 def installed_table(items: list[extensions.Extension]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(e.name)}{' (built-in)' if e.is_builtin else ''}</td>"
-        f"<td>{html.escape(e.remote or '')}</td><td>{html.escape(e.branch or '')}</td>"
-        f"<td>{html.escape(e.version)}</td>"
-        f"<td>{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.commit_date)) if e.commit_date else ''}</td>"
-        f"<td>{html.escape(e.status or 'unknown')}</td></tr>" for e in items)
+    rows = []
+    for e in items:
+        state = load_state(e)
+        rows.append(
+            f"<tr><td>{html.escape(e.name)}{' (built-in)' if e.is_builtin else ''}</td>"
+            f"<td>{html.escape(e.remote or '')}</td><td>{html.escape(e.branch or '')}</td>"
+            f"<td>{html.escape(e.version)}</td>"
+            f"<td>{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.commit_date)) if e.commit_date else ''}</td>"
+            f"<td>{html.escape(e.status or 'unknown')}</td>"
+            f'<td class="extension_state_{html.escape(str(state["state"] or "none"))}">'
+            f"{html.escape(str(state['summary'] or 'no scripts'))}</td></tr>")
     return ('<table id="extensions_table"><thead><tr><th>Extension</th><th>URL</th><th>Branch</th><th>Version</th>'
-            f'<th>Date</th><th>Update</th></tr></thead><tbody>{rows}</tbody></table>')
+            f'<th>Date</th><th>Update</th><th>Status</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def _state() -> tuple[list[extensions.Extension], list[str], list[str]]:

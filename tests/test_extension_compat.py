@@ -1,0 +1,148 @@
+"""Extensions as A1111 loads them, with an honest status: settings registered under --nowebui, ldm-only imports
+shown as incompatible (with the reason), a broken script shown with the first line of its error, a guarded ldm
+import that falls back loading fine. Our own small extensions, through a real API-only server."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import requests
+
+from modules import extension_guard, extension_status
+from tests.servers import running_webui
+
+SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "seed": 3}
+
+EXTENSIONS = {
+    # on_ui_settings adds an option; the always-on script reads it while the job runs (A1111: works with --nowebui)
+    "ext-settings/scripts/factor.py": '''
+        import gradio as gr
+        from modules import script_callbacks, scripts, shared
+
+        def on_settings():
+            shared.opts.add_option("ext_settings_factor", shared.OptionInfo(
+                3, "Factor", gr.Slider, {"minimum": 1, "maximum": 9}, section=("ext", "Ext")))
+
+        script_callbacks.on_ui_settings(on_settings)
+
+        class Factor(scripts.Script):
+            def title(self):
+                return "Factor"
+
+            def show(self, is_img2img):
+                return scripts.AlwaysVisible
+
+            def process(self, p, *args):
+                p.extra_generation_params["Ext factor"] = shared.opts.ext_settings_factor
+    ''',
+    "ext-ldm/scripts/patch.py": '''
+        from ldm.modules.attention import CrossAttention  # A1111's copy of the model code
+
+        CrossAttention.forward = lambda self, x: x
+    ''',
+    "ext-broken/scripts/a.py": '''
+        raise ValueError("boom on the first line\\nand more detail below")
+    ''',
+    "ext-guarded/scripts/guarded.py": '''
+        try:
+            import ldm.modules.attention  # noqa: F401
+            HAVE_LDM = True
+        except ImportError:
+            HAVE_LDM = False
+    ''',
+}
+
+
+def write_extensions(root: Path) -> None:
+    for relative, code in EXTENSIONS.items():
+        path = root / "extensions" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(code))
+
+
+@pytest.fixture(scope="module")
+def api_only_server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("compat-data")
+    write_extensions(data_dir)
+    with running_webui(data_dir, "--nowebui") as (url, log_path):
+        yield url, log_path
+
+
+@pytest.mark.timeout(240)
+def test_extension_settings_exist_under_nowebui_and_reach_the_job(api_only_server):
+    url, _ = api_only_server
+    options = requests.get(f"{url}/sdapi/v1/options", timeout=30).json()
+    assert options["ext_settings_factor"] == 3
+    body = requests.post(f"{url}/sdapi/v1/txt2img", json={**SMALL, "prompt": "a red circle"}, timeout=120).json()
+    assert "Ext factor: 3" in body["info"]
+    requests.post(f"{url}/sdapi/v1/options", json={"ext_settings_factor": 7}, timeout=30).raise_for_status()
+    body = requests.post(f"{url}/sdapi/v1/txt2img", json={**SMALL, "prompt": "a red circle"}, timeout=120).json()
+    assert "Ext factor: 7" in body["info"]
+
+
+@pytest.mark.timeout(240)
+def test_extension_status_is_honest(api_only_server):
+    url, log_path = api_only_server
+    records = {r["name"]: r for r in requests.get(f"{url}/sdapi/v1/extensions", timeout=30).json()}
+    assert records["ext-settings"]["load_state"] == "loaded"
+    assert records["ext-guarded"]["load_state"] == "loaded"  # its try/except ImportError fallback ran
+    ldm = records["ext-ldm"]
+    assert ldm["load_state"] == "incompatible"
+    assert "ldm.modules.attention" in ldm["incompatible"] and "diffusers" in ldm["incompatible"]
+    assert "Extension 'ext-ldm' is incompatible" in ldm["load_status"]
+    broken = records["ext-broken"]
+    assert broken["load_state"] == "failed"
+    assert broken["failed_scripts"] == {"a.py": "ValueError: boom on the first line"}
+    # the server kept going: the other extensions work and a job runs (checked above); the log names the file
+    assert "ext-broken" in log_path.read_text()
+
+
+@pytest.fixture
+def guard():
+    extension_guard.install()
+    yield
+    extension_guard.uninstall()
+    for name in [m for m in sys.modules if m.startswith("webui_guard_probe")]:
+        del sys.modules[name]
+
+
+def test_ldm_import_names_the_calling_extension(guard, tmp_path, monkeypatch):
+    probe = tmp_path / "extensions" / "my-ext" / "webui_guard_probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text("import sgm.modules.diffusionmodules.openaimodel\n")
+    monkeypatch.syspath_prepend(str(probe.parent))
+    with pytest.raises(extension_guard.IncompatibleImportError) as caught:
+        importlib.import_module("webui_guard_probe")
+    assert str(caught.value).startswith("Extension 'my-ext' is incompatible: it imports sgm.modules")
+    assert isinstance(caught.value, ImportError)  # try/except ImportError fallbacks keep working
+    wrapped = RuntimeError("needs A1111")
+    wrapped.__context__ = caught.value
+    assert extension_guard.incompatibility_in(wrapped) is caught.value
+
+
+def test_guard_leaves_real_and_unknown_modules_alone(guard):
+    import json  # noqa: F401  (a real module still imports)
+
+    with pytest.raises(ModuleNotFoundError) as caught:
+        importlib.import_module("no_such_package_here")
+    assert not isinstance(caught.value, extension_guard.IncompatibleExtensionError)
+    with pytest.raises(extension_guard.IncompatibleImportError, match="hijack layer"):
+        importlib.import_module("modules.sd_hijack_optimizations")
+
+
+def test_status_summary_lines():
+    extension_status.reset()
+    extension_status.record_script_loaded("e", "a.py")
+    extension_status.record_script_failure("e", "b.py", KeyError("x"))
+    extension_status.record_install("e", installed_packages=["timm"])
+    assert extension_status.status("e").state == "failed"
+    assert extension_status.status("e").summary() == "b.py: KeyError: 'x'; installed timm"
+    extension_status.mark_incompatible("e", "imports ldm")
+    assert extension_status.status("e").summary() == "incompatible: imports ldm"
+    extension_status.forget_scripts()
+    assert extension_status.status("e").state == "" and extension_status.status("e").installed_packages == ["timm"]
+    extension_status.reset()
