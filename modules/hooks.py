@@ -34,6 +34,9 @@ POINTS: dict[str, str] = {
     "cfg_after_cfg": "AfterCFGCallbackParams, after guidance is combined",
     "before_token_counter": "BeforeTokenCounterParams, before the UI's token counter counts a prompt",
     "model_loaded": "the loaded model wrapper, after every checkpoint load",
+    "sampler_start": "SamplerStartParams, before every sampling pass (a listener may attach guidance/step overrides)",
+    "extra_networks_activate": "ExtraNetworksParams, each batch, once the first prompt's network tags are parsed",
+    "extra_networks_deactivate": "ExtraNetworksParams, once a job is done with its networks",
 }
 
 _lock = threading.Lock()
@@ -145,6 +148,37 @@ class BeforeTokenCounterParams:
     steps: int
     styles: list[str]
     is_positive: bool = True
+
+
+@dataclass
+class SamplerStartParams:
+    """Before a sampling pass (the first pass, and again for a hires pass) of `job` with `sampler` (the core's
+    configured scheduler), `steps` asked for and `total_steps` denoiser steps to run. A listener may attach:
+
+    - `combine_denoised(x_out, conds_list, uncond, cond_scale, step) -> denoised`: classifier-free guidance done on
+      denoised (x0) predictions, as A1111's CFGDenoiser does: `x_out` holds every prompt part's row then one
+      unconditional row per image, `conds_list[i]` the (row, weight) pairs of image i, `uncond` the unconditional
+      text embeddings; it returns one denoised latent per image.
+    - `step_callback(d)`: called every step with k-diffusion's callback dict (`x`, `i`, `sigma`, `sigma_hat`,
+      `denoised`: the latents and the guided denoised prediction, in k-diffusion's scaling); changing `x` or
+      `denoised` (in place or by replacing the entry) changes the step, as it does in A1111.
+    """
+
+    job: Any
+    sampler: Any
+    steps: int
+    total_steps: int
+    combine_denoised: Callable[..., Any] | None = None
+    step_callback: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class ExtraNetworksParams:
+    """The extra-network tags of a batch's first prompt (`<name:args>`), by tag name as typed, for `job`; the
+    prompts no longer hold them."""
+
+    job: Any
+    networks: dict[str, list[Any]]
 
 
 # --- what the scripts' own hooks receive (A1111's classes of these names) ---------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from modules import engines
+from modules import engines, hooks
 from modules.job_spec import Job
 from modules.models.loader import SDModel
 from modules.networks import extra as extra_networks
@@ -39,6 +39,7 @@ class Sampling:
         # (encoding, notes) by key; used when the model's cache (persistent_cond_cache) is off
         self._cond_cache: OrderedDict[tuple, tuple[Conditioning, EncodingNotes]] = OrderedDict()
         self._networks_key: str | None = None
+        self._activated_for: Job | None = None  # the job whose networks were last activated
 
     def encode(self, prompts: list[str], min_chunks: int = 1) -> Conditioning:
         """Encodings by text, cached for this job, or on the model across jobs (setting persistent_cond_cache):
@@ -59,6 +60,9 @@ class Sampling:
     def activate_networks(self, job: Job, prompts: list[str]) -> list[str]:
         """Apply the networks named by the batch's first prompt; returns the prompts without the tags."""
         prompts, networks = parser.parse_prompts(prompts)
+        if hooks.active("extra_networks_activate"):  # networks other code registered (A1111's extra_networks)
+            hooks.fire("extra_networks_activate", hooks.ExtraNetworksParams(job, networks))
+        self._activated_for = job
         ctx = self.ctx
         activation = extra_networks.activate(self.model, networks, ctx.loras, ctx.hypernetworks, ctx.hash_cache)
         if activation.infotext and not ctx.opts.lora_add_hashes_to_infotext:
@@ -69,6 +73,13 @@ class Sampling:
         # part of their key, so a retrained file under the same name is encoded again.
         self._networks_key = repr(lora.patcher_for(self.model).applied)
         return prompts
+
+    def finish(self, job: Job) -> None:
+        """The job is done with its networks: A1111's extra_networks.deactivate for networks other code registered
+        (processing calls this once per job, after the last batch)."""
+        if self._activated_for is job and hooks.active("extra_networks_deactivate"):
+            hooks.fire("extra_networks_deactivate", hooks.ExtraNetworksParams(job, {}))
+        self._activated_for = None
 
     def guidance(self, prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None = None
                  ) -> PromptGuidance:
@@ -93,4 +104,4 @@ class Sampling:
         return self.loop.run(sampler, latents, noise, guidance, steps, image_rng, cfg_scale=job.cfg_scale,
                              image_size=(job.width, job.height), strength=strength,
                              image_conditioning=image_conditioning, mask=mask, job_no=job_no, job_count=job_count,
-                             desc=job.mode, extra_noise=extra_noise)
+                             desc=job.mode, extra_noise=extra_noise, job=job)

@@ -10,7 +10,9 @@ steps, progress events and a tqdm bar.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -40,6 +42,59 @@ class _Run:
     mask: torch.Tensor | None
     job_no: int
     job_count: int
+    overrides: hooks.SamplerStartParams
+
+
+@dataclasses.dataclass(frozen=True)
+class KDiffusionView:
+    """One step seen as k-diffusion sees it: latents `x` = x0 + sigma * noise, and the model's prediction as the
+    denoised latents x0.
+
+    Diffusers schedulers keep their sample either in that scaling (Euler, LMS, Heun, DPM2, DPM++ SDE: their
+    `init_noise_sigma` is sigma_max) or in the variance-preserving one, x * 1/sqrt(sigma^2 + 1) (DDIM, PLMS, the
+    multistep solvers, LCM); the model predicts noise, v or x0 (`prediction_type`). The conversions are exact
+    inverses, so a step that no listener changes is the scheduler's own step.
+    """
+
+    sigma: float
+    k_space: bool
+    prediction: str
+
+    @classmethod
+    def at(cls, scheduler: Any, t: torch.Tensor) -> KDiffusionView:
+        sigmas, index = getattr(scheduler, "sigmas", None), getattr(scheduler, "step_index", None)
+        if sigmas is not None and index is not None and index < len(sigmas):
+            sigma = float(sigmas[index])
+        else:
+            alpha = float(scheduler.alphas_cumprod[int(t)])
+            sigma = math.sqrt((1 - alpha) / alpha)
+        prediction = getattr(scheduler.config, "prediction_type", "epsilon")
+        return cls(sigma, float(scheduler.init_noise_sigma) > 1.0, prediction)
+
+    @property
+    def scale(self) -> float:
+        """sqrt(alpha_cumprod): variance-preserving latents are k-diffusion latents times this."""
+        return 1.0 / math.sqrt(self.sigma ** 2 + 1.0)
+
+    def x(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents if self.k_space else latents / self.scale
+
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.k_space else x * self.scale
+
+    def denoised(self, x: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "v_prediction":
+            return x * self.scale ** 2 - model_output * (self.sigma * self.scale)
+        if self.prediction == "sample":
+            return model_output
+        return x - model_output * self.sigma
+
+    def model_output(self, x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "v_prediction":
+            return (x * self.scale ** 2 - denoised) / (self.sigma * self.scale)
+        if self.prediction == "sample":
+            return denoised
+        return (x - denoised) / self.sigma
 
 
 class SamplingLoop:
@@ -55,13 +110,14 @@ class SamplingLoop:
             steps: int, image_rng: rng_mod.ImageRNG, *, cfg_scale: float, image_size: tuple[int, int],
             strength: float | None = None, image_conditioning: torch.Tensor | None = None,
             mask: torch.Tensor | None = None, job_no: int = 0, job_count: int = 1, desc: str = "txt2img",
-            extra_noise: float = 0.0) -> torch.Tensor | None:
+            extra_noise: float = 0.0, job: Any = None) -> torch.Tensor | None:
         """Sample one batch. `strength` None: txt2img from pure noise; else img2img from `latents`, skipping the
         first (1 - strength) of the steps. `image_size` (width, height): the image the conditioning describes.
 
         `mask` (1 = repaint) keeps the unmasked latents on the original's noised trajectory. `extra_noise` (A1111's
         img2img_extra_noise) adds that much of the noise again to img2img's starting latents, after the extra_noise
-        point, where a listener may replace that noise. Returns None when the job was interrupted or skipped.
+        point, where a listener may replace that noise. `job` (A1111's `p`) is handed to the `sampler_start` point.
+        Returns None when the job was interrupted or skipped.
         """
         scheduler = sampler.scheduler
         scheduler.set_timesteps(steps, device=self.engine.device)
@@ -85,8 +141,11 @@ class SamplingLoop:
                 params = hooks.ExtraNoiseParams(noise, init_latents, latents)
                 hooks.fire("extra_noise", params)
                 latents = latents + params.noise.float() * extra_noise
+        overrides = hooks.SamplerStartParams(job, sampler, steps, len(timesteps))
+        if hooks.active("sampler_start"):
+            hooks.fire("sampler_start", overrides)
         run = _Run(sampler, guidance, image_rng, timesteps, noise, init_latents, cfg_scale, image_size, strength,
-                   image_conditioning, mask, job_no, job_count)
+                   image_conditioning, mask, job_no, job_count, overrides)
         bar = tqdm(total=len(timesteps), desc=f"{desc} {job_no + 1}/{job_count}", leave=False, disable=None)
         try:
             with self.engine.denoiser_loaded():
@@ -117,11 +176,18 @@ class SamplingLoop:
                 params = hooks.CFGDenoisedParams(out, i, total, engine.denoiser_module)
                 hooks.fire("cfg_denoised", params)
                 out = params.x
-            guided = guidance.combine(out.float(), step_cond, run.cfg_scale)
+            combine = run.overrides.combine_denoised
+            view = KDiffusionView.at(scheduler, t) if combine or run.overrides.step_callback else None
+            if combine is not None:
+                guided = _combine_denoised(combine, view, latents, out.float(), step_cond, run.cfg_scale, i)
+            else:
+                guided = guidance.combine(out.float(), step_cond, run.cfg_scale)
             if hooks.active("cfg_after_cfg"):  # the guided prediction; a listener may replace it
                 after = hooks.AfterCFGCallbackParams(guided, i, total)
                 hooks.fire("cfg_after_cfg", after)
                 guided = after.x
+            if run.overrides.step_callback is not None:
+                latents, guided = _step_callback(run.overrides.step_callback, view, latents, guided, i)
             latents = run.sampler.step(guided, t, latents, run.image_rng.generators)
             if run.mask is not None and run.strength is not None:
                 if i + 1 < total:
@@ -142,3 +208,29 @@ def _cfg_denoiser_callbacks(x: torch.Tensor, image_cond: torch.Tensor | None, t:
     params = hooks.CFGDenoiserParams(x, image_cond, t, step, total, cond.embeds[:n_parts], cond.embeds[n_parts:])
     hooks.fire("cfg_denoiser", params)
     return params.x, dataclasses.replace(cond, embeds=torch.cat([params.text_cond, params.text_uncond]))
+
+
+def _combine_denoised(combine: Any, view: KDiffusionView, latents: torch.Tensor, out: torch.Tensor,
+                      cond: StepConditioning, cfg_scale: float, step: int) -> torch.Tensor:
+    """Guidance by a listener on denoised predictions (A1111's CFGDenoiser.combine_denoised); returns the guided
+    model output the scheduler steps with."""
+    x = view.x(latents)
+    n_parts = len(cond.owners)
+    rows_x = torch.cat([x[cond.owners], x]) if n_parts else x
+    x_out = view.denoised(rows_x, out)
+    conds_list: list[list[tuple[int, float]]] = [[] for _ in range(len(latents))]
+    for row, (image, weight) in enumerate(zip(cond.owners, cond.weights, strict=True)):
+        conds_list[image].append((row, weight))
+    denoised = combine(x_out, conds_list, cond.embeds[n_parts:], cfg_scale, step)
+    return view.model_output(x, denoised.float())
+
+
+def _step_callback(callback: Any, view: KDiffusionView, latents: torch.Tensor, guided: torch.Tensor,
+                   step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-diffusion's per-step callback; what it changes in `x` or `denoised` goes into the step."""
+    x = view.x(latents)
+    sigma = torch.tensor(view.sigma)
+    state = {"x": x, "i": step, "sigma": sigma, "sigma_hat": sigma, "denoised": view.denoised(x, guided)}
+    callback(state)
+    x = state["x"]
+    return view.latents(x), view.model_output(x, state["denoised"])
