@@ -10,19 +10,22 @@ import argparse
 import concurrent.futures
 import logging
 import os
+import sys
 from typing import Any
 
 from modules import cmd_args, devices, upscaling
 from modules.model_manager import ModelManager
 from modules.models.safe_load import CheckpointLoadError
 from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lora_registry
-from modules.options import OptionInfo, Options  # noqa: F401 (extensions use shared.OptionInfo)
+from modules.options import OptionInfo, Options, options_section  # noqa: F401 (A1111's shared.OptionInfo & co.)
 from modules.processing import MODEL_SETTINGS, Context, Job, JobError, Processed, process_images
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.runner import JobCancelled, JobFuture, JobRunner, QueueLock
+from modules.shared_total_tqdm import TotalTQDM
 from modules.state import State
 from modules.styles import StyleDatabase
 from modules.tasks import Task, TaskRegistry
+from modules.util import html, html_path, ldm_print, listfiles, natural_sort_key, walk_files  # noqa: F401 (A1111's)
 
 log = logging.getLogger("webui")
 
@@ -40,6 +43,21 @@ queue_lock = QueueLock(runner)  # A1111's queue_lock: a turn in that queue
 config_path: str = ""
 _counting_encoder: tuple | None = None  # the token counter's encoder, reused while the model and settings stay
 cache_path: str = ""
+
+# A1111's other module-level names that extensions read; those that follow the application are in __getattr__
+face_restorers: list[Any] = []  # extensions add their FaceRestoration objects (modules.face_restoration)
+total_tqdm = TotalTQDM()
+progress_print_out = sys.stdout
+demo = None                     # A1111 keeps the Gradio Blocks here; extensions get it from on_app_started
+batch_cond_uncond = True
+parallel_processing_allowed = True
+xformers_available = False      # diffusers uses PyTorch's scaled-dot-product attention
+weight_load_location = None
+loaded_hypernetworks: list[Any] = []
+clip_model = None
+settings_components = None
+tab_names: list[str] = []
+latent_upscale_default_mode = "Latent"
 
 
 class JobInterrupted(JobError, JobCancelled):
@@ -257,7 +275,68 @@ def run_extras_job(request, save_output: bool = True, owner: str | None = None):
 
 def __getattr__(name: str):
     """Module attributes computed on access, for A1111 extensions: `shared.sd_model` is the loaded model wrapper
-    (`models.current`, None before a model is loaded or before `initialize`). Read-only; it never loads a model."""
+    (`models.current`, None before a model is loaded or before `initialize`). Read-only; it never loads a model.
+    The names of `_A1111_COMPUTED` follow the application's state the same way (`shared.device`,
+    `shared.sd_upscalers`, `shared.options_templates`, ...)."""
     if name == "sd_model":
         return models.current if models is not None else None
+    if name in _A1111_COMPUTED:
+        return _A1111_COMPUTED[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _a1111_names() -> dict[str, Any]:
+    """{name: function giving its value now}; imported on use, as these adapters build on this module."""
+    def items(name: str):
+        def value():
+            from modules import shared_items
+
+            return getattr(shared_items, name)
+        return value
+
+    def hide_dirs() -> dict[str, bool]:
+        return {"visible": not getattr(cmd_opts, "hide_ui_dir_config", False)}
+
+    def upscalers() -> list[Any]:
+        from modules import upscaler
+
+        return upscaler.sd_upscalers()
+
+    def interrogator() -> Any:
+        from modules import interrogate
+
+        return interrogate.interrogator
+
+    def paths_name(name: str):
+        def value():
+            from modules import paths_internal
+
+            return getattr(paths_internal, name)
+        return value
+
+    def latent_upscale_modes() -> dict[str, Any]:
+        from modules.processing import LATENT_UPSCALE_MODES
+
+        return LATENT_UPSCALE_MODES
+
+    return {
+        "device": lambda: devices.device,
+        "weight_load_location": lambda: None,
+        "sd_upscalers": upscalers,
+        "interrogator": interrogator,
+        "options_templates": lambda: opts.data_labels,  # the same dict: updating it adds settings, as in A1111
+        "restricted_opts": lambda: set(),
+        "hide_dirs": hide_dirs,
+        "models_path": paths_name("models_path"),
+        "sd_model_file": paths_name("sd_model_file"),
+        "config_filename": lambda: config_path,
+        "styles_filename": lambda: list(cmd_opts.styles_file) if cmd_opts is not None else [],
+        "latent_upscale_modes": latent_upscale_modes,
+        "list_checkpoint_tiles": items("list_checkpoint_tiles"),
+        "refresh_checkpoints": items("refresh_checkpoints"),
+        "list_samplers": items("list_samplers"),
+        "reload_hypernetworks": items("reload_hypernetworks"),
+    }
+
+
+_A1111_COMPUTED = _a1111_names()

@@ -159,3 +159,57 @@ class ExtensionInstallRequest(_Request):
 
 class ExtensionNameRequest(_Request):
     name: str
+
+
+# --- A1111's class names, for extensions that import them -----------------------------------------------------------
+
+StableDiffusionTxt2ImgProcessingAPI = Txt2ImgRequest
+StableDiffusionImg2ImgProcessingAPI = Img2ImgRequest
+ExtrasBaseRequest = ExtrasBase
+ExtrasSingleImageRequest.__doc__ = "A1111's ExtrasSingleImageRequest: one base64 image."
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the routes may answer more keys than A1111's
+
+
+class TextToImageResponse(_Response):
+    images: list[str] | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    info: str = ""
+
+
+class ImageToImageResponse(TextToImageResponse):
+    pass
+
+
+class ExtrasSingleImageResponse(_Response):
+    html_info: str = ""
+    image: str | None = None
+
+
+class ExtrasBatchImagesResponse(_Response):
+    html_info: str = ""
+    images: list[str] = Field(default_factory=list)
+
+
+class PNGInfoResponse(_Response):
+    info: str = ""
+    items: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProgressRequest(_Request):
+    skip_current_image: bool = False
+
+
+class ProgressResponse(_Response):
+    progress: float = 0.0
+    eta_relative: float = 0.0
+    state: dict[str, Any] = Field(default_factory=dict)
+    current_image: str | None = None
+    textinfo: str | None = None
+
+
+class InterrogateResponse(_Response):
+    caption: str | None = None

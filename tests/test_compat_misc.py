@@ -1,0 +1,309 @@
+"""A1111's module-level names that extensions use from devices, images, shared, util, call_queue, errors, upscaler,
+face_restoration, interrogate/deepbooru, timer, progress and the shared_* modules: each through what it does."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modules import devices, images
+
+
+def _stripes(width: int = 100, height: int = 50) -> Image.Image:
+    """Left half red, right half blue: where the pixels land shows how an image was resized."""
+    image = Image.new("RGB", (width, height), "red")
+    image.paste(Image.new("RGB", (width // 2, height), "blue"), (width // 2, 0))
+    return image
+
+
+# --- devices ----------------------------------------------------------------------------------------------------
+
+def test_devices_names_follow_the_policy_the_application_hands_over(app):
+    assert devices.device == torch.device("cpu")  # the app fixture runs with --use-cpu all
+    assert devices.cpu == torch.device("cpu")
+    assert devices.dtype == devices.dtype_unet == devices.dtype_vae == torch.float32
+    assert devices.get_device_for("esrgan") == devices.cpu
+    assert app.device == devices.device
+    with devices.autocast():  # full precision: nothing changes
+        assert not torch.is_autocast_enabled()
+        assert (torch.ones(2) * 2).dtype == torch.float32
+
+    half = devices.DevicePolicy(torch.device("cuda"), torch.float16, torch.float32)
+    devices.use_policy(half, use_cpu=["interrogate"], device_id="1")
+    try:
+        assert devices.device == torch.device("cuda")
+        assert devices.dtype == devices.dtype_unet == torch.float16 and devices.dtype_vae == torch.float32
+        assert devices.device_interrogate == devices.cpu  # --use-cpu interrogate
+        assert devices.get_device_for("interrogate") == devices.cpu
+        assert devices.get_cuda_device_string() == "cuda:1"
+    finally:
+        devices.use_policy(devices.choose_policy(["all"]), ["all"])
+    from modules.devices import device  # A1111's from-import form
+
+    assert device == torch.device("cpu")
+    assert devices.get_optimal_device_name() in ("cpu", "cuda", "mps")
+    assert devices.get_optimal_device() == torch.device(devices.get_optimal_device_name())
+
+
+def test_test_for_nans_raises_only_for_all_nan_tensors(app):
+    devices.test_for_nans(torch.tensor([1.0, float("nan")]), "unet")  # some NaNs: A1111 lets it pass
+    with pytest.raises(devices.NansException, match="produced in Unet.*--disable-nan-check"):
+        devices.test_for_nans(torch.full((2, 2), float("nan")), "unet")
+    devices.use_policy(devices.DevicePolicy(torch.device("cpu"), torch.float32, torch.float32, nan_check=False))
+    try:
+        devices.test_for_nans(torch.full((2, 2), float("nan")), "vae")  # --disable-nan-check
+    finally:
+        devices.use_policy(devices.choose_policy(["all"]), ["all"])
+
+
+def test_devices_randn_is_seeded():
+    assert torch.equal(devices.randn(5, (2, 3)), devices.randn(5, (2, 3)))
+    assert not torch.equal(devices.randn(5, (2, 3)), devices.randn(6, (2, 3)))
+
+
+# --- images -----------------------------------------------------------------------------------------------------
+
+def test_resize_image_modes_give_a1111s_sizes_and_pixels():
+    wide = _stripes()  # 2:1
+    just = images.resize_image(0, wide, 64, 64)
+    assert just.size == (64, 64)
+    assert just.getpixel((5, 32))[0] > 200 and just.getpixel((58, 32))[2] > 200  # stretched: both halves stay
+
+    crop = images.resize_image(1, wide, 64, 64)  # cover 64x64, cut the sides: a 128x64 middle 64 columns
+    assert crop.size == (64, 64)
+    assert crop.getpixel((2, 32))[0] > 200 and crop.getpixel((61, 32))[2] > 200
+
+    fill = images.resize_image(2, wide, 64, 64)  # fit 64x32 in the middle; bands above/below repeat the edges
+    assert fill.size == (64, 64)
+    assert fill.getpixel((5, 2))[0] > 200 and fill.getpixel((58, 61))[2] > 200
+    assert np.asarray(fill).reshape(-1, 3).sum(axis=1).min() > 0  # no black left anywhere
+
+    tall = images.resize_image(2, _stripes(50, 100), 64, 32)  # fit 16x32, bands left/right
+    assert tall.getpixel((0, 16))[0] > 200 and tall.getpixel((63, 16))[2] > 200
+
+
+def test_resize_image_enlarges_with_the_named_upscaler():
+    small = Image.new("RGB", (4, 4), "black")
+    small.putpixel((0, 0), (255, 255, 255))
+    nearest = images.resize_image(0, small, 16, 16, upscaler_name="Nearest")
+    assert nearest.size == (16, 16)
+    block = np.asarray(nearest)[:4, :4]
+    assert (block == 255).all() and (np.asarray(nearest)[4:8, :4] == 0).all()  # hard 4x4 blocks: nearest
+    lanczos = images.resize_image(0, small, 16, 16, upscaler_name="Lanczos")
+    assert not (np.asarray(lanczos)[:4, :4] == 255).all()  # smooth edge
+    with pytest.raises(ValueError, match="Unknown upscaler 'No such'"):
+        images.resize_image(0, small, 16, 16, upscaler_name="No such")
+
+
+def test_flatten_puts_the_background_under_transparency():
+    rgba = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
+    rgba.putpixel((1, 0), (10, 20, 30, 255))
+    flat = images.flatten(rgba, "#ffffff")
+    assert flat.mode == "RGB"
+    assert flat.getpixel((0, 0)) == (255, 255, 255) and flat.getpixel((1, 0)) == (10, 20, 30)
+
+
+# --- shared, util -----------------------------------------------------------------------------------------------
+
+def test_shared_listing_helpers_walk_files_in_natural_order(app, tmp_path):
+    folder = tmp_path / "listing"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("img10.png", "img2.png", ".hidden", "note.txt", "sub/a.PNG"):
+        (folder / name).write_text("x")
+    assert [os.path.basename(p) for p in app.listfiles(str(folder))] == ["img2.png", "img10.png", "note.txt"]
+    walked = [os.path.relpath(p, folder) for p in app.walk_files(str(folder), allowed_extensions=[".png"])]
+    assert walked == ["img2.png", "img10.png", os.path.join("sub", "a.PNG")]
+    assert list(app.walk_files(str(folder / "missing"))) == []
+    assert sorted(["a10", "a9", "A1"], key=app.natural_sort_key) == ["A1", "a9", "a10"]
+
+
+def test_shared_a1111_names_read_the_application(app):
+    assert app.list_checkpoint_tiles() == sorted(c.title for c in app.models.registry.checkpoints)
+    names = [u.name for u in app.sd_upscalers]
+    assert names[:3] == ["None", "Lanczos", "Nearest"]
+    assert app.hide_dirs == {"visible": True}
+    assert app.models_path == os.path.join(app.cmd_opts.data_dir, "models")
+    assert app.face_restorers == []
+    app.options_templates.update(app.options_section(("compat-test", "Compat test"), {
+        "compat_test_option": app.OptionInfo(7, "A setting added the old way")}))
+    assert app.opts.compat_test_option == 7  # options_templates is the settings' own table, as in A1111
+    from modules import shared_options
+
+    assert shared_options.options_templates is app.opts.data_labels
+
+
+def test_total_tqdm_counts_updates(app):
+    app.total_tqdm.updateTotal(5)
+    app.total_tqdm.update()
+    app.total_tqdm.update()
+    assert app.total_tqdm.count == 2
+    app.total_tqdm.clear()
+    assert app.total_tqdm.count == 0
+
+
+# --- call_queue -------------------------------------------------------------------------------------------------
+
+def test_wrap_gradio_gpu_call_runs_the_function_as_a_job_of_the_one_queue(app):
+    from modules import call_queue
+
+    seen = {}
+
+    def generate(id_task, prompt):
+        running = app.runner.current()
+        seen.update(task=running.id, label=running.label, in_turn=app.runner.in_turn(), job_count=app.state.job_count)
+        return [f"image of {prompt}", "<p>info</p>"]
+
+    wrapped = call_queue.wrap_gradio_gpu_call(generate, extra_outputs=[None, ""])
+    started = threading.Event()
+    result = {}
+    with app.queue_lock:  # the device is busy: the call must wait its turn
+        worker = threading.Thread(target=lambda: (started.set(), result.update(out=wrapped("task(abc123)", "cat"))))
+        worker.start()
+        started.wait()
+        time.sleep(0.3)
+        assert not seen
+        assert [t.id for t in app.runner.queued()] == ["task(abc123)"]  # waiting, visible with its id
+    worker.join(10)
+    assert seen == {"task": "task(abc123)", "label": "generate", "in_turn": True, "job_count": 1}
+    output = result["out"]
+    assert output[0] == "image of cat" and output[1].startswith("<p>info</p>") and "Time taken" in output[1]
+    assert app.tasks.get("task(abc123)").status == "done"
+
+
+def test_wrap_gradio_call_answers_an_error_with_a1111s_outputs(app, capsys):
+    from modules import call_queue, errors
+
+    def broken(x):
+        raise ValueError("bad input")
+
+    outputs = call_queue.wrap_gradio_call(broken, extra_outputs=[None, "", ""])(1)
+    assert outputs[:3] == (None, "", "")
+    assert outputs[3] == "<div class='error'>ValueError: bad input</div>"
+    assert "*** Error completing request" in capsys.readouterr().err
+    assert errors.get_exceptions()[0]["exception"] == "bad input"
+    assert call_queue.wrap_queued_call(lambda a, b: a + b)(2, 3) == 5
+    assert call_queue.queue_lock is app.queue_lock
+
+
+# --- errors -----------------------------------------------------------------------------------------------------
+
+def test_errors_report_display_once_and_run(capsys):
+    from modules import errors
+
+    try:
+        raise KeyError("missing thing")
+    except KeyError as e:
+        errors.report("Loading failed\nsecond line", exc_info=True)
+        errors.display_once(e, "compat-test-task")
+        errors.display_once(e, "compat-test-task")
+    err = capsys.readouterr().err
+    assert "*** Loading failed\n*** second line" in err and "KeyError: 'missing thing'" in err
+    assert err.count("compat-test-task: KeyError") == 1
+    errors.run(lambda: 1 / 0, "dividing")
+    assert "dividing: ZeroDivisionError" in capsys.readouterr().err
+    assert errors.get_exceptions()[0]["exception"] == "division by zero"
+    assert len(errors.get_exceptions()) <= errors.MAX_RECORDS
+
+
+# --- upscaler, face restoration, interrogation -----------------------------------------------------------------
+
+def test_upscaler_entries_run_the_registry_and_extension_subclasses_are_listed(app):
+    from modules import upscaler
+
+    nearest = next(u for u in app.sd_upscalers if u.name == "Nearest")
+    small = Image.new("RGB", (10, 10), "black")
+    small.putpixel((0, 0), (255, 255, 255))
+    big = nearest.scaler.upscale(small, 2.5, nearest.data_path)
+    assert big.size == (24, 24)  # A1111 rounds the target down to a multiple of 8
+
+    class Doubler(upscaler.Upscaler):
+        name = "Doubler"
+
+        def __init__(self, dirname=None):
+            super().__init__()
+            self.scalers = [upscaler.UpscalerData("Doubler x2", None, self, 2)]
+
+        def do_upscale(self, img, selected_model):
+            return img.resize((img.width * 2, img.height * 2))
+
+    try:
+        entry = next(u for u in app.sd_upscalers if u.name == "Doubler x2")
+        assert entry.scale == 2 and isinstance(entry.scaler, Doubler)
+        assert entry.scaler.upscale(small, 4, None).size == (40, 40)  # two passes of 2x, then exactly the target
+    finally:
+        upscaler._extension_upscalers.clear()
+    assert upscaler.UpscalerLanczos().upscale(small, 1.6).size == (16, 16)
+
+
+def test_face_restoration_runs_the_registered_restorer(app):
+    from modules import face_restoration
+
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    assert face_restoration.restore_faces(image) is image  # none registered: unchanged
+
+    class Brighten(face_restoration.FaceRestoration):
+        def name(self):
+            return "Brighten"
+
+        def restore(self, np_image):
+            return np_image + 10
+
+    app.face_restorers.append(Brighten())
+    try:
+        assert face_restoration.restore_faces(image).max() == 10
+    finally:
+        app.face_restorers.clear()
+
+
+def test_interrogation_says_what_is_missing(app):
+    from modules import deepbooru, interrogate
+
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(interrogate.InterrogatorUnavailable, match="no BLIP/CLIP model"):
+        app.interrogator.interrogate(image)
+    with pytest.raises(interrogate.InterrogatorUnavailable, match="no torch_deepdanbooru model"):
+        deepbooru.model.start()
+    deepbooru.model.stop()  # in `finally` blocks: must not raise
+    app.interrogator.unload()
+
+
+# --- timer, progress --------------------------------------------------------------------------------------------
+
+def test_timer_records_categories():
+    from modules import timer
+
+    t = timer.Timer()
+    time.sleep(0.12)
+    t.record("load")
+    with t.subcategory("scripts"):
+        time.sleep(0.11)
+    assert t.records["load"] >= 0.1 and t.records["scripts"] >= 0.1
+    assert t.summary().startswith(f"{t.total:.1f}s (load: ")
+
+
+def test_progress_views_the_runner_tasks(app):
+    from modules import progress
+
+    task_id = progress.create_task_id("txt2img")
+    assert task_id.startswith("task(txt2img-") and task_id.endswith(")")
+    progress.add_task_to_queue(task_id)
+    assert task_id in progress.pending_tasks
+    assert progress.progressapi({"id_task": task_id})["queued"] is True
+    progress.start_task(task_id)
+    assert progress.current_task == task_id
+    assert progress.progressapi({"id_task": task_id})["active"] is True
+    progress.record_results(task_id, ["result"])
+    progress.finish_task(task_id)
+    assert progress.progressapi({"id_task": task_id})["completed"] is True
+    assert progress.restore_progress(task_id) == ["result"]
+
+    seen = {}
+    app.runner.run("extension", lambda: seen.update(current=progress.current_task), task_id="task(runner-1)")
+    assert seen["current"] == "task(runner-1)"
+    assert progress.progressapi({"id_task": "task(runner-1)"})["completed"] is True
