@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("server stopped")
         return
     from modules import auth
+    from modules.ui import page_assets
 
     try:
         credentials = auth.credentials_from_flags(args.gradio_auth, getattr(args, "gradio_auth_path", None))
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {e}")
     script_callbacks.before_ui_callback()
     demo = ui.create_ui()
-    extension_css, extension_head = extensions.page_assets(shared.opts, shared.cmd_opts)
+    extension_css, extension_head = page_assets.page_assets(shared.opts, shared.cmd_opts)
     # GPU work is serialised by shared.runner; Gradio's queue lets several sessions wait their turn in order
     demo.queue(default_concurrency_limit=4)
     fastapi_kwargs = {"middleware": [security_middleware(args)]}
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                                     auth=auth.limited_checker(credentials) if credentials else None)
     if args.api:
         api.mount(app)
+    page_assets.mount(app)  # the extensions' JavaScript/CSS files, `opts` and /internal/progress for the page
     script_callbacks.app_started_callback(demo, app)
     print(f"Running on local URL:  http://{host}:{port}", flush=True)
     print("Startup complete.", flush=True)  # the UI, the API and the extensions are all served now

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modules import script_callbacks, scripts
+from modules import gradio_extensions, script_callbacks, scripts
 from modules.ui import common, extensions, extra_networks, extras, img2img, merger, png_info, send_to, settings, txt2img
 from modules.ui.components import create
+
+gradio_extensions.install()  # A1111's Gradio 3 forms, and every block announced, before extension scripts load
 
 CSS = ".infotext { font-family: monospace; white-space: pre-wrap; font-size: 0.85em; }"
 CTRL_ENTER_JS = """
