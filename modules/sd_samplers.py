@@ -4,7 +4,7 @@
 The table lists the samplers the core runs (modules/sampling/samplers.py), under A1111's names and order. It is a
 live registry, as in A1111: an extension may add an entry to `all_samplers_map` (a `SamplerData` whose constructor
 wraps another sampler's) and set `p.sampler_name` to it. When such a job samples, the core's loop fires its
-`sampler_start` point; `_attach_to_pass` below builds the job's sampler object with that entry's constructor (or
+`sampler_start` point; `attach_to_pass` below builds the job's sampler object with that entry's constructor (or
 takes `p.sampler` when it is one), and hands the loop the object's `model_wrap_cfg.combine_denoised` (when an
 extension changed it) and `callback_state` (when replaced). The steps themselves are those of the core sampler the
 entry's base name resolves to: an entry named "Euler a_dynthres1" samples as "Euler a".
@@ -150,8 +150,9 @@ def _sampler_object(job: Any, name: str, config: SamplerData) -> sd_samplers_com
     return create_sampler(name, job.sd_model)
 
 
-def _attach_to_pass(params: hooks.SamplerStartParams) -> None:
-    """`sampler_start` listener: the job's A1111 sampler object, and what of it the loop must call."""
+def attach_to_pass(params: hooks.SamplerStartParams) -> None:
+    """The `sampler_start` listener (connected by sd_samplers_common, which every sampler module imports): the
+    job's A1111 sampler object, and what of it the loop must call."""
     job = params.job
     if job is None:
         return
@@ -189,4 +190,3 @@ def _step_callback_of(sampler: sd_samplers_common.Sampler):
 
 
 set_samplers()
-hooks.connect("sampler_start", _attach_to_pass)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import shared
+from modules import hooks, shared
 
 SamplerDataTuple = namedtuple("SamplerDataTuple", ["name", "constructor", "aliases", "options"])
 
@@ -194,3 +194,13 @@ class Sampler:
 
     def add_infotext(self, p: Any) -> None:
         """The loop's sampler writes the infotext; kept for extensions that call it."""
+
+
+def _attach_to_pass(params: hooks.SamplerStartParams) -> None:
+    from modules import sd_samplers  # the table lives there, and that module imports this one
+
+    sd_samplers.attach_to_pass(params)
+
+
+# Connected here, so that an extension importing only sd_samplers_kdiffusion (to patch callback_state) is served.
+hooks.connect("sampler_start", _attach_to_pass)
