@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     behaviour.add_argument("--disable-all-extensions", action="store_true", help="load no extensions at all")
     behaviour.add_argument("--disable-extra-extensions", action="store_true", help="load only built-in extensions")
+    behaviour.add_argument(
+        "--check-extensions", nargs="*", metavar="PATH_OR_GIT_URL", default=None,
+        help="read extensions statically (the installed ones, or the given folders / git URLs), report the A1111 "
+             "names and packages each lacks here and whether it should work, then exit",
+    )
 
     # A1111 users often keep these in COMMANDLINE_ARGS; accept them so they do not stop startup.
     compat = parser.add_argument_group("accepted for A1111 compatibility (no effect)")

@@ -102,13 +102,17 @@ def test_extension_script_is_discovered_and_inverts_exactly(script_env, tmp_path
     assert runner.inputs[0].choices[0][0] == "None"
     assert [c[0] for c in runner.inputs[0].choices][1:] == runner.titles
     assert {"Prompt matrix", "Prompts from file or textbox"} <= set(runner.titles)
-    assert (invert.args_from, invert.args_to) == (1, 3)
-    enabled, note = runner.inputs[1:3]
+    # always-on scripts' slices follow the dropdown, one after another (the built-in FreeU's included)
+    alwayson = runner.alwayson_scripts
+    assert alwayson[0].args_from == 1 and all(a.args_to == b.args_from for a, b in zip(alwayson, alwayson[1:]))
+    start = invert.args_from
+    assert invert.args_to == start + 2
+    enabled, note = runner.inputs[start:start + 2]
     assert isinstance(enabled, gr.Checkbox) and enabled.elem_id == "script_txt2img_invert_colours_enabled"
     assert isinstance(note, gr.Textbox) and note.value == "negative"
     assert enabled in demo.blocks.values()
     selectable = runner.selectable_scripts
-    assert selectable[0].args_from == 3 and selectable[-1].args_to == len(runner.inputs)
+    assert selectable[0].args_from == alwayson[-1].args_to and selectable[-1].args_to == len(runner.inputs)
     assert all(a.args_to == b.args_from for a, b in zip(selectable, selectable[1:]))
     # choosing a script in the dropdown shows only that script's group
     (select,) = [f.fn for f in demo.fns.values() if [*f.inputs] == [runner.inputs[0]]]
@@ -117,8 +121,8 @@ def test_extension_script_is_discovered_and_inverts_exactly(script_env, tmp_path
     assert all(s.group.visible is False for s in selectable) and invert.group.visible is True
 
     plain = script_env.run_job(Job(**SMALL, prompt="a red circle", seed=3))
-    off = script_env.run_job(scripted_job(runner, {1: False}))
-    on = script_env.run_job(scripted_job(runner, {1: True, 2: "flipped"}))
+    off = script_env.run_job(scripted_job(runner, {start: False}))
+    on = script_env.run_job(scripted_job(runner, {start: True, start + 1: "flipped"}))
     assert np.array_equal(_pixels(off.images[0]), _pixels(plain.images[0]))
     assert off.infotexts == plain.infotexts
     assert np.array_equal(_pixels(on.images[0]), 255 - _pixels(plain.images[0]))
@@ -387,7 +391,9 @@ def test_tabs_through_gradio_client_old_arguments_and_the_script_dropdown(script
                 "Use same sampler", "Use same scheduler", "", "", -1, 0, 0, 0]
         values = [c.value for c in runner.inputs]
         values[0] = "Prompt matrix"
-        values[1:3] = [True, "ui"]  # the always-on extension, on, still applies to every image of the script
+        invert = next(s for s in runner.alwayson_scripts if s.title() == "Invert colours")
+        # the always-on extension, on, still applies to every image of the script
+        values[invert.args_from:invert.args_to] = [True, "ui"]
         gallery, info, _ = client.predict(*base, *values, api_name="/txt2img")
         assert len(gallery) == 5
         assert info.startswith("a\n") and "Inverted: ui" in info

@@ -644,8 +644,9 @@ def _add_script_routes(router: APIRouter) -> None:
         from modules import scripts
 
         scripts.ensure_loaded()
-        return {"txt2img": [t.lower() for t in scripts.scripts_txt2img.titles],
-                "img2img": [t.lower() for t in scripts.scripts_img2img.titles]}
+        # A1111 lists every script of the tab, always-on ones included (clients look for "controlnet" here)
+        return {"txt2img": [scripts.ScriptRunner.title_of(s).lower() for s in scripts.scripts_txt2img.scripts],
+                "img2img": [scripts.ScriptRunner.title_of(s).lower() for s in scripts.scripts_img2img.scripts]}
 
     @router.get("/script-info")
     def script_info() -> list[dict[str, Any]]:
