@@ -118,6 +118,14 @@ def exposure_warnings(args, host: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = cmd_args.parse_args(argv)
+    if args.check_extensions is not None:  # read extensions statically, report, exit (starts nothing)
+        from modules import extension_check, extensions
+
+        user_dir = extensions.extension_dirs(args.data_dir)[1]
+        installed = [os.path.join(user_dir, n) for n in sorted(os.listdir(user_dir))
+                     if os.path.isdir(os.path.join(user_dir, n)) and not n.startswith(".")] \
+            if os.path.isdir(user_dir) else []
+        sys.exit(extension_check.main(args.check_extensions or installed))
 
     from modules import extensions, script_callbacks, scripts, shared, ui
 
