@@ -386,8 +386,14 @@ function webuiOnMutations(mutations) {
     executeCallbacks(uiUpdateCallbacks, mutations);
     clearTimeout(webuiPage.afterUpdateTimer);
     webuiPage.afterUpdateTimer = setTimeout(webuiAfterUpdate, webuiPage.afterUpdateDelay);
+    webuiCheckTabChange();
+}
+
+function webuiCheckTabChange() {
     var tab = get_uiCurrentTab();
-    if (tab && tab !== uiCurrentTab) {
+    var panelId = tab && tab.getAttribute("aria-controls");
+    // a tab's content is drawn after its button is selected: wait for it, so the callbacks can use it
+    if (tab && tab !== uiCurrentTab && (!panelId || gradioApp().getElementById(panelId))) {
         uiCurrentTab = tab;
         currentTab = tab;
         executeCallbacks(uiTabChangeCallbacks);
@@ -398,8 +404,11 @@ function webuiStart() {
     // called by a1111_ready.js, which the page loads after the last extension script
     if (webuiPage.scriptsReady) return;
     webuiPage.scriptsReady = true;
-    new MutationObserver(webuiOnMutations).observe(document.body || document.documentElement,
-        {childList: true, subtree: true});
+    var root = document.body || document.documentElement;
+    new MutationObserver(webuiOnMutations).observe(root, {childList: true, subtree: true});
+    // going back to a tab already drawn changes only its button's state, not the document's elements
+    new MutationObserver(webuiCheckTabChange).observe(root, {attributes: true, subtree: true,
+        attributeFilter: ["aria-selected"]});
     webuiLoadOptions();
     webuiOnMutations([]);
 }

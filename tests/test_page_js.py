@@ -182,12 +182,12 @@ def test_update_and_tab_callbacks_fire(loaded_page):
     page.wait_for_function("window.__probe.afterUpdates > 0", timeout=10000)
     before = page.evaluate("[window.__probe.updates, window.__probe.tabChanges]")
     page.click("#tab_img2img-button")
-    page.wait_for_function("window.__probe.tab === 'tab_img2img'", timeout=10000)
+    page.wait_for_function("window.__probe.tab === 'tab_img2img'", timeout=30000)
     after = page.evaluate("[window.__probe.updates, window.__probe.tabChanges]")
     assert after[0] > before[0] and after[1] == before[1] + 1
     assert page.evaluate("get_uiCurrentTab().textContent.trim()") == "img2img"
     page.evaluate("switch_to_txt2img()")
-    page.wait_for_function("window.__probe.tab === 'tab_txt2img'", timeout=10000)
+    page.wait_for_function("window.__probe.tab === 'tab_txt2img'", timeout=30000)
     assert page.evaluate("get_tab_index('tabs')") == 0
 
 
