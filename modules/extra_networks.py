@@ -104,6 +104,7 @@ def _on_activate(params: hooks.ExtraNetworksParams) -> None:
         if name not in CORE_NETWORKS and (name in extra_network_registry or name in extra_network_aliases):
             del params.networks[name]
     params.job.extra_network_data = data
+    params.job.prompts = list(params.prompts)  # as in A1111, activate sees the batch's prompts without the tags
     activate(params.job, data)
 
 

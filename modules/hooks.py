@@ -11,6 +11,7 @@ them (`modules.script_callbacks` re-exports them under A1111's names).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -174,11 +175,12 @@ class SamplerStartParams:
 
 @dataclass
 class ExtraNetworksParams:
-    """The extra-network tags of a batch's first prompt (`<name:args>`), by tag name as typed, for `job`; the
-    prompts no longer hold them."""
+    """The extra-network tags of a batch's first prompt (`<name:args>`), by tag name as typed, for `job`, and the
+    batch's `prompts` without them. A listener may remove the names it handles from `networks`."""
 
     job: Any
     networks: dict[str, list[Any]]
+    prompts: list[str] = dataclasses.field(default_factory=list)
 
 
 # --- what the scripts' own hooks receive (A1111's classes of these names) ---------------------------------------

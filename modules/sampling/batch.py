@@ -61,7 +61,7 @@ class Sampling:
         """Apply the networks named by the batch's first prompt; returns the prompts without the tags."""
         prompts, networks = parser.parse_prompts(prompts)
         if hooks.active("extra_networks_activate"):  # networks other code registered (A1111's extra_networks)
-            hooks.fire("extra_networks_activate", hooks.ExtraNetworksParams(job, networks))
+            hooks.fire("extra_networks_activate", hooks.ExtraNetworksParams(job, networks, list(prompts)))
         self._activated_for = job
         ctx = self.ctx
         activation = extra_networks.activate(self.model, networks, ctx.loras, ctx.hypernetworks, ctx.hash_cache)
