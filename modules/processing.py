@@ -44,6 +44,7 @@ from modules.masking import (  # noqa: F401 (resize_image, pil_to_tensor, ... ar
 )
 from modules.models.loader import SDModel
 from modules.networks.registry import NetworkRegistry
+from modules.processing_helpers import *  # noqa: F403 (A1111's processing names: create_random_tensors, ...)
 from modules.prompts.guidance import PromptGuidance
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.sampling import rng as rng_mod
@@ -254,6 +255,9 @@ def process_images(job: Job, ctx: Context | None = None) -> Processed:
     finally:
         if owns_context:
             job.context = None
+
+
+process_images_inner = process_images  # A1111's name: here the job's settings snapshot is part of process_images
 
 
 def setup_scripts(job: Job) -> None:
