@@ -135,12 +135,16 @@ class Extension:
         """A1111: `scripts.ScriptFile`s of the files in `<ext>/<subdir>` ending in `extension`, sorted by name."""
         from modules import scripts
 
+        paths = self.file_paths(subdir, extension)
+        return [scripts.ScriptFile(self.path, os.path.basename(path), path) for path in paths]
+
+    def file_paths(self, subdir: str, suffix: str) -> list[str]:
+        """Paths of the files in `<ext>/<subdir>` ending in `suffix`, sorted by name (no import of the scripts)."""
         folder = os.path.join(self.path, subdir)
         if not os.path.isdir(folder):
             return []
-        names = [name for name in sorted(os.listdir(folder)) if os.path.splitext(name)[1].lower() == extension.lower()]
-        return [scripts.ScriptFile(self.path, name, os.path.join(folder, name)) for name in names
-                if os.path.isfile(os.path.join(folder, name))]
+        return [os.path.join(folder, name) for name in sorted(os.listdir(folder))
+                if os.path.splitext(name)[1].lower() == suffix.lower() and os.path.isfile(os.path.join(folder, name))]
 
     def check_updates(self) -> None:
         check_updates([self])
@@ -318,10 +322,11 @@ def list_ordered_files(subdir: str, suffix: str, found: list[Extension] | None =
     before: dict[str, list[str]] = {}
     by_extension: dict[str, list[str]] = {e.canonical_name: [] for e in enabled}
     for extension in enabled:
-        for script in extension.list_files(subdir, suffix):
-            key = ("builtin/" if extension.is_builtin else "") + f"{extension.canonical_name}/{script.filename}"
-            section = f"{subdir}/{script.filename}"
-            files[key] = (extension, script.path)
+        for path in extension.file_paths(subdir, suffix):
+            filename = os.path.basename(path)
+            key = ("builtin/" if extension.is_builtin else "") + f"{extension.canonical_name}/{filename}"
+            section = f"{subdir}/{filename}"
+            files[key] = (extension, path)
             after[key] = extension.metadata.get_script_requirements("After", section, subdir)
             before[key] = extension.metadata.get_script_requirements("Before", section, subdir)
             by_extension[extension.canonical_name].append(key)
