@@ -146,3 +146,41 @@ def test_status_summary_lines():
     extension_status.forget_scripts()
     assert extension_status.status("e").state == "" and extension_status.status("e").installed_packages == ["timm"]
     extension_status.reset()
+
+
+LDM_PATCHER = '''
+from ldm.modules.attention import CrossAttention
+from modules import scripts
+
+
+class Patcher(scripts.Script):
+    def title(self):
+        return "Patcher"
+'''
+
+
+def test_extensions_tab_checks_installed_extensions_and_a_url_before_install(app, tmp_path):
+    """The Extensions tab's "Check compatibility" (installed) and "Check" (a git URL, before installing)."""
+    import gradio as gr
+
+    from modules.ui import extensions as extensions_tab
+    from tests.test_extensions import _git
+
+    installed = Path(app.cmd_opts.data_dir) / "extensions" / "needs-sd-models" / "scripts"
+    installed.mkdir(parents=True)
+    (installed / "main.py").write_text("from modules import sd_models_no_such_module\n")
+    table = extensions_tab.check_installed()
+    assert "needs-sd-models" in table and "missing names" in table and "modules.sd_models_no_such_module" in table
+
+    repo = tmp_path / "ldm-patcher.git"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "patch.py").write_text(LDM_PATCHER)
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "first")
+    table = extensions_tab.check_url(f"file://{repo}")
+    assert "ldm-patcher" in table and "incompatible" in table and "ldm" in table
+    assert not (Path(app.cmd_opts.data_dir) / "extensions" / "ldm-patcher").exists()  # checked, not installed
+    app.cmd_opts.listen = True  # reachable from the network: no cloning on a visitor's behalf
+    with pytest.raises(gr.Error, match="--enable-insecure-extension-access"):
+        extensions_tab.check_url(f"file://{repo}")

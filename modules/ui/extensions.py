@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,43 @@ def installed_table(items: list[extensions.Extension]) -> str:
             f"{html.escape(str(state['summary'] or 'no scripts'))}</td></tr>")
     return ('<table id="extensions_table"><thead><tr><th>Extension</th><th>URL</th><th>Branch</th><th>Version</th>'
             f'<th>Date</th><th>Update</th><th>Status</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def compatibility_table(reports: list) -> str:
+    """The static check's prediction per extension (modules.extension_check), as an HTML table."""
+    rows = "".join(
+        f'<tr><td>{html.escape(r.name)}</td><td class="extension_prediction">{html.escape(r.prediction)}</td>'
+        f"<td>{html.escape(r.reason)}</td></tr>" for r in reports)
+    return ('<table id="extensions_check_table"><thead><tr><th>Extension</th><th>Prediction</th><th>Why</th></tr>'
+            f"</thead><tbody>{rows or '<tr><td colspan=3>no extensions installed</td></tr>'}</tbody></table>")
+
+
+def check_installed() -> str:
+    """Check every installed (non-built-in) extension statically: A1111 names it lacks here, packages, ldm patching."""
+    from modules import extension_check
+
+    items = [e for e in extensions.list_extensions(shared.opts, shared.cmd_opts) if not e.is_builtin]
+    return compatibility_table(extension_check.check_extensions([e.path for e in items]) if items else [])
+
+
+def check_url(url: str) -> str:
+    """Check an extension from its git URL before installing it: a shallow clone into a temporary folder, read
+    statically (nothing of it runs), then deleted."""
+    from modules import extension_check
+
+    url = (url or "").strip()
+    if not url:
+        raise gr.Error("Enter the URL of the extension's git repository to check it.")
+    try:
+        extensions.check_access(shared.cmd_opts)
+    except extensions.ExtensionError as e:
+        raise gr.Error(str(e)) from e
+    with tempfile.TemporaryDirectory(prefix="check-extension-") as scratch:
+        try:
+            path = extension_check.clone(url, scratch)
+        except RuntimeError as e:
+            raise gr.Error(str(e)) from e
+        return compatibility_table(extension_check.check_extensions([path], [url]))
 
 
 def _state() -> tuple[list[extensions.Extension], list[str], list[str]]:
@@ -123,6 +161,7 @@ def create_tab() -> None:
                     apply_button = create(gr.Button, "Apply and restart UI", variant="primary",
                                                      elem_id="extensions_apply")
                     check_button = create(gr.Button, "Check for updates", elem_id="extensions_check")
+                    compat_button = create(gr.Button, "Check compatibility", elem_id="extensions_check_compat")
                 enabled_box = create(gr.CheckboxGroup, choices=names, value=enabled, label="Enabled",
                                                        elem_id="extensions_enabled")
                 table = create(gr.HTML, installed_table(items), elem_id="extensions_installed_html")
@@ -133,6 +172,7 @@ def create_tab() -> None:
                                                          elem_id="extensions_remove_confirm")
                     remove_button = create(gr.Button, "Uninstall", elem_id="extensions_remove", interactive=allowed)
                 status = create(gr.HTML, elem_id="extensions_status")
+                compat_result = create(gr.HTML, elem_id="extensions_compat_result")
             with create(gr.Tab, "Install from URL", id="install_from_url"):
                 url = create(gr.Textbox, label="URL for extension's git repository", elem_id="install_url")
                 branch = create(gr.Textbox, label="Specific branch name",
@@ -140,11 +180,16 @@ def create_tab() -> None:
                                             elem_id="install_branch")
                 folder = create(gr.Textbox, label="Local directory name", placeholder="Leave empty for auto",
                                             elem_id="install_dirname")
-                install_button = create(gr.Button, "Install", variant="primary", elem_id="install_button",
-                                                   interactive=allowed)
+                with create(gr.Row):
+                    install_button = create(gr.Button, "Install", variant="primary", elem_id="install_button",
+                                            interactive=allowed)
+                    check_url_button = create(gr.Button, "Check", elem_id="install_check_button",
+                                              interactive=allowed)
                 install_result = create(gr.HTML, elem_id="extension_install_result")
         refresh_outputs = [enabled_box, table, remove_name]
         check_button.click(check_for_updates, inputs=[], outputs=[table], api_visibility="undocumented")
+        compat_button.click(check_installed, inputs=[], outputs=[compat_result], api_visibility="undocumented")
+        check_url_button.click(check_url, inputs=[url], outputs=[install_result], api_visibility="undocumented")
         apply_button.click(apply_and_restart, inputs=[enabled_box], outputs=[status], api_visibility="undocumented")
         install_button.click(install_from_url, inputs=[url, branch, folder], outputs=[install_result, *refresh_outputs],
                              api_visibility="undocumented")
