@@ -1,0 +1,152 @@
+"""Looks A1111 names up in this program, for the extension check; run as a child process
+(`python -m modules.extension_check_resolve` with a JSON list of [name, kind] on stdin, a JSON object
+{name: "" | why missing} on stdout) so that importing the adapters leaves the caller's process untouched.
+
+How a name is decided, without starting the app (no `shared.initialize`, no model):
+- a module: `importlib.import_module` succeeds; an import that fails for another reason counts as missing, with it.
+- `module.attr`: the module imports and `hasattr` is true (a module-level `__getattr__` counts); `from modules
+  import x` also finds a submodule `modules.x`.
+- one level deeper for A1111's singletons (`shared.state.job_count`, `shared.opts.add_option`): `hasattr` on the
+  object as it is at import time (`shared.state` and `shared.opts` exist before `initialize`). A computed name that
+  raises something other than AttributeError before the app is set up exists (it answers once the app runs).
+- `cmd_opts.<flag>`: a dest of `cmd_args.build_parser()` (plus the extension's own preload flags, added by the
+  caller) — `shared.cmd_opts` itself is None until the flags are parsed.
+- `Script.<method>` / `ScriptPostprocessing.<method>`: `hasattr` on the class.
+- `p.<attr>`: a dataclass field of the job class or an attribute of a default `StableDiffusionProcessingImg2Img()`.
+The A1111 built-in extensions' modules (`networks`, `lora` ...) are looked up with every `extensions-builtin/*`
+folder on sys.path, as A1111 has them while extensions load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _import(name: str) -> tuple[Any, str]:
+    try:
+        return importlib.import_module(name), ""
+    except ModuleNotFoundError as e:
+        if e.name and (name == e.name or name.startswith(e.name + ".")):
+            return None, "module absent"
+        return None, f"import fails: {e}"
+    except Exception as e:  # an adapter that fails to import is as missing as an absent one, and says why
+        return None, f"import fails: {e.__class__.__name__}: {e}"
+
+
+def _has(obj: Any, attr: str) -> bool:
+    try:
+        getattr(obj, attr)
+        return True
+    except AttributeError:
+        return False
+    except Exception:  # exists, but its value depends on the running app
+        return True
+
+
+def _lookup(name: str, parser_dests: set[str]) -> str:
+    """"" when `name` exists here, else why not."""
+    if name.startswith("cmd_opts."):
+        return "" if name.split(".", 1)[1] in parser_dests else "no such flag"
+    if name.startswith(("Script.", "ScriptPostprocessing.")):
+        cls_name, method = name.split(".", 1)
+        module = "modules.scripts" if cls_name == "Script" else "modules.scripts_postprocessing"
+        mod, why = _import(module)
+        if mod is None or not hasattr(mod, cls_name):
+            return why or f"{module}.{cls_name} absent"
+        return "" if hasattr(getattr(mod, cls_name), method) else "not a method here"
+    if name.startswith("p."):
+        return "" if name[2:] in _p_attributes() else "not an attribute of p here"
+    parts = name.split(".")
+    # the longest prefix that imports as a module, then attributes
+    for cut in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:cut])
+        if module_name in sys.modules or _module_exists(module_name):
+            obj, why = _import(module_name)
+            if obj is None:
+                return why
+            for depth, attr in enumerate(parts[cut:]):
+                if obj is None and depth:
+                    return ""  # runtime state not set up before the app runs: nothing to check deeper
+                if not _has(obj, attr):
+                    return f"{'.'.join(parts[:cut + depth])} has no {attr!r}"
+                try:
+                    obj = getattr(obj, attr)
+                except Exception:
+                    return ""
+            return ""
+    return "module absent"
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
+
+
+_P_ATTRIBUTES: set[str] | None = None
+
+
+def _p_attributes() -> set[str]:
+    global _P_ATTRIBUTES
+    if _P_ATTRIBUTES is None:
+        names: set[str] = set()
+        processing, _ = _import("modules.processing")
+        for cls_name in ("StableDiffusionProcessingTxt2Img", "StableDiffusionProcessingImg2Img"):
+            cls = getattr(processing, cls_name, None)
+            if cls is None:
+                continue
+            names |= set(dir(cls))
+            if dataclasses.is_dataclass(cls):
+                names |= {f.name for f in dataclasses.fields(cls)}
+            try:
+                job = cls()
+                for attr in ("spec", "run"):
+                    part = getattr(job, attr, None)
+                    if dataclasses.is_dataclass(part):
+                        names |= {f.name for f in dataclasses.fields(part)}
+                names |= set(vars(job))
+            except Exception:  # the class cannot be built without arguments here: its declared names count
+                pass
+        _P_ATTRIBUTES = names
+    return _P_ATTRIBUTES
+
+
+def parser_dests() -> set[str]:
+    cmd_args, _ = _import("modules.cmd_args")
+    if cmd_args is None or not hasattr(cmd_args, "build_parser"):
+        return set()
+    return {action.dest for action in cmd_args.build_parser()._actions}
+
+
+def resolve(names: list[str]) -> dict[str, str]:
+    builtin = os.path.join(REPO_ROOT, "extensions-builtin")
+    if os.path.isdir(builtin):
+        sys.path.extend(os.path.join(builtin, n) for n in sorted(os.listdir(builtin)))
+    dests = parser_dests()
+    return {name: _lookup(name, dests) for name in names}
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    names = json.load(sys.stdin)
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr  # whatever the imports print stays out of the answer
+    answer = resolve(names)
+    real_stdout.write(json.dumps(answer))
+    real_stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
