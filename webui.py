@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         serve_api(app, host, port, GracefulShutdown())
         log.info("server stopped")
         return
-    from modules import auth
+    from modules import auth, extension_status
     from modules.ui import page_assets
 
     try:
@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {e}")
     script_callbacks.before_ui_callback()
     demo = ui.create_ui()
-    extension_css, extension_head = page_assets.page_assets(shared.opts, shared.cmd_opts)
+    # the page loads the JavaScript/CSS of extensions whose Python loaded (an incompatible one's would only throw)
+    extension_css = ""
+    extension_head = page_assets.page_head(shared.opts, shared.cmd_opts, extension_filter=lambda e:
+                                           extension_status.page_files_wanted(e.name))
     # GPU work is serialised by shared.runner; Gradio's queue lets several sessions wait their turn in order
     demo.queue(default_concurrency_limit=4)
     fastapi_kwargs = {"middleware": [security_middleware(args)]}

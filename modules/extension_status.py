@@ -110,6 +110,15 @@ def record_install(name: str, error: str = "", installed_packages: list[str] | t
                 entry.installed_packages.append(package)
 
 
+def page_files_wanted(name: str) -> bool:
+    """Whether the page should load the extension's JavaScript/CSS: not when it is incompatible or none of its
+    scripts loaded (its page code would look for controls and routes its Python never made, and throw)."""
+    entry = status(name)
+    if entry.incompatible:
+        return False
+    return not (entry.failed_scripts and not entry.loaded_scripts)
+
+
 def snapshot() -> dict[str, dict[str, object]]:
     with _lock:
         return {name: entry.as_dict() for name, entry in _statuses.items()}
