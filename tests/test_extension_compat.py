@@ -184,3 +184,28 @@ def test_extensions_tab_checks_installed_extensions_and_a_url_before_install(app
     app.cmd_opts.listen = True  # reachable from the network: no cloning on a visitor's behalf
     with pytest.raises(gr.Error, match="--enable-insecure-extension-access"):
         extensions_tab.check_url(f"file://{repo}")
+
+
+def test_page_leaves_out_the_javascript_of_incompatible_and_failed_extensions(tmp_path):
+    import argparse
+
+    from modules.options import Options
+    from modules.ui import page_assets
+
+    for name in ("works", "incompatible", "failed", "js-only"):
+        folder = tmp_path / "extensions" / name / "javascript"
+        folder.mkdir(parents=True)
+        (folder / f"{name}.js").write_text(f"window.loaded_{name.replace('-', '_')} = true;\n")
+    cmd_opts = argparse.Namespace(data_dir=str(tmp_path), disable_all_extensions=False,
+                                  disable_extra_extensions=False)
+    extension_status.reset()
+    extension_status.record_script_loaded("works", "main.py")
+    extension_status.mark_incompatible("incompatible", "imports ldm")
+    extension_status.record_script_failure("failed", "main.py", ImportError("no"))
+    try:
+        head = page_assets.page_head(Options(), cmd_opts, extension_filter=lambda e:
+                                     extension_status.page_files_wanted(e.name))
+    finally:
+        extension_status.reset()
+    assert "works/javascript/works.js" in head and "js-only/javascript/js-only.js" in head
+    assert "incompatible.js" not in head and "failed.js" not in head
