@@ -44,6 +44,29 @@ SCRIPT_METHODS = frozenset({
     "on_after_component", "describe", "elem_id", "before_hr", "process_before_every_sampling", "before_make_infotext",
     "setup_ui", "image_changed", "process_firstpass", "create_infotext",
 })
+# A1111's `p` (StableDiffusionProcessing, ...Txt2Img, ...Img2Img, v1.10): reads of other names are the extension's
+# own attributes or a `p` that is something else (a Path, a dict)
+A1111_P_ATTRIBUTES = frozenset("""
+sd_model outpath_samples outpath_grids prompt prompt_for_display negative_prompt styles seed subseed
+subseed_strength seed_resize_from_h seed_resize_from_w seed_enable_extras sampler_name scheduler batch_size n_iter
+steps cfg_scale width height restore_faces tiling do_not_save_samples do_not_save_grid extra_generation_params
+overlay_images eta do_not_reload_embeddings denoising_strength ddim_discretize s_min_uncond s_churn s_tmax s_tmin
+s_noise override_settings override_settings_restore_afterwards sampler_index refiner_checkpoint refiner_switch_at
+token_merging_ratio token_merging_ratio_hr disable_extra_networks firstpass_image scripts_value script_args_value
+scripts_setup_complete cached_uc cached_c comments sampler_noise_scheduler_override is_using_inpainting_conditioning
+paste_to is_hr_pass sampler prompts negative_prompts seeds subseeds extra_network_data step_multiplier
+color_corrections all_prompts all_negative_prompts all_seeds all_subseeds iteration main_prompt main_negative_prompt
+modified_noise user rng c uc scripts script_args sd_model_name sd_model_hash sd_vae_name sd_vae_hash setup_prompts
+close get_token_merging_ratio init sample get_conds_with_caching setup_conds get_conds parse_extra_network_prompts
+save_samples fill_fields_from_opts js enable_hr firstphase_width firstphase_height hr_scale hr_upscaler
+hr_second_pass_steps hr_resize_x hr_resize_y hr_checkpoint_name hr_sampler_name hr_scheduler hr_prompt
+hr_negative_prompt force_task_id cached_hr_uc cached_hr_c hr_checkpoint_info hr_upscale_to_x hr_upscale_to_y
+truncate_x truncate_y applied_old_hires_behavior_to latent_scale_mode hr_c hr_uc all_hr_prompts
+all_hr_negative_prompts hr_prompts hr_negative_prompts hr_extra_network_data txt2img_upscale
+calculate_target_resolution sample_hr_pass init_images resize_mode image_cfg_scale mask mask_blur_x mask_blur_y
+mask_blur inpainting_fill inpaint_full_res inpaint_full_res_padding inpainting_mask_invert initial_noise_multiplier
+latent_mask image_mask nmask image_conditioning init_latent mask_for_overlay mask_round batch_index
+""".split())
 SCRIPT_BASES = {"modules.scripts.Script": "Script",
                 "modules.scripts_postprocessing.ScriptPostprocessing": "ScriptPostprocessing"}
 SKIP_DIRS = frozenset({".git", "node_modules", "__pycache__", "venv", ".venv", "test", "tests", "dist", "site-packages",
@@ -449,7 +472,7 @@ def read_python(usage: ExtensionUsage, root: str) -> list[tuple[str, str, bool]]
         reader.visit(tree)
         written = reader.p_writes
         for attr, line, guarded in reader.p_reads:
-            if attr not in written and not attr.startswith("_"):
+            if attr not in written and attr in A1111_P_ATTRIBUTES:
                 usage.add(f"p.{attr}", "p_attribute", f"{rel}:{line}", guarded)
         for name, bases, methods, line in reader.classes:
             pending.append((name, bases, methods, f"{rel}:{line}"))
