@@ -307,3 +307,152 @@ def test_progress_views_the_runner_tasks(app):
     app.runner.run("extension", lambda: seen.update(current=progress.current_task), task_id="task(runner-1)")
     assert seen["current"] == "task(runner-1)"
     assert progress.progressapi({"id_task": "task(runner-1)"})["completed"] is True
+
+
+# --- processing helpers -----------------------------------------------------------------------------------------
+
+def test_create_random_tensors_is_the_seeded_noise_with_variations():
+    from modules import processing
+
+    noise = processing.create_random_tensors((4, 8, 8), seeds=[1, 2])
+    assert noise.shape == (2, 4, 8, 8)
+    assert torch.equal(noise[1], processing.create_random_tensors((4, 8, 8), seeds=[2])[0])  # per-image seeds
+    varied = processing.create_random_tensors((4, 8, 8), seeds=[1], subseeds=[9], subseed_strength=0.5)
+    assert not torch.equal(varied[0], noise[0])
+    assert processing.opt_f == 8 and processing.opt_C == 4
+    assert processing.process_images_inner is processing.process_images
+
+
+def test_color_correction_moves_colours_toward_the_source_and_keeps_lightness():
+    from modules import processing
+
+    source = Image.new("RGB", (16, 16), (40, 60, 200))  # blue
+    drifted = Image.new("RGB", (16, 16), (170, 60, 90))  # reddish
+    corrected = processing.apply_color_correction(processing.setup_color_correction(source), drifted)
+    r, g, b = corrected.getpixel((3, 3))
+    assert b > r  # now blue-ish
+    lightness = np.asarray(drifted.convert("L"), dtype=float).mean()
+    assert abs(np.asarray(corrected.convert("L"), dtype=float).mean() - lightness) < 25
+
+
+def test_create_binary_mask_and_apply_overlay():
+    from modules import processing
+
+    rgba = Image.new("RGBA", (4, 1), (0, 0, 0, 0))
+    rgba.putpixel((0, 0), (0, 0, 0, 200))
+    rgba.putpixel((1, 0), (0, 0, 0, 100))
+    mask = processing.create_binary_mask(rgba)
+    assert mask.mode == "L" and list(mask.tobytes()) == [255, 0, 0, 0]
+    assert list(processing.create_binary_mask(rgba, round=False).tobytes()) == [200, 100, 0, 0]
+    assert processing.create_binary_mask(Image.new("RGB", (2, 2), "white")).getpixel((0, 0)) == 255
+
+    overlay = Image.new("RGBA", (8, 8), (0, 255, 0, 255))
+    overlay.paste((0, 0, 0, 0), (2, 2, 6, 6))  # a transparent hole where the generated crop shows
+    result = processing.apply_overlay(Image.new("RGB", (4, 4), "red"), (2, 2, 4, 4), overlay)
+    assert result.getpixel((3, 3)) == (255, 0, 0) and result.getpixel((0, 0)) == (0, 255, 0)
+
+
+def test_images_tensor_to_samples_round_trips_through_the_model(tiny_app):
+    from modules import processing
+
+    model = tiny_app.models.get()
+    pixels = torch.rand(1, 3, 64, 64)
+    latents = processing.images_tensor_to_samples(pixels, model=model)
+    assert latents.shape == (1, 4, 8, 8)
+    decoded = processing.samples_to_images_tensor(latents, model=model)
+    assert decoded.shape == (1, 3, 64, 64) and torch.isfinite(decoded).all()
+    assert len(processing.decode_latent_batch(model, latents, target_device="cpu")) == 1
+
+
+# --- cache, extras ----------------------------------------------------------------------------------------------
+
+def test_cached_data_for_file_recomputes_only_when_the_file_changes(app, tmp_path):
+    import json
+
+    from modules import cache
+
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"one")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"size": target.stat().st_size}
+
+    assert cache.cached_data_for_file("compat-test", "model", str(target), compute) == {"size": 3}
+    assert cache.cached_data_for_file("compat-test", "model", str(target), compute) == {"size": 3}
+    assert len(calls) == 1
+    target.write_bytes(b"longer")
+    os.utime(target, (time.time() + 10, time.time() + 10))
+    assert cache.cached_data_for_file("compat-test", "model", str(target), compute) == {"size": 6}
+    assert len(calls) == 2
+    assert cache.cached_data_for_file("compat-test", "none", str(target), lambda: None) is None
+    stored = json.loads(open(app.cache_path, encoding="utf-8").read())
+    assert stored["compat-test"]["model"]["value"] == {"size": 6}
+    cache.cache("compat-other")["key"] = [1, 2]
+    cache.dump_cache()
+    assert json.loads(open(app.cache_path, encoding="utf-8").read())["compat-other"] == {"key": [1, 2]}
+
+
+def test_run_pnginfo_shows_the_parameters(tmp_path):
+    from PIL import PngImagePlugin
+
+    from modules import extras
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler, Seed: 5")
+    path = tmp_path / "with-info.png"
+    Image.new("RGB", (4, 4)).save(path, pnginfo=info)
+    with Image.open(path) as image:
+        empty, geninfo, html_info = extras.run_pnginfo(image)
+    assert empty == "" and geninfo.startswith("a cat\nSteps: 20")
+    assert "<b><p>parameters</p></b>" in html_info and "a cat<br>" in html_info
+    assert extras.run_pnginfo(Image.new("RGB", (2, 2)))[2] == "<div><p>Nothing found in the image.</p></div>"
+
+
+# --- txt2img / img2img in A1111's positional form ----------------------------------------------------------------
+
+def _txt2img_args(prompt: str, width: int = 64, height: int = 64) -> list:
+    # prompt, negative, styles, n_iter, batch_size, cfg, height, width, enable_hr, denoising, hr_scale, hr_upscaler,
+    # hr steps, hr_resize_x/y, hr checkpoint, hr sampler, hr scheduler, hr prompt, hr negative, override texts
+    return [prompt, "", [], 1, 2, 7.0, height, width, False, 0.7, 2.0, "Latent", 0, 0, 0, "Use same checkpoint",
+            "Use same sampler", "Use same scheduler", "", "", ["Clip skip: 2"]]
+
+
+def test_txt2img_runs_a1111s_argument_list_as_a_job(tiny_app):
+    import json
+
+    from modules import txt2img
+
+    images_out, generation_info, info_html, comments_html = txt2img.txt2img("task(compat-t2i)", None,
+                                                                            *_txt2img_args("a red ball", 64, 48))
+    assert len(images_out) == 3 and images_out[-1].size == (64, 48)  # the grid, then the batch of two
+    info = json.loads(generation_info)
+    assert info["prompt"] == "a red ball" and info["width"] == 64 and info["height"] == 48
+    assert "Clip skip: 2" in info["infotexts"][0]
+    assert info_html.startswith("<p>a red ball") and "comments" in comments_html
+    assert tiny_app.tasks.get("task(compat-t2i)").status == "done"
+
+
+def test_img2img_process_batch_runs_every_image_of_a_folder(tiny_app, tmp_path):
+    from modules import img2img
+    from modules.processing import Job
+
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for name, colour in (("first", "red"), ("second", "blue")):
+        Image.new("RGB", (64, 64), colour).save(source / f"{name}.png")
+    (source / "notes.txt").write_text("not an image")
+    job = Job(prompt="a ball", width=64, height=64, steps=2, sampler_name="Euler", init_images=[],
+              denoising_strength=0.5)
+
+    def work():
+        job.context = tiny_app.context()
+        try:
+            return img2img.process_batch(job, str(source), str(target), None, [])
+        finally:
+            job.context = None
+
+    last = tiny_app.runner.run("img2img", work)
+    assert last is not None and last.images[0].size == (64, 64)
+    assert sorted(os.listdir(target)) == ["00000-first.png", "00001-second.png"]  # A1111: number, source's name
