@@ -36,6 +36,7 @@ POINTS: dict[str, str] = {
     "before_token_counter": "BeforeTokenCounterParams, before the UI's token counter counts a prompt",
     "model_loaded": "the loaded model wrapper, after every checkpoint load",
     "sampler_start": "SamplerStartParams, before every sampling pass (a listener may attach guidance/step overrides)",
+    "sampler_name": "SamplerNameParams, before a sampler is built from a name (a listener may name the core sampler)",
     "extra_networks_activate": "ExtraNetworksParams, each batch, once the first prompt's network tags are parsed",
     "extra_networks_deactivate": "ExtraNetworksParams, once a job is done with its networks",
 }
@@ -171,6 +172,14 @@ class SamplerStartParams:
     total_steps: int
     combine_denoised: Callable[..., Any] | None = None
     step_callback: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class SamplerNameParams:
+    """A sampler name about to be built: a listener that knows it under another name (an extension's entry in
+    A1111's sampler table, such as "Euler a_dynthres1") replaces `name` with the core sampler it runs as."""
+
+    name: str
 
 
 @dataclass

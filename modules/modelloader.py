@@ -129,5 +129,21 @@ def move_files(src_path: str, dest_path: str, ext_filter: str | None = None) -> 
         os.rmdir(src_path)
 
 
+def load_upscalers() -> None:
+    """Scan the upscaler model folders again (what `shared.sd_upscalers` lists)."""
+    from modules import upscaling
+
+    upscaling.refresh_upscalers()
+
+
+def __getattr__(name: str):
+    """A1111's modelloader also exposes the upscaler classes (imported on use: modules.upscaler needs the app)."""
+    if name in ("Upscaler", "UpscalerData", "UpscalerNone", "UpscalerLanczos", "UpscalerNearest"):
+        from modules import upscaler
+
+        return getattr(upscaler, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def cleanup_models() -> None:
     """A1111 moves models from its old folder layout; this WebUI never had one."""

@@ -11,6 +11,7 @@ loaded model wrapper here (`SDModel`: `.unet`, `.vae`, `.text_encoders`, `.is_sd
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -28,6 +29,9 @@ re_strip_checksum = re.compile(r"\s*\[[^]]+]\s*$")
 _checkpoints_list: dict[str, CheckpointInfo] = {}
 _checkpoint_aliases: dict[str, CheckpointInfo] = {}
 _synced_from: list | None = None  # the registry list the dicts were built from
+# A1111's cache of state dicts read from disk; the model manager keeps whole models in RAM instead (setting
+# sd_checkpoint_cache), so this stays empty (extensions clear it)
+checkpoints_loaded: collections.OrderedDict = collections.OrderedDict()
 
 
 class CheckpointInfo:

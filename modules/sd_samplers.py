@@ -179,6 +179,25 @@ def _guidance_by(cfg: CFGDenoiser):
     return combine
 
 
+def _core_sampler_name(config: SamplerData) -> str | None:
+    """The core sampler an entry of the table stands for: its own name, the longest core name it starts with (an
+    extension's "Euler a_dynthres1"), or the core sampler with the same aliases."""
+    core_names = core_samplers.sampler_names()
+    if config.name in core_names:
+        return config.name
+    prefixes = [name for name in core_names if config.name.startswith(name)]
+    if prefixes:
+        return max(prefixes, key=len)
+    same = [data.name for data in all_samplers if list(data.aliases) == list(config.aliases) and data.aliases]
+    return same[0] if same else None
+
+
+def name_core_sampler(params: hooks.SamplerNameParams) -> None:
+    """The `sampler_name` listener: a name only the table knows becomes the core sampler it runs as."""
+    if params.name in all_samplers_map and all_samplers_map[params.name] not in all_samplers:
+        params.name = _core_sampler_name(all_samplers_map[params.name]) or params.name
+
+
 def _step_callback_of(sampler: sd_samplers_common.Sampler):
     def callback(d: dict[str, Any]) -> None:
         try:

@@ -202,5 +202,12 @@ def _attach_to_pass(params: hooks.SamplerStartParams) -> None:
     sd_samplers.attach_to_pass(params)
 
 
+def _name_core_sampler(params: hooks.SamplerNameParams) -> None:
+    from modules import sd_samplers
+
+    sd_samplers.name_core_sampler(params)
+
+
 # Connected here, so that an extension importing only sd_samplers_kdiffusion (to patch callback_state) is served.
 hooks.connect("sampler_start", _attach_to_pass)
+hooks.connect("sampler_name", _name_core_sampler)

@@ -237,6 +237,28 @@ def test_modelloader_finds_files_and_never_downloads_offline(tmp_path, monkeypat
     assert network_guard.attempts == []
 
 
+def test_embeddings_bundled_in_memory_and_the_face_detector_offline(tmp_path, monkeypatch):
+    from modules.textual_inversion import autocrop
+
+    vectors = torch.randn(3, 8)
+    embedding = textual_inversion.create_embedding_from_data({"string_to_param": {"*": vectors}, "step": 4},
+                                                             "bundled", filename="style.safetensors/bundled")
+    assert (embedding.name, embedding.vectors, embedding.shape, embedding.step) == ("bundled", 3, 8, 4)
+    assert torch.equal(embedding.vec, vectors) and embedding.filename == "style.safetensors/bundled"
+    with pytest.raises(ValueError, match="style.safetensors/odd: not recognised"):
+        textual_inversion.create_embedding_from_data({"a": 1, "b": 2}, "odd", filename="style.safetensors/odd")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(modelloader.ModelDownloadError, match="face_detection_yunet_2022mar.onnx is not in"):
+        autocrop.download_and_cache_models(str(tmp_path / "opencv"))
+    (tmp_path / "opencv" / autocrop.FACE_DETECTOR_FILE).write_bytes(b"onnx")
+    assert autocrop.download_and_cache_models(str(tmp_path / "opencv")) == str(
+        tmp_path / "opencv" / autocrop.FACE_DETECTOR_FILE)
+    assert sd_models.checkpoints_loaded == {}
+    from modules import upscaler
+
+    assert modelloader.Upscaler is upscaler.Upscaler
+
+
 def test_lowvram_reports_the_memory_mode(tiny_app):
     model = tiny_app.models.get()
     assert not lowvram.is_enabled(model) and not lowvram.is_needed(model)

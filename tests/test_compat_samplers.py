@@ -190,3 +190,18 @@ def test_interrupted_exception_is_a_base_exception():
     assert issubclass(sd_samplers_common.InterruptedException, BaseException)
     assert not issubclass(sd_samplers_common.InterruptedException, Exception)
     assert sd_samplers_common.approximation_indexes == {"Full": 0, "Approx NN": 1, "Approx cheap": 2, "TAESD": 3}
+
+
+def test_an_extension_entry_names_the_core_sampler_it_runs_as():
+    from modules import hooks
+
+    original = sd_samplers.all_samplers_map["DPM++ 2M"]
+    sd_samplers.all_samplers_map["DPM++ 2M_custom7"] = sd_samplers_common.SamplerData(
+        "DPM++ 2M_custom7", original.constructor, original.aliases, original.options)
+    try:
+        for name, expected in (("DPM++ 2M_custom7", "DPM++ 2M"), ("Euler", "Euler"), ("unknown", "unknown")):
+            params = hooks.SamplerNameParams(name)
+            hooks.fire("sampler_name", params)
+            assert params.name == expected
+    finally:
+        del sd_samplers.all_samplers_map["DPM++ 2M_custom7"]

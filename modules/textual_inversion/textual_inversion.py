@@ -83,6 +83,25 @@ class Embedding:
                     "sd_checkpoint_name": self.sd_checkpoint_name}, filename)
 
 
+def create_embedding_from_data(data: dict[str, Any], name: str, filename: str = "unknown embedding file",
+                                filepath: str | None = None) -> Embedding:
+    """An Embedding from an embedding file's contents already in memory (LoRA files carry "bundled" embeddings).
+
+    The data goes through the same reader as embedding files (written to a temporary file: one parser, and the
+    restricted unpickler reads it back), so every format the folder accepts is accepted here."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, f"{name}.pt")
+        torch.save(dict(data), path)
+        try:
+            core = core_ti.load_embedding_file(path)
+        except core_ti.EmbeddingLoadError as e:
+            raise ValueError(str(e).replace(path, filename).replace(f"{name}.pt", filename)) from e
+    core.name, core.filename = name, filepath or filename
+    return Embedding.of(core)
+
+
 class EmbeddingDatabase:
     """The loaded embeddings (the core's database of this WebUI, `shared.embeddings`) by A1111's names."""
 
