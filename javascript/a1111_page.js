@@ -6,12 +6,37 @@
 //   onUiUpdate(fn)       on every DOM mutation of the app (fn gets the MutationRecords)
 //   onAfterUiUpdate(fn)  after a burst of mutations has settled (debounced)
 //   onUiTabChange(fn)    when the selected top-level tab changes
-//   onOptionsChanged(fn) each time `opts` is (re)loaded from the server (at start, after "Apply settings")
+//   onOptionsChanged(fn) each time `opts` is loaded from the server: at start, and when "Apply settings" or a
+//                        quick setting changed a value
 // Globals are declared with `var`/`function` so they are properties of `window`, as extensions expect.
 /* eslint-disable no-unused-vars, no-var */
 
 var opts = {};            // the current settings (GET /webui-page/opts)
-var titles = {};          // tooltip text by a control's label or button text
+// tooltip text by a control's label or button text; extensions add their own entries (titles["My button"] = …)
+var titles = {
+    "Generate": "Start generating (Ctrl+Enter in a prompt box)",
+    "Interrupt": "Stop the job; images finished so far are kept",
+    "Skip": "Stop the current image and go on with the next one",
+    "🎲️": "Use a random seed (-1) for every generation",
+    "♻️": "Reuse the seed of the last generation",
+    "⇅": "Swap width and height",
+    "🔄": "Refresh the list",
+    "📂": "Open the output folder",
+    "💾": "Save the selected image(s)",
+    "🗃️": "Save the images as a zip file",
+    "🖼️": "Send the selected image and its parameters to img2img",
+    "🎨️": "Send the selected image and its parameters to inpaint",
+    "📐": "Send the selected image to the Extras tab",
+    "↙️": "Read generation parameters from the prompt, or from the last generation when the prompt is empty",
+    "🗑️": "Clear the prompt",
+    "Sampling steps": "How many times the image is refined; more is slower and not always better",
+    "CFG Scale": "How closely the image follows the prompt",
+    "Seed": "The number that sets the starting noise: the same seed and settings give the same image",
+    "Denoising strength": "How much of the input image may change: 0 keeps it, 1 replaces it",
+    "Batch count": "How many batches to make, one after the other",
+    "Batch size": "How many images to make at once",
+    "Apply settings": "Save the settings; some take effect only after a restart",
+};
 var localization = {};    // no UI translations here: every text is shown as it is
 var uiCurrentTab = null;  // the selected top-level tab's button
 var currentTab = null;
@@ -327,25 +352,45 @@ function extraNetworksEditUserMetadata(event, tabname, extraPage, cardName) {
 
 // --- the callbacks ------------------------------------------------------------------------------------------------
 
-function webuiLoadOptions() {
-    // (re)loads `opts` and runs the options callbacks; returns a promise
+function webuiFetchOptions() {
     return fetch(webuiPage.optionsUrl, {credentials: "same-origin", cache: "no-store"})
-        .then(function(r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-        .then(function(values) {
-            opts = values;
-            var first = !webuiPage.optionsLoaded;
-            webuiPage.optionsLoaded = true;
-            if (first) {
-                executeCallbacks(optionsAvailableCallbacks);
-                optionsAvailableCallbacks = [];
-            }
-            executeCallbacks(optionsChangedCallbacks);
-        })
+        .then(function(r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); });
+}
+
+function webuiSetOptions(values) {
+    opts = values;
+    var first = !webuiPage.optionsLoaded;
+    webuiPage.optionsLoaded = true;
+    if (first) {
+        executeCallbacks(optionsAvailableCallbacks);
+        optionsAvailableCallbacks = [];
+    }
+    executeCallbacks(optionsChangedCallbacks);
+}
+
+function webuiLoadOptions() {
+    // loads `opts` at start and runs the options callbacks; returns a promise
+    return webuiFetchOptions()
+        .then(webuiSetOptions)
         .catch(function(e) {
             console.error("could not load the settings for `opts`:", e);
             webuiPage.optionsLoaded = true;  // the UI still loads, with empty opts
         })
         .then(webuiCheckUiLoaded);
+}
+
+function webuiWatchOptions() {
+    // after "Apply settings" or a quick setting: reload `opts` until the server's values differ (then run the
+    // options callbacks), for up to 15 s; nothing runs when nothing changed
+    var deadline = Date.now() + 15000;
+    var before = JSON.stringify(opts);
+    var poll = function() {
+        webuiFetchOptions().then(function(values) {
+            if (JSON.stringify(values) !== before) webuiSetOptions(values);
+            else if (Date.now() < deadline) setTimeout(poll, 500);
+        }).catch(function(e) { console.error("could not reload the settings for `opts`:", e); });
+    };
+    setTimeout(poll, 300);
 }
 
 function webuiCheckUiLoaded() {
@@ -366,18 +411,18 @@ function webuiApplyTitles() {
     }
 }
 
-var webuiLastSettingsResult = "";
-
 function webuiAfterUpdate() {
     webuiPage.afterUpdateTimer = null;
     executeCallbacks(uiAfterUpdateCallbacks);
     webuiApplyTitles();
-    // "Apply settings" writes its result here: the settings changed, so reload `opts`
-    var result = gradioApp().getElementById("settings_result");
-    var text = result ? result.textContent.trim() : "";
-    if (text !== webuiLastSettingsResult) {
-        webuiLastSettingsResult = text;
-        if (text) webuiLoadOptions();
+}
+
+function webuiSettingsTouched(event) {
+    var target = event.target;
+    if (!target || !target.closest) return;
+    if ((event.type === "click" && target.closest("#settings_submit")) ||
+        (event.type === "change" && target.closest("#quicksettings"))) {
+        webuiWatchOptions();
     }
 }
 
@@ -409,6 +454,8 @@ function webuiStart() {
     // going back to a tab already drawn changes only its button's state, not the document's elements
     new MutationObserver(webuiCheckTabChange).observe(root, {attributes: true, subtree: true,
         attributeFilter: ["aria-selected"]});
+    document.addEventListener("click", webuiSettingsTouched, true);
+    document.addEventListener("change", webuiSettingsTouched, true);
     webuiLoadOptions();
     webuiOnMutations([]);
 }

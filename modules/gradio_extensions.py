@@ -26,7 +26,8 @@ while the UI is built is announced to the scripts of the tab being built and to 
 `on_after_component` callbacks, with the constructor's keyword arguments (`elem_id`, `label`, `value` …). The same
 is done here for the blocks extensions make themselves; the WebUI's own blocks are announced by
 `script_callbacks.create_component` (`modules.ui.components.create`), so a router registered here marks those and
-the patched constructor leaves them alone: nothing is announced twice.
+the patched constructor leaves them alone: nothing is announced twice. Not announced: the `Form` blocks Gradio
+wraps around form fields itself when a `Blocks` closes (nobody asked for them; they have no elem_id).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import gradio as gr
 import gradio.blocks
 import gradio.components
 import gradio.events
+import gradio.layouts
 
 from modules import script_callbacks
 
@@ -132,7 +134,8 @@ def _patch_init(cls: type, announce: bool) -> None:
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         kwargs = translate_constructor_kwargs(accepted, kwargs)
-        if not announce or self.__dict__.pop(_MARK, False) or getattr(self, "_webui_announcing", False):
+        if (not announce or self.__dict__.pop(_MARK, False) or getattr(self, "_webui_announcing", False)
+                or type(self) is gradio.layouts.Form):  # Gradio's own wrapper around form fields, made at the end
             original(self, *args, **kwargs)
             return
         announced = _announced_kwargs(original, args, kwargs)

@@ -232,3 +232,21 @@ def test_after_component_adds_controls(loaded_page):
             return !!(a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING);
         }})()""")
         assert follows, added
+
+
+def test_tooltips_from_titles(loaded_page):
+    page, _ = loaded_page
+    page.wait_for_function("document.querySelector('#txt2img_generate').title !== ''", timeout=10000)
+    assert page.get_attribute("#txt2img_generate", "title") == page.evaluate("titles['Generate']")
+
+
+def test_options_reload_after_apply_settings(loaded_page):
+    page, _ = loaded_page
+    page.click("#tab_settings-button")
+    checkbox = "#setting_save_txt input[type=checkbox]"
+    page.wait_for_selector(checkbox, timeout=30000)
+    changed, value = page.evaluate("[window.__probe.optionsChanged, opts.save_txt]")
+    page.click(checkbox)
+    page.click("#settings_submit")
+    page.wait_for_function(f"window.__probe.optionsChanged === {changed + 1}", timeout=20000)
+    assert page.evaluate("opts.save_txt") is (not value)
