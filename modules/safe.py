@@ -13,18 +13,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from modules.models.safe_load import CheckpointLoadError, load_pickle  # noqa: F401 (the error extensions see)
+import torch
+
+from modules.models.safe_load import CheckpointLoadError
 
 log = logging.getLogger("webui")
 
+# torch.load as it is now: extensions assign `torch.load = safe.unsafe_torch_load`, and the core's loader calls
+# torch.load, so calling the attribute from here would come back here forever
+_torch_load = torch.load
 
-def load(filename: str | os.PathLike, *args: Any, map_location: Any = None, **kwargs: Any) -> Any:
-    """Unpickle `filename` with the restricted unpickler (other arguments of torch.load are ignored)."""
-    location = map_location if isinstance(map_location, str) else str(map_location) if map_location else "cpu"
-    return load_pickle(filename, "file", device=location)
+
+def load(filename: Any, *args: Any, map_location: Any = None, **kwargs: Any) -> Any:
+    """Unpickle `filename` (a path or file object) with the restricted unpickler; `weights_only` is always on, other
+    arguments of torch.load are ignored."""
+    name = os.path.basename(str(getattr(filename, "name", filename)))
+    try:
+        return _torch_load(filename, map_location=map_location or "cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointLoadError(
+            f"{name}: refused to load: the pickle holds objects other than tensors and plain containers, which "
+            f"could run code ({str(e).splitlines()[0]})") from e
+    except Exception as e:
+        raise CheckpointLoadError(f"{name}: cannot read the file ({e})") from e
 
 
 def unsafe_torch_load(filename: str | os.PathLike, *args: Any, map_location: Any = None, **kwargs: Any) -> Any:

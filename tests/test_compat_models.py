@@ -92,7 +92,7 @@ def test_switching_through_the_queue_and_model_data(two_checkpoints, tiny_app):
     assert sd_models.model_data.get_sd_model().checkpoint.filename == os.path.realpath(first)
 
 
-def test_state_dicts_and_metadata_are_read_safely(tiny_app, tmp_path):
+def test_state_dicts_and_metadata_are_read_safely(tiny_app, tmp_path, monkeypatch):
     tensors = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(4)}
     save_file(tensors, tmp_path / "weights.safetensors", metadata={"ss_tag_frequency": '{"x": {"cat": 2}}',
                                                                   "note": "plain"})
@@ -117,6 +117,11 @@ def test_state_dicts_and_metadata_are_read_safely(tiny_app, tmp_path):
     for load in (lambda p: sd_models.read_state_dict(p), safe.load, safe.unsafe_torch_load):
         with pytest.raises(CheckpointLoadError, match="evil.ckpt: refused to load"):
             load(str(tmp_path / "evil.ckpt"))
+    assert not marker.exists()
+    monkeypatch.setattr(torch, "load", safe.unsafe_torch_load)  # what some extensions do, for their own files
+    assert torch.equal(sd_models.read_state_dict(str(tmp_path / "plain.ckpt"))["b"], tensors["b"])
+    with pytest.raises(CheckpointLoadError, match="refused to load"):
+        torch.load(str(tmp_path / "evil.ckpt"), weights_only=False)
     assert not marker.exists()
 
 
