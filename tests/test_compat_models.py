@@ -174,7 +174,12 @@ def test_hijack_counts_tokens_lists_embeddings_and_refuses_to_patch(tiny_app):
     vectors = torch.randn(2, width)
     folder = tiny_app.cmd_opts.embeddings_dir
     textual_inversion.Embedding(vectors, "shinyword", step=7).save(os.path.join(folder, "shinyword.pt"))
+    textual_inversion.Embedding(torch.randn(1, width + 4), "wideword").save(os.path.join(folder, "wideword.pt"))
     hijack.embedding_db.load_textual_inversion_embeddings(force_reload=True)
+    assert list(hijack.embedding_db.word_embeddings) == ["shinyword"]
+    skipped = hijack.embedding_db.skipped_embeddings["wideword"]  # what a1111-sd-webui-tagcomplete lists
+    assert skipped.shape == width + 4 and skipped.filename == os.path.join(folder, "wideword.pt")
+    assert "wideword" in hijack.embedding_db.skip_reasons
     embedding = hijack.embedding_db.word_embeddings["shinyword"]
     assert embedding.vectors == 2 and embedding.shape == width and embedding.step == 7
     assert torch.equal(embedding.vec, vectors) and embedding.shorthash == _sha256(embedding.filename)[:12]

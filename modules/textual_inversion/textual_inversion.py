@@ -59,7 +59,7 @@ class Embedding:
         embedding = cls(vec, core.name, core.step)
         embedding.core = core
         embedding.vectors = core.vectors_count
-        embedding.shape = next(iter(core.widths.values()))
+        embedding.shape = sum(core.widths.values())  # SDXL: clip_l + clip_g, 768 + 1280 = 2048, as A1111 has it
         embedding.sd_checkpoint, embedding.sd_checkpoint_name = core.sd_checkpoint, core.sd_checkpoint_name
         embedding.filename, embedding.hash, embedding.shorthash = core.filename, core.sha256, core.shorthash
         return embedding
@@ -123,8 +123,26 @@ class EmbeddingDatabase:
         return {name: Embedding.of(embedding) for name, embedding in self.core.loaded.items()}
 
     @property
-    def skipped_embeddings(self) -> dict[str, str]:
-        """Name -> why it was not loaded (A1111 holds Embedding objects here; the reason is what UIs show)."""
+    def skipped_embeddings(self) -> dict[str, Embedding]:
+        """The embeddings not usable with the loaded model (another width, say), read again for their shape; an
+        unreadable file gives an Embedding without vectors. `skip_reasons` says why each was skipped."""
+        files = {}
+        for folder in self.core.dirs:
+            for root, _, names in os.walk(folder, followlinks=True):
+                for name in names:
+                    if name.lower().endswith(core_ti.EMBEDDING_SUFFIXES):
+                        files.setdefault(os.path.splitext(name)[0], os.path.join(root, name))
+        skipped = {}
+        for name in self.core.skipped:
+            try:
+                skipped[name] = Embedding.of(core_ti.load_embedding_file(files[name]))
+            except (KeyError, core_ti.EmbeddingLoadError):
+                skipped[name] = Embedding(None, name)
+                skipped[name].filename = files.get(name)
+        return skipped
+
+    @property
+    def skip_reasons(self) -> dict[str, str]:
         return dict(self.core.skipped)
 
     @property
