@@ -1,7 +1,7 @@
 """A1111's `modules.sd_vae` for extensions: the VAE list and VAE switching, over the core's model manager.
 
-`vae_dict` maps a VAE's name (its path in the VAE folder, as the "SD VAE" setting shows it) to its file; it is
-refreshed in place by `refresh_vae_list()`. `reload_vae_weights` applies the `sd_vae` setting, or a given file,
+`vae_dict` maps a VAE's name (its path in the VAE folder, as the "SD VAE" setting shows it) to its file; the
+folder is read again each time it is looked up. `reload_vae_weights` applies the `sd_vae` setting, or a given file,
 to the loaded checkpoint through the one job queue (`ModelManager.switch` / `reload_vae`).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from modules import shared
 from modules.models.registry import VAE_SUFFIXES
 
-vae_dict: dict[str, str] = {}
+_vae_dict: dict[str, str] = {}
 unspecified = object()  # "the VAE the settings choose" (A1111's sentinel)
 vae_ignore_keys = {"model_ema.decay", "model_ema.num_updates"}
 
@@ -33,9 +33,9 @@ def get_filename(filepath: str) -> str:
 def refresh_vae_list() -> None:
     """Scan the VAE folder again; `vae_dict` is updated in place (name -> absolute path)."""
     found = shared.models.vae_files() if shared.models is not None else []
-    vae_dict.clear()
+    _vae_dict.clear()
     for vae in sorted(found, key=lambda v: v.name.lower()):
-        vae_dict[vae.name] = vae.filename
+        _vae_dict[vae.name] = vae.filename
 
 
 def load_vae_dict(filename: str, map_location: str = "cpu") -> dict[str, Any]:
@@ -77,18 +77,20 @@ def reload_vae_weights(sd_model: Any = None, vae_file: Any = unspecified) -> Any
         name = "None"
     else:
         refresh_vae_list()
-        by_path = {os.path.abspath(path): name for name, path in vae_dict.items()}
+        by_path = {os.path.abspath(path): name for name, path in _vae_dict.items()}
         name = by_path.get(os.path.abspath(str(vae_file)), str(vae_file))
     return shared.runner.run("model-switch", lambda: manager.switch(None, name), progress=False)
 
 
 def __getattr__(name: str) -> Any:
-    """`vae_path` (the VAE folder), `loaded_vae_file` / `base_vae` (the loaded VAE file; None: the checkpoint's)."""
+    """`vae_dict` (the folder read again: the same dict, updated), `vae_path` (the VAE folder), `loaded_vae_file` /
+    `base_vae` (the loaded VAE file; None: the checkpoint's)."""
+    if name == "vae_dict":
+        refresh_vae_list()
+        return _vae_dict
     if name == "vae_path":
         return _vae_folder()
     if name in ("loaded_vae_file", "base_vae"):
         return _loaded_vae_file()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-refresh_vae_list()
