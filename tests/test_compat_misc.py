@@ -456,3 +456,129 @@ def test_img2img_process_batch_runs_every_image_of_a_folder(tiny_app, tmp_path):
     last = tiny_app.runner.run("img2img", work)
     assert last is not None and last.images[0].size == (64, 64)
     assert sorted(os.listdir(target)) == ["00000-first.png", "00001-second.png"]  # A1111: number, source's name
+
+
+# --- modules.ui / ui_common names ---------------------------------------------------------------------------------
+
+def _handler_of(demo, trigger_id: int):
+    for dependency in demo.fns.values():
+        if any(getattr(target, "_id", target) == trigger_id or (isinstance(target, tuple) and target[0] == trigger_id)
+               for target in dependency.targets):
+            return dependency.fn
+    raise AssertionError("no handler for the button")
+
+
+def test_create_refresh_button_refreshes_and_updates_the_component():
+    import gradio as gr
+
+    from modules.ui import a1111_names
+
+    names = ["a"]
+    with gr.Blocks() as demo:
+        dropdown = gr.Dropdown(choices=list(names), label="Models")
+        button = a1111_names.create_refresh_button(dropdown, lambda: names.append("b"),
+                                                   lambda: {"choices": list(names)}, "refresh_models")
+    assert button.elem_id == "refresh_models" and button.value == a1111_names.refresh_symbol
+    update = _handler_of(demo, button._id)()
+    assert update["choices"] == ["a", "b"] and names == ["a", "b"]
+    assert a1111_names.gr_show(False)["visible"] is False
+    assert a1111_names.plaintext_to_html("a<b\nc", "x") == "<p class='x'>a&lt;b<br>\nc</p>"
+
+
+def test_output_panel_and_paste_fields_in_a1111s_shape(app):
+    import gradio as gr
+
+    from modules import ui_common
+    from modules.ui import a1111_names
+
+    with gr.Blocks():
+        panel = ui_common.create_output_panel("compat_tab", "/tmp")
+        prompt, negative, steps = gr.Textbox(), gr.Textbox(), gr.Slider()
+        a1111_names.record_paste_fields("txt2img", {"prompt": prompt, "negative_prompt": negative, "steps": steps})
+    gallery, generation_info, infotext, html_log = panel  # the old tuple form
+    assert gallery is panel.gallery and isinstance(gallery, gr.Gallery)
+    assert isinstance(generation_info, gr.Textbox) and isinstance(html_log, gr.HTML)
+    assert panel[2] is panel.infotext
+    fields = a1111_names.txt2img_paste_fields
+    assert fields[0] == (prompt, "Prompt") and fields[1] == (negative, "Negative prompt")
+    assert (steps, "Steps") in fields
+    assert "v" in a1111_names.versions_html() and "gradio: " in a1111_names.versions_html()
+
+
+def test_ui_common_save_files_writes_the_selected_image(app, tmp_path):
+    import json
+
+    from modules import ui_common
+
+    path = tmp_path / "result.png"
+    Image.new("RGB", (8, 8), "red").save(path)
+    _files, _, _, message = ui_common.save_files(json.dumps({"infotexts": ["a red square\nSteps: 1"]}),
+                                                 [{"name": str(path)}], False, 0)
+    save_dir = os.path.join(app.cmd_opts.data_dir, app.opts.outdir_save)
+    written = [name for name in os.listdir(save_dir) if name.endswith(".png")]
+    assert len(written) == 1 and written[0] in message
+    with Image.open(os.path.join(save_dir, written[0])) as saved:
+        assert saved.convert("RGB").getpixel((2, 2)) == (255, 0, 0)
+    assert message.startswith("<p>Saved: ")
+
+
+# --- postprocessing scripts -------------------------------------------------------------------------------------
+
+def _inverter_script():
+    import gradio as gr
+
+    from modules import scripts_postprocessing
+
+    class CompatInvert(scripts_postprocessing.ScriptPostprocessing):
+        name = "Compat invert"
+        order = 50
+
+        def ui(self):
+            return {"enable": gr.Checkbox(value=True, label="Invert"), "amount": gr.Slider(value=255)}
+
+        def process(self, pp, enable, amount):
+            if enable:
+                pp.image = Image.eval(pp.image, lambda x: int(amount) - x)
+                pp.info["Compat invert"] = int(amount)
+
+    return CompatInvert
+
+
+def test_postprocessing_runner_runs_scripts_with_their_arguments(app):
+    from modules import scripts_postprocessing
+
+    script_class = _inverter_script()
+    runner = scripts_postprocessing.ScriptPostprocessingRunner()
+    try:
+        runner.initialize_scripts()
+        assert [s.name for s in runner.scripts_in_preferred_order()] == ["Compat invert"]
+        pp = scripts_postprocessing.PostprocessedImage(Image.new("RGB", (2, 2), (10, 20, 30)))
+        runner.run(pp, runner.default_args())
+        assert pp.image.getpixel((0, 0)) == (245, 235, 225) and pp.info == {"Compat invert": 255}
+        off = scripts_postprocessing.PostprocessedImage(Image.new("RGB", (2, 2), (10, 20, 30)))
+        runner.run(off, runner.create_args_for_run({"Compat invert": {"enable": False, "amount": 255}}))
+        assert off.image.getpixel((0, 0)) == (10, 20, 30) and off.info == {}
+    finally:
+        del script_class
+        scripts_postprocessing.runner().scripts = None
+
+
+def test_postprocessing_script_changes_the_image_of_a_real_extras_job(app):
+    from modules import hooks, postprocessing, scripts_postprocessing
+
+    if "extras_image" not in hooks.POINTS:
+        pytest.skip("the core's Extras job fires no extras_image hook yet (modules/postprocessing.py, lead)")
+    script_class = _inverter_script()
+    scripts_postprocessing.reload()
+    assert scripts_postprocessing.connect()
+    try:
+        request = postprocessing.ExtrasRequest(image=Image.new("RGB", (8, 8), (10, 20, 30)),
+                                               extras_upscaler_1="Nearest", upscaling_resize=2)
+        result = app.run_extras_job(request)
+        assert result.images[0].size == (16, 16) and result.images[0].getpixel((0, 0)) == (245, 235, 225)
+        assert "Compat invert: 255" in result.infotext
+        with Image.open(result.saved_files[0]) as saved:
+            assert saved.convert("RGB").getpixel((0, 0)) == (245, 235, 225)
+    finally:
+        del script_class
+        scripts_postprocessing.runner().scripts = None

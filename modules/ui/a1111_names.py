@@ -142,7 +142,10 @@ def save_files(js_data: str, images: list[Any], do_make_zip: bool, index: int) -
     the gallery's value, `index` the selected image (-1: all). Returns (files, "", "", HTML naming the file)."""
     data = json.loads(js_data) if js_data else {}
     infotexts = list(data.get("infotexts") or [])
-    saved = panel_module.save_files(images, infotexts, int(index), bool(do_make_zip))
+    # Gradio 3 gallery items are {"name": path, ...}; this UI's galleries give {"path": ...}
+    items = [{"path": item["name"]} if isinstance(item, dict) and "path" not in item and "name" in item else item
+             for item in images or []]
+    saved = panel_module.save_files(items, infotexts, int(index), bool(do_make_zip))
     message = plaintext_to_html(f"Saved: {os.path.basename(saved[0])}") if saved else ""
     return gr.File(value=saved, visible=True), "", "", message
 
