@@ -155,9 +155,21 @@ class Extension:
                 "is_builtin": self.is_builtin, "can_update": self.can_update, "status": self.status}
 
 
+extensions_builtin_dir = str(ROOT / "extensions-builtin")
+
+
+def __getattr__(name: str) -> Any:
+    """A1111's `extensions_dir`: DATA_DIR/extensions of this run (follows --data-dir)."""
+    if name == "extensions_dir":
+        from modules import paths_internal
+
+        return paths_internal.current_paths()["extensions_dir"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def extension_dirs(data_dir: str | None = None) -> tuple[str, str]:
     """(built-in, user) extension folders. User extensions live beside the data (the repo root by default)."""
-    return str(ROOT / "extensions-builtin"), os.path.join(data_dir or str(ROOT), "extensions")
+    return extensions_builtin_dir, os.path.join(data_dir or str(ROOT), "extensions")
 
 
 def _read_git(extension: Extension) -> None:

@@ -58,12 +58,14 @@ def test_a_failed_install_py_is_kept_and_not_rerun_until_changed_or_forced(data)
 
 def test_a_module_from_the_map_is_installed_on_first_need(data, offline_pip, throwaway_python, monkeypatch):  # noqa: F811
     monkeypatch.setattr(launch_utils, "python", throwaway_python)
+    monkeypatch.setenv("COMMANDLINE_ARGS", f"--data-dir={data[1].data_dir}")  # the constraints file goes there
     monkeypatch.setitem(extension_installs.IMPORT_TO_PACKAGE, "tinypkg", "tinypkg")
     monkeypatch.setattr(extension_installs, "_failed_packages", set())
     assert extension_installs.install_for_missing_module("needs-tiny", "tinypkg.sub") == "tinypkg"
     assert version_for(throwaway_python, "tinypkg") == "1.0"
     assert extension_status.status("needs-tiny").installed_packages == ["tinypkg"]
     assert extension_status.status("needs-tiny").install_error == ""
+    assert Path(data[1].data_dir, "cache", "pip-constraints.txt").is_file()
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.version("tinypkg")  # the program's venv is untouched
 
@@ -127,6 +129,7 @@ def test_metadata_ini_orders_extensions_and_files_and_reports_requirements(data,
     settings.write_text(json.dumps({"disabled_extensions": ["aaa"]}))
     monkeypatch.setenv("COMMANDLINE_ARGS", f"--data-dir={cmd_opts.data_dir}")
     assert launch_utils.list_extensions(str(settings)) == ["ccc", "ddd", "bbb"]  # user extensions, in load order
+    assert extensions.extensions_dir == str(user_dir)
     settings.write_text(json.dumps({"disable_all_extensions": "extra"}))
     assert launch_utils.list_extensions(str(settings)) == []
 
