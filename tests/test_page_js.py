@@ -97,6 +97,9 @@ def _write_extensions(data_dir: Path) -> None:
     (probe / "javascript" / "b_breaker.js").write_text(BREAKER_JS)
     (probe / "scripts" / "page_probe.py").write_text(PROBE_SCRIPT)
     (probe / "style.css").write_text("#probe_after_prompt { outline: 3px solid rgb(255, 0, 0); }\n")
+    (probe / "data").mkdir()
+    (probe / "data" / "words.csv").write_text("alpha,1\n")
+    (probe / ".secret").write_text("token\n")
     after = data_dir / "extensions" / "zz-after" / "javascript"
     after.mkdir(parents=True)
     (after / "after.js").write_text("window.__afterRan = true;\n")
@@ -250,3 +253,22 @@ def test_options_reload_after_apply_settings(loaded_page):
     page.click("#settings_submit")
     page.wait_for_function(f"window.__probe.optionsChanged === {changed + 1}", timeout=20000)
     assert page.evaluate("opts.save_txt") is (not value)
+
+
+def test_internal_progress_answers_as_a1111s(probe_server):
+    url, _ = probe_server
+    answer = httpx.post(url + "/internal/progress", json={"id_task": "task(nothing)", "id_live_preview": -1},
+                        timeout=10).json()
+    assert answer["active"] is False and answer["queued"] is False and answer["completed"] is False
+    assert answer["textinfo"] == "Waiting..." and answer["id_live_preview"] == -1
+
+
+def test_a1111_file_route_serves_extension_files_only(probe_server):
+    url, log_path = probe_server
+    probe = log_path.parent / "extensions" / "page-probe"
+    words = httpx.get(f"{url}/file={probe}/data/words.csv", timeout=10)
+    assert words.status_code == 200 and words.text == "alpha,1\n"
+    for path in (f"{probe}/.secret", f"{probe}/data/../../../config.json", "webui.py", "modules/shared.py",
+                 f"{log_path}", "/etc/passwd"):
+        answer = httpx.get(f"{url}/file={path}", timeout=10)
+        assert answer.status_code == 404, path

@@ -15,8 +15,10 @@ a new URL. Serving by URL means no file's text can break another's: a `.js` cont
 Gradio puts the `head` HTML into the page with `async = false` on each script, so they run in this order.
 
 `mount(app)` adds the routes: the files, `GET /webui-page/opts` (the current settings as JSON: the page's `opts`
-global, which works without `--api`) and A1111's `POST /internal/progress` (what its `requestProgress` polls).
-With a Gradio login, all three need it.
+global, which works without `--api`), A1111's `POST /internal/progress` (what its `requestProgress` polls) and
+A1111's `GET /file=<path>`, with which extension scripts read their own data files (tag lists, images) — here only
+from enabled extensions' folders and `tmp/` (A1111's Gradio 3 served its whole working directory). With a Gradio
+login, every one of them needs it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class PageFile:
 
 
 _served: dict[str, Path] = {}  # key → file, for the file route: exactly what the last page_head listed
+_file_roots: list[Path] = []   # folders A1111's `file=` route may serve from (see `resolve_a1111_file`)
 
 
 def _extension_files(extension: extensions.Extension) -> tuple[list[PageFile], list[PageFile]]:
@@ -98,6 +101,8 @@ def page_head(opts: Any, cmd_opts: Any,
     files = page_files(opts, cmd_opts, extension_filter)
     _served.clear()
     _served.update({f.key: f.path for f in files})
+    _file_roots[:] = [ROOT / "tmp", *(Path(e.path) for e in extensions.list_extensions(opts, cmd_opts)
+                                      if e.enabled and (extension_filter is None or extension_filter(e)))]
     tags = []
     for f in files:
         url = html.escape(f.url, quote=True)
@@ -127,6 +132,21 @@ def _logged_in(app: Any, request: Any) -> bool:
     token = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(
         f"access-token-unsecure-{cookie_id}")
     return getattr(app, "tokens", {}).get(token) is not None
+
+
+def resolve_a1111_file(requested: str) -> Path | None:
+    """The file A1111's `file=<path>` URL names, when it may be served: a relative path is taken from the WebUI's
+    folder (A1111's working directory), and the file must lie in an enabled extension's folder or in `tmp/` (where
+    extensions write what their page scripts read), with no hidden (dot) folder or file on the way."""
+    path = Path(requested)
+    target = Path(os.path.realpath(path if path.is_absolute() else ROOT / path))
+    for root in _file_roots:
+        real_root = Path(os.path.realpath(root))
+        if target.is_relative_to(real_root):
+            inside = target.relative_to(real_root).parts
+            if inside and not any(part.startswith(".") for part in inside) and target.is_file():
+                return target
+    return None
 
 
 def current_options_json() -> str:
@@ -182,8 +202,17 @@ def mount(app: Any) -> None:
         return JSONResponse(progress_record(body.get("id_task"), id_live_preview,
                                             bool(body.get("live_preview", True))))
 
+    def a1111_file_route(path: str, request: Request) -> Response:
+        if not _logged_in(app, request):
+            return JSONResponse({"detail": "Not authenticated"}, status_code=401)
+        target = resolve_a1111_file(path)
+        if target is None:
+            return JSONResponse({"detail": f"File not allowed: {path}"}, status_code=404)
+        return FileResponse(target, headers={"Cache-Control": "no-cache"})
+
     app.add_api_route(f"{ROUTE}/file/{{key:path}}", file_route, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/file={path:path}", a1111_file_route, methods=["GET"], include_in_schema=False)
     app.add_api_route(f"{ROUTE}/opts", options_route, methods=["GET"], include_in_schema=False)
     app.add_api_route("/internal/progress", progress_route, methods=["POST"], include_in_schema=False)
-    ours = (ROUTE, "/internal/progress")
+    ours = (ROUTE, "/internal/progress", "/file=")
     app.router.routes[:] = sorted(app.router.routes, key=lambda r: not getattr(r, "path", "").startswith(ours))
