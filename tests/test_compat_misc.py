@@ -582,3 +582,48 @@ def test_postprocessing_script_changes_the_image_of_a_real_extras_job(app):
     finally:
         del script_class
         scripts_postprocessing.runner().scripts = None
+
+
+# --- extra networks pages ---------------------------------------------------------------------------------------
+
+def test_a_registered_extra_networks_page_gives_cards(app, tmp_path):
+    from modules import ui_extra_networks
+    from modules.ui_extra_networks_user_metadata import UserMetadataEditor
+
+    folder = tmp_path / "LyCORIS"
+    folder.mkdir()
+    (folder / "style.safetensors").write_bytes(b"x")
+    Image.new("RGB", (4, 4)).save(folder / "style.preview.png")
+    (folder / "style.json").write_text('{"description": "a style"}')
+
+    class LycoPage(ui_extra_networks.ExtraNetworksPage):
+        def __init__(self):
+            super().__init__("LyCORIS")
+
+        def list_items(self):
+            for path in sorted(folder.glob("*.safetensors")):
+                name = path.stem
+                item = {"name": name, "filename": str(path), "preview": self.find_preview(str(path)),
+                        "search_term": self.search_terms_from_path(str(path)),
+                        "prompt": ui_extra_networks.quote_js(f"<lyco:{name}:") + " + opts.extra_networks_default_"
+                                  "multiplier + " + ui_extra_networks.quote_js(">")}
+                self.items[name] = item
+                yield item
+
+        def allowed_directories_for_previews(self):
+            return [str(folder)]
+
+    page = LycoPage()
+    ui_extra_networks.register_page(page)
+    try:
+        cards = ui_extra_networks.registered_cards()["LyCORIS"]
+        assert [(c["name"], c["tag"]) for c in cards] == [("style", "<lyco:style:1>")]
+        assert cards[0]["preview"].endswith("style.preview.png") and "/style.safetensors" in cards[0]["search"]
+        assert str(folder) in ui_extra_networks.allowed_dirs
+        editor = UserMetadataEditor(None, "txt2img", page)
+        assert editor.get_user_metadata("style") == {"description": "a style"}
+        editor.save_user_metadata("style", "new words", "a note")
+        assert '"notes": "a note"' in (folder / "style.json").read_text()
+    finally:
+        ui_extra_networks.unregister_page(page)
+    assert ui_extra_networks.quote_js('say "hi"') == '"say \\"hi\\""'
