@@ -93,6 +93,9 @@ IMPORT_TO_PACKAGE: dict[str, str] = {
     "send2trash": "Send2Trash",
     "toml": "toml",
     "tomesd": "tomesd",
+    # sd-dynamic-prompts asks for dynamicprompts[magicprompt], whose extra needs transformers<5: refused under the
+    # constraints, so its install.py fails; its scripts then need `dynamicprompts`, installed here without that extra.
+    "dynamicprompts": "dynamicprompts[attentiongrabber]",
 }
 
 _failed_packages: set[str] = set()  # first-need installs that failed in this run: not retried for every script
@@ -198,14 +201,18 @@ def refused_uninstall(command: str) -> list[str]:
 
 
 def conflicting_pins(pip_output: str) -> list[str]:
-    """`name==version` of each pinned package pip's resolver named as the cause of a failure."""
-    pins = re.findall(r"\(constraint\)\s+([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s,;]+)", pip_output)
+    """`name==version` of each pinned package pip named as the cause of a failure: the resolver's "(constraint)"
+    lines, or "No matching distribution found for NAME…" where NAME is pinned (the constraint filtered out every
+    version the request allows)."""
     found = []
-    for name, version in pins:
-        entry = f"{name}=={version}"
-        if entry not in found:
-            found.append(entry)
-    return found
+    for name, version in re.findall(r"\(constraint\)\s+([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s,;]+)", pip_output):
+        found.append(f"{_normalize(name)}=={version}")
+    unmatched = re.findall(r"(?:No matching distribution found for|Could not find a version that satisfies the "
+                           r"requirement)\s+([A-Za-z0-9][A-Za-z0-9._-]*)", pip_output)
+    if unmatched:
+        pins = pinned_versions()
+        found += [f"{_normalize(n)}=={pins[_normalize(n)]}" for n in unmatched if _normalize(n) in pins]
+    return list(dict.fromkeys(found))
 
 
 def conflict_message(desc: str, pip_output: str) -> str | None:
@@ -348,8 +355,12 @@ def distributions_of(python: str) -> dict[str, str]:
 
 
 def failure_summary(output: str, returncode: int) -> str:
-    """The line that says why: a pinned-package conflict if that was it, else the last line (the exception)."""
+    """The line that says why: a pinned-package conflict if that was it (also when install.py ran pip itself), else
+    the last line (the exception)."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     reason = next((line for line in lines if "which this program needs at that version" in line), None)
+    pins = conflicting_pins(output) if reason is None else []
+    if pins:
+        reason = f"it would replace {', '.join(pins)}, which this program needs at that version"
     reason = reason or (lines[-1] if lines else "")
     return f"exit {returncode}: {reason}" if reason else f"exit {returncode}"

@@ -26,11 +26,13 @@ from modules import extension_installs, extension_status, extensions, launch_uti
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_wheel(folder: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> Path:
+def write_wheel(folder: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = (),
+                extras: tuple[str, ...] = ()) -> Path:
     """A minimal pure-Python wheel, written by hand (no build step, no network)."""
     dist_info = f"{name}-{version}.dist-info"
     contents = dict(files)
     contents[f"{dist_info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                         + "".join(f"Provides-Extra: {e}\n" for e in extras)
                                          + "".join(f"Requires-Dist: {r}\n" for r in requires))
     contents[f"{dist_info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = []
@@ -47,8 +49,11 @@ def write_wheel(folder: Path, name: str, version: str, files: dict[str, str], re
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> Path:
-    """tinypkg 1.0; tinydep 1.0 (needs safetensors<0.5); a fake safetensors 0.0.1."""
+    """tinypkg 1.0; tinydep 1.0 (needs safetensors<0.5); tinyextra 1.0 (its extra `x` needs safetensors<0.5); a fake
+    safetensors 0.0.1."""
     folder = tmp_path_factory.mktemp("wheels")
+    write_wheel(folder, "tinyextra", "1.0", {"tinyextra/__init__.py": ""}, requires=('safetensors<0.5; extra == "x"',),
+                extras=("x",))
     write_wheel(folder, "tinypkg", "1.0", {"tinypkg/__init__.py": "VALUE = 42\n"})
     write_wheel(folder, "tinydep", "1.0", {"tinydep/__init__.py": ""}, requires=("safetensors<0.5",))
     write_wheel(folder, "safetensors", "0.0.1", {"safetensors/__init__.py": "__version__ = '0.0.1'\n"})
@@ -169,16 +174,19 @@ def test_a_request_replacing_a_pinned_package_fails_naming_it(tmp_path, offline_
     assert stamp["ok"] is False and f"safetensors=={installed}" in stamp["message"]
 
 
-def test_pip_run_by_install_py_itself_obeys_the_constraints(tmp_path, offline_pip, throwaway_python):
+@pytest.mark.parametrize("requirement", ["safetensors==0.0.1", "tinyextra[x]"])
+def test_pip_run_by_install_py_itself_obeys_the_constraints(tmp_path, offline_pip, throwaway_python, requirement):
     extension = make_extension(tmp_path / "extensions", "own-pip", (
         "import subprocess, sys\n"
-        f"result = subprocess.run([sys.executable, '-m', 'pip', 'install', 'safetensors==0.0.1', '--no-index',"
-        f" '--find-links', {str(offline_pip)!r}], capture_output=True, text=True)\n"
-        "print(result.stdout, result.stderr)\n"
-        "sys.exit(result.returncode)\n"))
-    with pytest.raises(extensions.ExtensionError, match=r"\(constraint\) safetensors=="):
+        f"sys.exit(subprocess.run([sys.executable, '-m', 'pip', 'install', {requirement!r}, '--no-index',"
+        f" '--find-links', {str(offline_pip)!r}]).returncode)\n"))
+    installed = importlib.metadata.version("safetensors")
+    with pytest.raises(extensions.ExtensionError):
         extensions.run_install_script(str(extension), data_dir=str(tmp_path), python=throwaway_python)
-    assert version_for(throwaway_python, "safetensors") == importlib.metadata.version("safetensors")
+    assert extension_status.status("own-pip").install_error == (
+        f"exit 1: it would replace safetensors=={installed}, which this program needs at that version")
+    assert version_for(throwaway_python, "safetensors") == installed
+    assert subprocess.run([throwaway_python, "-c", "import tinyextra"]).returncode == 1  # all or nothing
 
 
 def test_uninstalling_a_program_package_is_refused():
