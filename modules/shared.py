@@ -285,15 +285,37 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def list_checkpoint_tiles(use_short: bool = False) -> list[str]:
+    """A1111's checkpoint titles ("name [hash]"), or with `use_short` their file names, in natural order."""
+
+    if models is None:
+        return []
+    titles = [os.path.basename(c.name) if use_short else c.title for c in models.registry.checkpoints]
+    return sorted(titles, key=natural_sort_key)
+
+
+def refresh_checkpoints() -> list[str]:
+    """Scan the checkpoint folders again; returns the titles."""
+    if models is not None:
+        models.refresh()
+    return list_checkpoint_tiles()
+
+
+def list_samplers() -> list[Any]:
+    """The samplers (objects with `name`, `aliases`, `options`), as A1111's `sd_samplers.all_samplers`."""
+    from modules.sampling import samplers
+
+    return list(samplers.SAMPLERS)
+
+
+def reload_hypernetworks() -> None:
+    """Scan the hypernetwork folder again."""
+    if hypernetworks is not None:
+        hypernetworks.refresh()
+
+
 def _a1111_names() -> dict[str, Any]:
     """{name: function giving its value now}; imported on use, as these adapters build on this module."""
-    def items(name: str):
-        def value():
-            from modules import shared_items
-
-            return getattr(shared_items, name)
-        return value
-
     def hide_dirs() -> dict[str, bool]:
         return {"visible": not getattr(cmd_opts, "hide_ui_dir_config", False)}
 
@@ -339,10 +361,6 @@ def _a1111_names() -> dict[str, Any]:
         "config_filename": lambda: config_path,
         "styles_filename": lambda: list(cmd_opts.styles_file) if cmd_opts is not None else [],
         "latent_upscale_modes": latent_upscale_modes,
-        "list_checkpoint_tiles": items("list_checkpoint_tiles"),
-        "refresh_checkpoints": items("refresh_checkpoints"),
-        "list_samplers": items("list_samplers"),
-        "reload_hypernetworks": items("reload_hypernetworks"),
     }
 
 

@@ -5,40 +5,15 @@ An adapter: nothing in the core uses it."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from modules import shared
-from modules.util import natural_sort_key
-
-
-def list_checkpoint_tiles(use_short: bool = False) -> list[str]:
-    """The checkpoints' titles ("name [hash]"), or with `use_short` their file names, in natural order."""
-    if shared.models is None:
-        return []
-    checkpoints = shared.models.registry.checkpoints
-    titles = [os.path.basename(c.name) if use_short else c.title for c in checkpoints]
-    return sorted(titles, key=natural_sort_key)
-
-
-def refresh_checkpoints() -> list[str]:
-    """Scan the checkpoint folders again; returns the titles."""
-    if shared.models is not None:
-        shared.models.refresh()
-    return list_checkpoint_tiles()
-
-
-def list_samplers() -> list[Any]:
-    """The samplers (objects with `name`, `aliases`, `options`), as A1111's `sd_samplers.all_samplers`."""
-    from modules.sampling import samplers
-
-    return list(samplers.SAMPLERS)
-
-
-def reload_hypernetworks() -> None:
-    """Scan the hypernetwork folder again."""
-    if shared.hypernetworks is not None:
-        shared.hypernetworks.refresh()
+from modules.shared import (  # noqa: F401 (A1111 keeps them here; shared has them too)
+    list_checkpoint_tiles,
+    list_samplers,
+    refresh_checkpoints,
+    reload_hypernetworks,
+)
 
 
 def sd_vae_items() -> list[str]:
