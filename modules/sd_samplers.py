@@ -3,11 +3,8 @@
 
 The table lists the samplers the core runs (modules/sampling/samplers.py), under A1111's names and order. It is a
 live registry, as in A1111: an extension may add an entry to `all_samplers_map` (a `SamplerData` whose constructor
-wraps another sampler's) and set `p.sampler_name` to it. When such a job samples, the core's loop fires its
-`sampler_start` point; `attach_to_pass` below builds the job's sampler object with that entry's constructor (or
-takes `p.sampler` when it is one), and hands the loop the object's `model_wrap_cfg.combine_denoised` (when an
-extension changed it) and `callback_state` (when replaced). The steps themselves are those of the core sampler the
-entry's base name resolves to: an entry named "Euler a_dynthres1" samples as "Euler a".
+wraps another sampler's) and set `p.sampler_name` to it; modules/sd_samplers_hooks.py makes the job's loop use that
+entry's sampler object (its CFGDenoiser's `combine_denoised`, its `callback_state`).
 """
 
 from __future__ import annotations
@@ -15,44 +12,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from modules import hooks, sd_samplers_common, sd_samplers_kdiffusion, sd_samplers_timesteps, shared
+from modules import sd_samplers_common, sd_samplers_kdiffusion, sd_samplers_timesteps, shared  # noqa: F401
 from modules.sampling import samplers as core_samplers
-from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 from modules.sd_samplers_common import SamplerData, sample_to_image, samples_to_image_grid  # noqa: F401
+from modules.sd_samplers_hooks import create_sampler, find_sampler_config  # noqa: F401 (A1111's names)
 
 log = logging.getLogger("webui")
 
-_by_name = {data.name: data for data in (*sd_samplers_kdiffusion.samplers_data_k_diffusion,
-                                         *sd_samplers_timesteps.samplers_data_timesteps,
-                                         *sd_samplers_timesteps.samplers_data_lcm)}
-all_samplers: list[SamplerData] = [_by_name[name] for name in core_samplers.sampler_names() if name in _by_name]
-all_samplers_map: dict[str, SamplerData] = {data.name: data for data in all_samplers}
+# the built-in entries in A1111's order; the map is the live table extensions add to
+all_samplers: list[SamplerData] = [sd_samplers_common.sampler_table[name] for name in core_samplers.sampler_names()
+                                   if name in sd_samplers_common.sampler_table]
+all_samplers_map: dict[str, SamplerData] = sd_samplers_common.sampler_table
 samplers: list[SamplerData] = []
 samplers_for_img2img: list[SamplerData] = []
 samplers_hidden: set[str] = set()
 samplers_map: dict[str, str] = {}  # lower-case name or alias -> name
-
-
-def find_sampler_config(name: str | None) -> SamplerData | None:
-    """The table entry of a sampler name (None: the first sampler); unknown names give None, as in A1111."""
-    if name is None:
-        return all_samplers[0]
-    config = all_samplers_map.get(name)
-    if config is None and name.lower() in samplers_map:
-        config = all_samplers_map.get(samplers_map[name.lower()])
-    return config
-
-
-def create_sampler(name: str, model: Any) -> sd_samplers_common.Sampler:
-    """A sampler object for `name` (its `config` set), as A1111 makes one; the job's loop uses it while sampling."""
-    config = find_sampler_config(name)
-    if config is None:
-        raise AssertionError(f"bad sampler name: {name}")
-    if getattr(model, "is_sdxl", False) and config.options.get("no_sdxl", False):
-        raise Exception(f"Sampler {config.name} is not supported for SDXL")
-    sampler = config.constructor(model)
-    sampler.config = config
-    return sampler
 
 
 def set_samplers() -> None:
@@ -126,86 +100,6 @@ def fix_p_invalid_sampler_and_scheduler(p: Any) -> None:
         log.warning("Sampler Scheduler autocorrection: %r -> %r, %r -> %r", p.sampler_name, sampler,
                     getattr(p, "scheduler", None), scheduler)
         p.sampler_name, p.scheduler = sampler, scheduler
-
-
-# --- the connection to the core's sampling loop ------------------------------------------------------------------
-
-def _pass_sampler_name(job: Any) -> str:
-    name = job.sampler_name
-    if getattr(job, "is_hr_pass", False):
-        hires = getattr(job, "hr_sampler_name", None)
-        if hires and hires != "Use same sampler":
-            name = hires
-    return name
-
-
-def _overrides(cls: type, attribute: str, base: Any, instance: Any) -> bool:
-    return attribute in vars(instance) or getattr(cls, attribute) is not base
-
-
-def _sampler_object(job: Any, name: str, config: SamplerData) -> sd_samplers_common.Sampler:
-    current = getattr(job, "sampler", None)
-    if isinstance(current, sd_samplers_common.Sampler) and getattr(current, "config", None) is config:
-        return current  # the extension made (and maybe changed) this one itself
-    return create_sampler(name, job.sd_model)
-
-
-def attach_to_pass(params: hooks.SamplerStartParams) -> None:
-    """The `sampler_start` listener (connected by sd_samplers_common, which every sampler module imports): the
-    job's A1111 sampler object, and what of it the loop must call."""
-    job = params.job
-    if job is None:
-        return
-    name = _pass_sampler_name(job)
-    config = find_sampler_config(name)
-    if config is None:
-        return
-    sampler = _sampler_object(job, name, config)
-    job.sampler = sampler  # A1111's p.sampler while the job samples
-    sampler.initialize(job)
-    cfg = sampler.model_wrap_cfg
-    if cfg is not None:
-        cfg.steps, cfg.total_steps, cfg.step = params.steps, params.total_steps, 0
-        if _overrides(type(cfg), "combine_denoised", CFGDenoiser.combine_denoised, cfg):
-            params.combine_denoised = _guidance_by(cfg)
-    if _overrides(type(sampler), "callback_state", sd_samplers_common.Sampler.callback_state, sampler):
-        params.step_callback = _step_callback_of(sampler)
-
-
-def _guidance_by(cfg: CFGDenoiser):
-    def combine(x_out: Any, conds_list: list, uncond: Any, cond_scale: float, step: int) -> Any:
-        cfg.step = step
-        return cfg.combine_denoised(x_out, conds_list, uncond, cond_scale)
-    return combine
-
-
-def _core_sampler_name(config: SamplerData) -> str | None:
-    """The core sampler an entry of the table stands for: its own name, the longest core name it starts with (an
-    extension's "Euler a_dynthres1"), or the core sampler with the same aliases."""
-    core_names = core_samplers.sampler_names()
-    if config.name in core_names:
-        return config.name
-    prefixes = [name for name in core_names if config.name.startswith(name)]
-    if prefixes:
-        return max(prefixes, key=len)
-    same = [data.name for data in all_samplers if list(data.aliases) == list(config.aliases) and data.aliases]
-    return same[0] if same else None
-
-
-def name_core_sampler(params: hooks.SamplerNameParams) -> None:
-    """The `sampler_name` listener: a name only the table knows becomes the core sampler it runs as."""
-    if params.name in all_samplers_map and all_samplers_map[params.name] not in all_samplers:
-        params.name = _core_sampler_name(all_samplers_map[params.name]) or params.name
-
-
-def _step_callback_of(sampler: sd_samplers_common.Sampler):
-    def callback(d: dict[str, Any]) -> None:
-        try:
-            sampler.callback_state(d)
-        except sd_samplers_common.InterruptedException:
-            # A1111 ends the pass with the last latents; here the batch is skipped (the loop's way to stop early)
-            shared.state.skipped = True
-    return callback
 
 
 set_samplers()

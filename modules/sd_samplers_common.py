@@ -3,7 +3,7 @@
 The sampling itself is the core's (modules/sampling/: diffusers schedulers under A1111's names). A `Sampler` object
 here is what A1111 hands extensions as `p.sampler` / `create_sampler(...)`: it carries `model_wrap_cfg` (the
 CFGDenoiser whose `combine_denoised` the real loop calls) and `callback_state` (called by the real loop every step),
-connected to the loop by `modules.sd_samplers` through the core's `sampler_start` hook point.
+connected to the loop by `modules.sd_samplers_hooks` through the core's `sampler_start` hook point.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import hooks, shared
+from modules import shared
 
 SamplerDataTuple = namedtuple("SamplerDataTuple", ["name", "constructor", "aliases", "options"])
 
@@ -26,6 +26,11 @@ class SamplerData(SamplerDataTuple):
     def total_steps(self, steps: int) -> int:
         """Denoiser calls for `steps` steps (second-order samplers call it twice per step)."""
         return steps * 2 if self.options.get("second_order", False) else steps
+
+
+# A1111's `sd_samplers.all_samplers_map`: name -> SamplerData, filled by the sampler modules as they import (in
+# A1111's order) and by extensions; it lives here so that the loop's connection can read it without importing them.
+sampler_table: dict[str, SamplerData] = {}
 
 
 class InterruptedException(BaseException):  # noqa: N818 (A1111's name)
@@ -107,9 +112,7 @@ def store_latent(decoded: torch.Tensor) -> None:
 
 def is_sampler_using_eta_noise_seed_delta(p: Any) -> bool:
     """Whether ENSD (setting eta_noise_seed_delta) changes this job's noise: ancestral and SDE samplers."""
-    from modules import sd_samplers
-
-    config = sd_samplers.find_sampler_config(p.sampler_name)
+    config = sampler_table.get(p.sampler_name)
     return bool(config and config.options.get("uses_ensd", False))
 
 
@@ -195,19 +198,3 @@ class Sampler:
     def add_infotext(self, p: Any) -> None:
         """The loop's sampler writes the infotext; kept for extensions that call it."""
 
-
-def _attach_to_pass(params: hooks.SamplerStartParams) -> None:
-    from modules import sd_samplers  # the table lives there, and that module imports this one
-
-    sd_samplers.attach_to_pass(params)
-
-
-def _name_core_sampler(params: hooks.SamplerNameParams) -> None:
-    from modules import sd_samplers
-
-    sd_samplers.name_core_sampler(params)
-
-
-# Connected here, so that an extension importing only sd_samplers_kdiffusion (to patch callback_state) is served.
-hooks.connect("sampler_start", _attach_to_pass)
-hooks.connect("sampler_name", _name_core_sampler)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modules import sd_samplers_common
+from modules import sd_samplers_common, sd_samplers_hooks  # noqa: F401 (the hooks connect the loop)
 from modules.sampling import samplers as core_samplers
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 
@@ -88,3 +88,4 @@ samplers_data_k_diffusion = [
     for label, funcname, aliases, options in samplers_k_diffusion
 ]
 k_diffusion_samplers_map = {data.name: data for data in samplers_data_k_diffusion}
+sd_samplers_common.sampler_table.update(k_diffusion_samplers_map)

@@ -49,3 +49,4 @@ samplers_data_lcm = [
     sd_samplers_common.SamplerData("LCM", lambda model: LCMSampler("sample_lcm", model), list(_info("LCM").aliases),
                                    {})
 ]
+sd_samplers_common.sampler_table.update({data.name: data for data in (*samplers_data_timesteps, *samplers_data_lcm)})
