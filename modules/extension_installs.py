@@ -311,10 +311,28 @@ def changed_distributions(before: dict[str, str], after: dict[str, str]) -> list
 STAMP_FILE = ".webui-install-stamp"  # in the extension's folder
 
 
+def _git_head(path: str) -> str:
+    """The commit checked out in the extension's git folder ("" when not a git checkout), read without git."""
+    git_dir = Path(path, ".git")
+    try:
+        head = (git_dir / "HEAD").read_text(encoding="utf8").strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git_dir / ref).is_file():
+            return (git_dir / ref).read_text(encoding="utf8").strip()
+        packed = (git_dir / "packed-refs").read_text(encoding="utf8")
+        return next((line.split()[0] for line in packed.splitlines() if line.endswith(" " + ref)), ref)
+    except OSError:
+        return ""
+
+
 def install_digest(path: str) -> str:
-    """Hash of what decides what install.py does: install.py and the requirements.txt beside it."""
-    digest = hashlib.sha256()
-    for name in ("install.py", "requirements.txt"):
+    """Hash of what decides what install.py does: the commit, install.py, requirements*.txt and pyproject.toml."""
+    digest = hashlib.sha256(_git_head(path).encode() + b"\0")
+    names = sorted(n for n in os.listdir(path) if n in ("install.py", "pyproject.toml")
+                   or (n.startswith("requirements") and n.endswith(".txt")))
+    for name in names:
         file = os.path.join(path, name)
         if os.path.isfile(file):
             digest.update(name.encode() + b"\0" + Path(file).read_bytes() + b"\0")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,12 @@ def test_a_failed_install_py_is_kept_and_not_rerun_until_changed_or_forced(data)
     (extension / "requirements.txt").write_text("tinypkg\n")  # the extension changed
     extensions.run_install_scripts_at_start(opts, cmd_opts)
     assert runs.read_text() == "run\nrun\nrun\n"
+    git = ["git", "-C", str(extension), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "install.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "update"], check=True)  # the extension was updated
+    extensions.run_install_scripts_at_start(opts, cmd_opts)
+    assert runs.read_text() == "run\nrun\nrun\nrun\n"
     (extension / "install.py").write_text(f"open({str(runs)!r}, 'a').write('fixed\\n')\n")
     extensions.run_install_scripts_at_start(opts, cmd_opts)
     assert runs.read_text().endswith("fixed\n")
