@@ -96,16 +96,21 @@ def deactivate(p: Any, extra_network_data: dict[str, list[ExtraNetworkParams]]) 
 
 
 def _on_activate(params: hooks.ExtraNetworksParams) -> None:
-    """The core parsed a batch's tags: hand them to the registered networks (the core keeps only its own)."""
-    if not extra_network_registry and not extra_network_aliases:
-        return
+    """The core parsed a batch's tags: record them on `p` (A1111's `p.extra_network_data`), hand them to the
+    registered networks (the core keeps only its own), then the scripts' `after_extra_networks_activate`."""
+    job = params.job
     data = defaultdict(list, {name: list(items) for name, items in params.networks.items()})
-    for name in list(params.networks):  # tags of registered kinds are not the core's to warn about
-        if name not in CORE_NETWORKS and (name in extra_network_registry or name in extra_network_aliases):
-            del params.networks[name]
-    params.job.extra_network_data = data
-    params.job.prompts = list(params.prompts)  # as in A1111, activate sees the batch's prompts without the tags
-    activate(params.job, data)
+    job.extra_network_data = data
+    job.prompts = list(params.prompts)  # as in A1111, activate sees the batch's prompts without the tags
+    if extra_network_registry or extra_network_aliases:
+        for name in list(params.networks):  # tags of registered kinds are not the core's to warn about
+            if name not in CORE_NETWORKS and (name in extra_network_registry or name in extra_network_aliases):
+                del params.networks[name]
+        activate(job, data)
+    after = getattr(job.scripts, "after_extra_networks_activate", None) if job.scripts is not None else None
+    if after is not None:
+        after(job, batch_number=job.iteration, prompts=job.prompts, seeds=job.seeds, subseeds=job.subseeds,
+              extra_network_data=data)
 
 
 def _on_deactivate(params: hooks.ExtraNetworksParams) -> None:
