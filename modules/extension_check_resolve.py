@@ -50,7 +50,7 @@ def _has(obj: Any, attr: str) -> bool:
         return True
 
 
-def _lookup(name: str, parser_dests: set[str]) -> str:
+def lookup(name: str, parser_dests: set[str]) -> str:
     """"" when `name` exists here, else why not."""
     if name.startswith("cmd_opts."):
         return "" if name.split(".", 1)[1] in parser_dests else "no such flag"
@@ -128,12 +128,35 @@ def parser_dests() -> set[str]:
     return {action.dest for action in cmd_args.build_parser()._actions}
 
 
-def resolve(names: list[str]) -> dict[str, str]:
+def add_builtin_extension_paths() -> None:
+    """Put every `extensions-builtin/*` folder on sys.path (once), as A1111 has them while extensions load."""
     builtin = os.path.join(REPO_ROOT, "extensions-builtin")
     if os.path.isdir(builtin):
-        sys.path.extend(os.path.join(builtin, n) for n in sorted(os.listdir(builtin)))
+        for name in sorted(os.listdir(builtin)):
+            folder = os.path.join(builtin, name)
+            if os.path.isdir(folder) and folder not in sys.path:
+                sys.path.append(folder)
+
+
+def find_object(name: str) -> Any:
+    """The object an A1111 dotted name stands for here (module, then attributes); raises LookupError."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:cut])
+        if _module_exists(module_name):
+            obj, why = _import(module_name)
+            if obj is None:
+                raise LookupError(why)
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+            return obj
+    raise LookupError(f"{name}: module absent")
+
+
+def resolve(names: list[str]) -> dict[str, str]:
+    add_builtin_extension_paths()
     dests = parser_dests()
-    return {name: _lookup(name, dests) for name in names}
+    return {name: lookup(name, dests) for name in names}
 
 
 def main() -> None:
