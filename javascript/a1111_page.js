@@ -57,12 +57,28 @@ var webuiPage = {
     optionsUrl: "webui-page/opts",
 };
 
+// Gradio 3 put a textbox's <textarea>/<input> right inside its <label>; Gradio here wraps it in one more <div>.
+// Extension code selects "#txt2img_prompt > label > textarea": through gradioApp(), such a selector also finds the
+// element one level deeper.
+var GRADIO3_LABEL_CHILD = />\s*label\s*>\s*(textarea|input)/g;
+
+function webuiGradio3Selector(selector) {
+    return typeof selector === "string" ? selector.replace(GRADIO3_LABEL_CHILD, "> label $1") : selector;
+}
+
 function gradioApp() {
     var app = document.getElementsByTagName("gradio-app")[0];
     if (!app) return document;
-    if (!app.getElementById) {
+    if (!app.webuiPatched) {
+        app.webuiPatched = true;
         // A1111 code calls gradioApp().getElementById(...) on the <gradio-app> element
         app.getElementById = function(id) { return document.getElementById(id); };
+        app.querySelector = function(selector) {
+            return Element.prototype.querySelector.call(this, webuiGradio3Selector(selector));
+        };
+        app.querySelectorAll = function(selector) {
+            return Element.prototype.querySelectorAll.call(this, webuiGradio3Selector(selector));
+        };
     }
     return app.shadowRoot ? app.shadowRoot : app;
 }

@@ -203,6 +203,10 @@ def test_helpers_behave_as_a1111s(loaded_page):
         "v", "gone"]
     assert page.evaluate("uiElementIsVisible(gradioApp().getElementById('txt2img_prompt'))") is True
     assert page.evaluate("selected_gallery_index()") == -1
+    # Gradio 3's "label > textarea" selectors find the textarea Gradio now wraps one level deeper
+    assert page.evaluate("""gradioApp().querySelector('#txt2img_prompt > label > textarea')
+        === document.querySelector('#txt2img_prompt textarea')""") is True
+    assert page.evaluate("gradioApp().querySelectorAll('#txt2img_prompt > label > textarea').length") == 1
     # updateInput makes Gradio see a value set from JavaScript: the token counter counts the new prompt
     page.evaluate("""(() => {
         const area = gradioApp().querySelector('#txt2img_prompt textarea');
