@@ -22,7 +22,7 @@ from PIL import Image
 
 from modules import images, masking, upscaling
 from modules.hooks import PostprocessBatchListArgs, PostprocessImageArgs, PostSampleArgs
-from modules.job_infotext import VERSION, create_infotext, hires_infotext_params, hires_target_size
+from modules.job_infotext import create_infotext, hires_infotext_params, hires_target_size
 from modules.job_spec import (  # noqa: F401 (A1111's names, importable from modules.processing)
     Job,
     JobSpec,
@@ -44,6 +44,7 @@ from modules.masking import (  # noqa: F401 (resize_image, pil_to_tensor, ... ar
 )
 from modules.models.loader import SDModel
 from modules.networks.registry import NetworkRegistry
+from modules.processed import Processed
 from modules.processing_helpers import *  # noqa: F403 (A1111's processing names: create_random_tensors, ...)
 from modules.prompts.guidance import PromptGuidance
 from modules.prompts.textual_inversion import EmbeddingDatabase
@@ -70,58 +71,6 @@ INPAINT_AREAS = ("Whole picture", "Only masked")
 
 class JobError(ValueError):
     """The job cannot run as given; the message says which field and why."""
-
-
-@dataclass
-class Processed:
-    """What a job produced: images (grid first when one was made), their seeds and infotexts."""
-
-    images: list[Image.Image]
-    job: Job
-    seed: int
-    subseed: int
-    all_seeds: list[int]
-    all_subseeds: list[int]
-    all_prompts: list[str]
-    all_negative_prompts: list[str]
-    infotexts: list[str]
-    index_of_first_image: int = 0
-    saved_files: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    comments: list[str] = field(default_factory=list)
-    job_timestamp: str = ""
-    sd_model_name: str | None = None
-    sd_model_hash: str | None = None
-    sd_vae_name: str | None = None
-    sd_vae_hash: str | None = None
-
-    @property
-    def info(self) -> str:
-        return self.infotexts[0] if self.infotexts else ""
-
-    def js(self) -> dict[str, Any]:
-        """A1111's `Processed.js()` record (the API's `info`)."""
-        j = self.job
-        return {
-            "prompt": self.all_prompts[0] if self.all_prompts else "",
-            "all_prompts": self.all_prompts,
-            "negative_prompt": self.all_negative_prompts[0] if self.all_negative_prompts else "",
-            "all_negative_prompts": self.all_negative_prompts,
-            "seed": self.seed, "all_seeds": self.all_seeds,
-            "subseed": self.subseed, "all_subseeds": self.all_subseeds,
-            "subseed_strength": j.subseed_strength,
-            "width": j.width, "height": j.height,
-            "sampler_name": j.sampler_name, "cfg_scale": j.cfg_scale, "steps": j.steps,
-            "batch_size": j.batch_size, "restore_faces": False, "face_restoration_model": None,
-            "sd_model_name": self.sd_model_name, "sd_model_hash": self.sd_model_hash,
-            "sd_vae_name": self.sd_vae_name, "sd_vae_hash": self.sd_vae_hash,
-            "seed_resize_from_w": j.seed_resize_from_w, "seed_resize_from_h": j.seed_resize_from_h,
-            "denoising_strength": j.denoising_strength,
-            "extra_generation_params": j.extra_generation_params,
-            "index_of_first_image": self.index_of_first_image,
-            "infotexts": self.infotexts, "styles": j.styles, "job_timestamp": self.job_timestamp,
-            "clip_skip": j.clip_skip, "is_using_inpainting_conditioning": False, "version": VERSION,
-        }
 
 
 @dataclass

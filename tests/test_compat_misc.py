@@ -627,3 +627,18 @@ def test_a_registered_extra_networks_page_gives_cards(app, tmp_path):
     finally:
         ui_extra_networks.unregister_page(page)
     assert ui_extra_networks.quote_js('say "hi"') == '"say \\"hi\\""'
+
+
+def test_processed_takes_a1111s_positional_form():
+    from modules.processing import Job, Processed
+
+    p = Job(prompt="a cat", negative_prompt="blur", seed=5)
+    p.all_seeds = [5, 6]
+    empty = Processed(p, [], p.seed, "ControlNet not enabled")
+    assert empty.info == "ControlNet not enabled" and empty.images == [] and empty.job is p
+    assert empty.all_seeds == [5, 6] and empty.all_prompts == ["a cat"] and empty.all_negative_prompts == ["blur"]
+    image = Image.new("RGB", (4, 4))
+    full = Processed(p, [image], 7, "info", 9, ["x"], ["y"], [7], [9], 0, ["t1"], "a comment", [image])
+    assert (full.seed, full.subseed, full.all_prompts, full.infotexts) == (7, 9, ["x"], ["t1"])
+    assert full.comments == ["a comment"] and full.extra_images == [image]
+    assert full.js()["seed"] == 7 and full.js()["prompt"] == "x"
