@@ -66,6 +66,52 @@ function webuiGradio3Selector(selector) {
     return typeof selector === "string" ? selector.replace(GRADIO3_LABEL_CHILD, "> label $1") : selector;
 }
 
+// A1111 loads extension scripts in the page's <head>, so their `DOMContentLoaded` (and window `load`) listeners run
+// once every script has run. Here the scripts come after those events: until a1111_ready.js, a listener for an
+// event that has already happened is kept and run by webuiStart, after the last extension script.
+var webuiLateListeners = [];
+
+(function() {
+    var alreadyHappened = function(target, type) {
+        if (target === document && type === "DOMContentLoaded") return document.readyState !== "loading";
+        if (target === window && type === "load") return document.readyState === "complete";
+        return false;
+    };
+    [document, window].forEach(function(target) {
+        var original = target.addEventListener;
+        target.addEventListener = function(type, listener, options) {
+            if (!webuiPage.scriptsReady && listener && alreadyHappened(target, type)) {
+                webuiLateListeners.push({target: target, type: type, listener: listener});
+                return undefined;
+            }
+            return original.call(this, type, listener, options);
+        };
+    });
+})();
+
+function webuiRunLateListeners() {
+    var late = webuiLateListeners;
+    webuiLateListeners = [];
+    late.forEach(function(entry) {
+        try {
+            var event = new Event(entry.type);
+            if (typeof entry.listener === "function") entry.listener.call(entry.target, event);
+            else entry.listener.handleEvent(event);
+        } catch (e) {
+            console.error("error running a " + entry.type + " listener:", e);
+        }
+    });
+}
+
+function webuiPokeObservers() {
+    // extensions' own MutationObservers (set up in DOMContentLoaded, waiting for an element or `opts`) look again
+    var app = gradioApp();
+    if (app === document) return;
+    var marker = document.createComment("webui");
+    app.appendChild(marker);
+    app.removeChild(marker);
+}
+
 function gradioApp() {
     var app = document.getElementsByTagName("gradio-app")[0];
     if (!app) return document;
@@ -414,6 +460,7 @@ function webuiCheckUiLoaded() {
     if (!gradioApp().querySelector("#txt2img_prompt")) return;
     webuiPage.uiLoaded = true;
     executeCallbacks(uiLoadedCallbacks);
+    webuiPokeObservers();
 }
 
 function webuiApplyTitles() {
@@ -465,6 +512,7 @@ function webuiStart() {
     // called by a1111_ready.js, which the page loads after the last extension script
     if (webuiPage.scriptsReady) return;
     webuiPage.scriptsReady = true;
+    webuiRunLateListeners();
     var root = document.body || document.documentElement;
     new MutationObserver(webuiOnMutations).observe(root, {childList: true, subtree: true});
     // going back to a tab already drawn changes only its button's state, not the document's elements

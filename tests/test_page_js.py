@@ -45,6 +45,17 @@ onUiUpdate(function(mutations) { __probe.updates += 1; __probe.lastMutations = m
 onAfterUiUpdate(function() { __probe.afterUpdates += 1; });
 onUiTabChange(function() { __probe.tabChanges += 1; __probe.tab = get_uiCurrentTabContent().id; });
 onOptionsChanged(function() { __probe.optionsChanged += 1; });
+// as many A1111 extensions do: wait for the page, then watch the DOM for the elements and settings they need
+document.addEventListener("DOMContentLoaded", function() {
+    __probe.domContentLoaded = (__probe.domContentLoaded || 0) + 1;
+    var observer = new MutationObserver(function() {
+        if (gradioApp().querySelector('#txt2img_prompt') && opts.samples_format) {
+            observer.disconnect();
+            __probe.observerSawUi = true;
+        }
+    });
+    observer.observe(gradioApp(), {childList: true, subtree: true});
+});
 """.replace("PAGE_GLOBALS_JSON", json.dumps(PAGE_GLOBALS))
 
 BREAKER_JS = 'window.__breaker = "</script><b>not markup</b>";\n'
@@ -166,6 +177,8 @@ def test_globals_exist_before_extension_scripts_and_on_ui_loaded_runs_once(loade
     assert probe["promptAtLoad"] is True and probe["formatAtLoad"] == "png"
     assert probe["afterScriptRanBeforeLoad"] is True  # onUiLoaded waits for every extension script
     assert probe["optionsChanged"] >= 1
+    assert probe["domContentLoaded"] == 1  # run after every extension script, as in A1111's page
+    page.wait_for_function("window.__probe.observerSawUi === true", timeout=10000)
     page.wait_for_timeout(1000)
     assert page.evaluate("window.__probe.loaded") == 1
     assert errors == []
