@@ -181,3 +181,17 @@ def test_the_building_tabs_scripts_see_extension_blocks():
         gr.Number(elem_id="ext_number")
     assert [entry for entry in watcher.seen if entry[1] == "ext_number"] == [("before", "ext_number"),
                                                                             ("after", "ext_number")]
+
+
+def test_gradio3_forms_the_installed_gradio_still_takes():
+    with gr.Blocks():
+        with gr.Row(variant="compact", elem_classes="a-row") as row, gr.Column(variant="panel") as column:
+            dropdown = gr.Dropdown(["a", "b"], value="b", type="index")
+            radio = gr.Radio(["x", "y"], value="x", type="index")
+            textbox = gr.Textbox(lines=3, elem_classes="prompt")
+            html = gr.HTML("hidden", visible=False)
+            image = gr.Image(type="numpy", shape=(64, 64))
+    assert (row.variant, column.variant) == ("compact", "panel")
+    assert dropdown.preprocess("b") == 1 and radio.preprocess("y") == 1  # the index, as in Gradio 3
+    assert textbox.lines == 3 and "prompt" in textbox.elem_classes and "a-row" in row.elem_classes
+    assert html.visible is False and image.type == "numpy"
