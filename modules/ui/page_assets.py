@@ -115,9 +115,10 @@ def page_head(opts: Any, cmd_opts: Any,
     return "\n".join(tags)
 
 
-def page_assets(opts: Any, cmd_opts: Any) -> tuple[str, str]:
+def page_assets(opts: Any, cmd_opts: Any,
+                extension_filter: Callable[[extensions.Extension], bool] | None = None) -> tuple[str, str]:
     """(CSS, head) as `extensions.page_assets` gave them: the CSS is now linked from the head."""
-    return "", page_head(opts, cmd_opts)
+    return "", page_head(opts, cmd_opts, extension_filter)
 
 
 # --- routes ---------------------------------------------------------------------------------------------------------
