@@ -336,6 +336,15 @@ def _a1111_names() -> dict[str, Any]:
             return getattr(paths_internal, name)
         return value
 
+    monitors: dict[str, Any] = {}
+
+    def mem_mon() -> Any:
+        from modules import memmon
+
+        if "mem_mon" not in monitors:
+            monitors["mem_mon"] = memmon.MemUsageMonitor("MemMon", devices.device, opts)
+        return monitors["mem_mon"]
+
     def latent_upscale_modes() -> dict[str, Any]:
         from modules.processing import LATENT_UPSCALE_MODES
 
@@ -346,6 +355,7 @@ def _a1111_names() -> dict[str, Any]:
         "weight_load_location": lambda: None,
         "sd_upscalers": upscalers,
         "interrogator": interrogator,
+        "mem_mon": mem_mon,
         "options_templates": lambda: opts.data_labels,  # the same dict: updating it adds settings, as in A1111
         "restricted_opts": lambda: set(),
         "hide_dirs": hide_dirs,

@@ -642,3 +642,20 @@ def test_processed_takes_a1111s_positional_form():
     assert (full.seed, full.subseed, full.all_prompts, full.infotexts) == (7, 9, ["x"], ["t1"])
     assert full.comments == ["a comment"] and full.extra_images == [image]
     assert full.js()["seed"] == 7 and full.js()["prompt"] == "x"
+
+
+def test_small_ui_names_memory_monitor_and_gradio_temp_paths(app):
+    import tempfile
+
+    from modules import call_queue, ui_tempdir
+    from modules.ui import a1111_names
+
+    assert a1111_names.resize_from_to_html(512, 256, 1.5) == \
+        "resize: from <span class='resolution'>512x256</span> to <span class='resolution'>768x384</span>"
+    assert a1111_names.resize_from_to_html(0, 0, 2) == "no image selected"
+    assert a1111_names.wrap_gradio_gpu_call is call_queue.wrap_gradio_gpu_call
+    assert set(a1111_names.__all__) <= set(dir(a1111_names))
+    assert ui_tempdir.is_gradio_temp_path(os.path.join(tempfile.gettempdir(), "gradio", "upload.png"))
+    assert not ui_tempdir.is_gradio_temp_path(app.cmd_opts.data_dir)
+    assert app.mem_mon.read() == {}  # the CPU: nothing to report, as A1111's disabled monitor
+    assert app.mem_mon is app.mem_mon

@@ -19,12 +19,15 @@ from typing import Any
 import gradio as gr
 
 from modules import infotext_utils, shared
+from modules.call_queue import wrap_gradio_call, wrap_gradio_gpu_call, wrap_queued_call
 from modules.job_infotext import VERSION
 from modules.ui import output_panel as panel_module
 from modules.ui_components import ToolButton
 
 __all__ = [
-    "OutputPanel", "apply_style_symbol", "clear_prompt_symbol", "create_output_panel", "create_refresh_button",
+    "OutputPanel", "apply_style_symbol", "clear_prompt_symbol", "create_output_panel",
+    "create_override_settings_dropdown", "create_refresh_button", "resize_from_to_html", "wrap_gradio_gpu_call",
+    "wrap_queued_call",
     "detect_image_size_symbol", "extra_networks_symbol", "folder_symbol", "gr_show", "img2img_paste_fields",
     "ordered_ui_categories", "paste_symbol", "plaintext_to_html", "random_symbol", "record_paste_fields",
     "refresh_symbol", "restore_progress_symbol", "reuse_symbol", "save_files", "save_style_symbol", "setup_progressbar",
@@ -188,8 +191,18 @@ def ordered_ui_categories() -> Iterable[str]:
     return iter(shared_items.ui_reorder_categories())
 
 
-def wrap_gradio_call(func: Callable[..., Any], extra_outputs: list[Any] | None = None,
-                     add_stats: bool = False) -> Callable[..., Any]:
-    from modules import call_queue
+def resize_from_to_html(width: int, height: int, scale_by: float) -> str:
+    """"resize: from WxH to W'xH'" for img2img's "Resize by" slider (A1111's text)."""
+    target_width, target_height = int(width * scale_by), int(height * scale_by)
+    if not target_width or not target_height:
+        return "no image selected"
+    return f"resize: from <span class='resolution'>{width}x{height}</span> to " \
+           f"<span class='resolution'>{target_width}x{target_height}</span>"
 
-    return call_queue.wrap_gradio_call(func, extra_outputs=extra_outputs, add_stats=add_stats)
+
+def create_override_settings_dropdown(tabname: str, row: Any) -> Any:
+    """A1111's "Override settings" multiselect (values "Key: value" from pasted infotext); hidden until filled."""
+    dropdown = gr.Dropdown([], label="Override settings", visible=False, elem_id=f"{tabname}_override_settings",
+                           multiselect=True)
+    dropdown.change(fn=lambda values: gr.update(visible=bool(values)), inputs=[dropdown], outputs=[dropdown])
+    return dropdown
