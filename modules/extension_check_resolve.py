@@ -19,8 +19,10 @@ folder on sys.path, as A1111 has them while extensions load.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -151,6 +153,54 @@ def find_object(name: str) -> Any:
                 obj = getattr(obj, attr)
             return obj
     raise LookupError(f"{name}: module absent")
+
+
+def signature_problems(a1111_signature: str, ours: inspect.Signature) -> list[str]:
+    """Every way a call written for A1111's signature (`"(p, images_list, seed=-1, info='')"`) fails against ours:
+    each A1111 parameter must be accepted by name and at its position; a parameter ours requires and A1111 does not
+    have breaks every call."""
+    a1111 = ast.parse(f"def f{a1111_signature}: pass").body[0].args
+    params = list(ours.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    by_name = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    var_args = any(p.kind == p.VAR_POSITIONAL for p in params)
+    var_kwargs = any(p.kind == p.VAR_KEYWORD for p in params)
+    problems = []
+    a1111_positional = [a.arg for a in [*a1111.posonlyargs, *a1111.args]]
+    for index, name in enumerate(a1111_positional):
+        if name not in by_name and not var_kwargs:
+            problems.append(f"{name!r} not accepted by name")
+        if index < len(positional):
+            if positional[index].name != name and positional[index].kind != positional[index].POSITIONAL_ONLY:
+                problems.append(f"position {index} is {positional[index].name!r} here, {name!r} in A1111")
+        elif not var_args:
+            problems.append(f"{name!r} not accepted at position {index}")
+    for arg in a1111.kwonlyargs:
+        if arg.arg not in by_name and not var_kwargs:
+            problems.append(f"keyword {arg.arg!r} not accepted")
+    if a1111.vararg and not var_args:
+        problems.append("*args not accepted")
+    known = set(a1111_positional) | {a.arg for a in a1111.kwonlyargs}
+    if a1111.kwarg and not var_kwargs and not set(by_name) - known:  # explicit extra keywords count as A1111's
+        problems.append("**kwargs not accepted")
+    for index, p in enumerate(params):
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in known \
+                and not (p in positional and index < len(a1111_positional)):  # else already told by position
+            problems.append(f"{p.name!r} is required here and unknown to A1111")
+    return problems
+
+
+def check_signature(name: str, a1111_signature: str) -> list[str]:
+    """`signature_problems` for the object `name` stands for here (["missing: ..."] when there is none)."""
+    try:
+        obj = find_object(name)
+    except (LookupError, AttributeError) as e:
+        return [f"missing: {e}"]
+    try:
+        ours = inspect.signature(obj)
+    except (TypeError, ValueError) as e:
+        return [f"no signature here ({e})"]
+    return signature_problems(a1111_signature, ours)
 
 
 def resolve(names: list[str]) -> dict[str, str]:

@@ -157,6 +157,45 @@ def usage_counts(reports: list[tuple[str, ExtensionReport]]) -> dict[str, dict[s
     return counts
 
 
+def update_manifest(path: str, reports: list[tuple[str, ExtensionReport]]) -> int:
+    """Rewrite the manifest's names from this census: every name two or more extensions use, with this run's
+    counts; the kinds and A1111 signatures already recorded are kept (new names get the census kind). Returns the
+    number of names."""
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    known = {entry["name"]: entry for entry in manifest["names"]}
+    names = []
+    for name, info in sorted(usage_counts(reports).items(), key=lambda kv: (-kv[1]["count"], kv[0])):
+        if info["count"] < 2:
+            continue
+        entry = dict(known.get(name, {"name": name, "kind": info["kind"]}))
+        entry["count"] = info["count"]
+        names.append(entry)
+    manifest["names"] = names
+    manifest["extensions_read"] = len(reports)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return len(names)
+
+
+def signature_mismatches(manifest_path: str) -> list[tuple[str, int, str, list[str]]]:
+    """[(name, count, A1111 signature, problems)] for the manifest's callables whose signature here does not take
+    A1111's calls (imports this program's modules into this process)."""
+    from modules.extension_check_resolve import add_builtin_extension_paths, check_signature
+
+    add_builtin_extension_paths()
+    with open(manifest_path, encoding="utf-8") as f:
+        entries = json.load(f)["names"]
+    rows = []
+    for entry in entries:
+        if entry.get("signature") and not entry.get("ldm_patching"):
+            problems = check_signature(entry["name"], entry["signature"])
+            if problems and not problems[0].startswith("missing"):
+                rows.append((entry["name"], entry["count"], entry["signature"], problems))
+    return rows
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder")
@@ -165,6 +204,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--missing", help="also write the ranked missing names here")
     parser.add_argument("--usage-json", help="also write every name's use count here (for the manifest)")
     parser.add_argument("--json", help="also write every report as JSON here")
+    parser.add_argument("--manifest", help="update this surface manifest (configs/a1111_surface.json) from the run")
     args = parser.parse_args(argv)
     rows = folders_in_order(args.folder, read_list(args.list) if args.list else [])
     checked = check_extensions([path for _, path, _, _ in rows], [label for label, _, _, _ in rows])
@@ -173,9 +213,17 @@ def main(argv: list[str]) -> int:
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         f.write(census_markdown(reports, rows))
+    if args.manifest:
+        print(f"manifest: {update_manifest(args.manifest, reports)} names")
     if args.missing:
+        text = missing_markdown(reports)
+        manifest = args.manifest or os.path.join(ROOT, "configs", "a1111_surface.json")
+        if os.path.isfile(manifest):
+            text += "\n## A1111 signatures not accepted here (manifest names used by 2+)\n\n"
+            for name, count, signature, problems in signature_mismatches(manifest):
+                text += f"- `{name}` ({count} ext.): A1111 `{signature}`: {'; '.join(problems)}\n"
         with open(args.missing, "w", encoding="utf-8") as f:
-            f.write(missing_markdown(reports))
+            f.write(text)
     if args.usage_json:
         with open(args.usage_json, "w", encoding="utf-8") as f:
             json.dump(usage_counts(reports), f, indent=1, sort_keys=True)
