@@ -15,8 +15,8 @@ from PIL import Image, ImageCms
 from modules.sampling import rng as rng_mod
 
 __all__ = ["apply_color_correction", "apply_overlay", "create_binary_mask", "create_random_tensors",
-           "decode_latent_batch", "images_tensor_to_samples", "opt_C", "opt_f", "samples_to_images_tensor",
-           "setup_color_correction"]
+           "decode_first_stage", "decode_latent_batch", "images_tensor_to_samples", "opt_C", "opt_f",
+           "samples_to_images_tensor", "setup_color_correction"]
 
 opt_C = 4  # noqa: N816 (A1111's name): latent channels of SD1/SD2/SDXL
 opt_f = 8  # pixels per latent cell
@@ -132,3 +132,8 @@ def decode_latent_batch(model: Any, batch: torch.Tensor, target_device: torch.de
     if target_device is not None:
         pixels = pixels.to(target_device)
     return list(pixels)
+
+
+def decode_first_stage(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """A1111's older name for decoding latents with the model's VAE (pixels in about [-1, 1])."""
+    return samples_to_images_tensor(x, model=model)

@@ -362,6 +362,7 @@ def test_images_tensor_to_samples_round_trips_through_the_model(tiny_app):
     decoded = processing.samples_to_images_tensor(latents, model=model)
     assert decoded.shape == (1, 3, 64, 64) and torch.isfinite(decoded).all()
     assert len(processing.decode_latent_batch(model, latents, target_device="cpu")) == 1
+    assert torch.allclose(processing.decode_first_stage(model, latents), decoded)
 
 
 # --- cache, extras ----------------------------------------------------------------------------------------------
