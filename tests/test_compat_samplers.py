@@ -221,3 +221,22 @@ def test_latent_image_helpers_use_the_models_vae(tiny_app):
     assert grid.size[0] >= 128 or grid.size[1] >= 128
     sd_samplers_common.store_latent(latents)
     assert tiny_app.state.current_latent is latents
+
+
+@pytest.mark.parametrize("sampler_name", ["DPM++ 2M", "Heun", "Euler a"])
+def test_a_callback_that_changes_nothing_changes_no_pixel(tiny_app, patched_callback_state, sampler_name):
+    """The k-diffusion view of each scheduler's step converts back exactly: multistep solvers in the variance-
+    preserving scaling, a second-order one (one callback per step, as k-diffusion), an ancestral one."""
+    steps = []
+
+    def callback(self, d):
+        steps.append(d["i"])
+        return patched_callback_state(self, d)
+
+    small = {**SMALL, "steps": 3, "sampler_name": sampler_name}
+    sd_samplers_kdiffusion.KDiffusionSampler.callback_state = callback
+    watched = tiny_app.run_job(Job(**small))
+    sd_samplers_kdiffusion.KDiffusionSampler.callback_state = patched_callback_state
+    plain = tiny_app.run_job(Job(**small))
+    assert steps == [0, 1, 2]
+    assert np.abs(_pixels(watched.images[0]) - _pixels(plain.images[0])).max() <= 1

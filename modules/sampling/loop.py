@@ -160,6 +160,7 @@ class SamplingLoop:
         scheduler = run.sampler.scheduler
         timesteps = run.timesteps
         total = len(timesteps)
+        callbacks = 0  # steps the step callback has seen (k-diffusion's step index `i`)
         for i, t in enumerate(timesteps):
             if state.interrupted or state.skipped:
                 return None
@@ -186,8 +187,11 @@ class SamplingLoop:
                 after = hooks.AfterCFGCallbackParams(guided, i, total)
                 hooks.fire("cfg_after_cfg", after)
                 guided = after.x
-            if run.overrides.step_callback is not None:
-                latents, guided = _step_callback(run.overrides.step_callback, view, latents, guided, i)
+            # k-diffusion calls back once per step: second-order schedulers (Heun, DPM2, DPM++ SDE) evaluate the
+            # model twice per step, and the callback sees the first evaluation, before the step uses it
+            if run.overrides.step_callback is not None and getattr(scheduler, "state_in_first_order", True):
+                latents, guided = _step_callback(run.overrides.step_callback, view, latents, guided, callbacks)
+                callbacks += 1
             latents = run.sampler.step(guided, t, latents, run.image_rng.generators)
             if run.mask is not None and run.strength is not None:
                 if i + 1 < total:
