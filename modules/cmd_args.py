@@ -132,22 +132,44 @@ def build_parser() -> argparse.ArgumentParser:
              "names and packages each lacks here and whether it should work, then exit",
     )
 
-    # A1111 users often keep these in COMMANDLINE_ARGS; accept them so they do not stop startup.
+    # A1111 users often keep these in COMMANDLINE_ARGS, and extensions read them (`shared.cmd_opts.ui_config_file`,
+    # `.hide_ui_dir_config`, `.codeformer_models_path` ...): every A1111 v1.10 flag is accepted, with A1111's default.
     compat = parser.add_argument_group("accepted for A1111 compatibility (no effect)")
     for flag in (
-        "--xformers",
-        "--opt-sdp-attention",
-        "--opt-sdp-no-mem-attention",
-        "--opt-split-attention",
-        "--disable-opt-split-attention",
-        "--lowram",
-        "--skip-python-version-check",
-        "--skip-version-check",
-        "--skip-install",
+        "--xformers", "--opt-sdp-attention", "--opt-sdp-no-mem-attention", "--opt-split-attention",
+        "--disable-opt-split-attention", "--lowram", "--skip-python-version-check", "--skip-version-check",
+        "--skip-install", "--update-all-extensions", "--reinstall-xformers", "--reinstall-torch", "--update-check",
+        "--no-tests", "--no-progressbar-hiding", "--allow-code", "--always-batch-cond-uncond", "--unload-gfpgan",
+        "--force-enable-xformers", "--xformers-flash-attention", "--deepdanbooru", "--opt-sub-quad-attention",
+        "--opt-split-attention-invokeai", "--opt-split-attention-v1", "--show-negative-prompt", "--hide-ui-dir-config",
+        "--gradio-debug", "--opt-channelslast", "--autolaunch", "--use-textbox-seed", "--disable-console-progressbars",
+        "--enable-console-prompts", "--ui-debug-mode", "--administrator", "--no-gradio-queue",
+        "--no-download-sd-model", "--add-stop-route", "--api-server-stop", "--skip-load-model-at-start",
+        "--unix-filenames-sanitization", "--no-prompt-history",
     ):
         compat.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    compat.add_argument("--gradio-queue", action="store_true", default=True, help=argparse.SUPPRESS)
+    compat.add_argument("--disable-tls-verify", action="store_false", default=None, help=argparse.SUPPRESS)
+    for flag, kind, default in (
+        ("--tests", str, None), ("--config", str, None), ("--gfpgan-dir", str, None), ("--gfpgan-model", str, None),
+        ("--max-batch-count", int, 16), ("--textual-inversion-templates-dir", str, None),
+        ("--localizations-dir", str, None), ("--ngrok", str, None), ("--ngrok-region", str, "us"),
+        ("--codeformer-models-path", str, None), ("--gfpgan-models-path", str, None),
+        ("--bsrgan-models-path", str, None), ("--clip-models-path", str, None), ("--sub-quad-q-chunk-size", int, 1024),
+        ("--sub-quad-kv-chunk-size", int, None), ("--sub-quad-chunk-threshold", int, None),
+        ("--ui-config-file", str, None), ("--ui-settings-file", str, None), ("--gradio-img2img-tool", str, None),
+        ("--gradio-inpaint-tool", str, None), ("--theme", str, None), ("--tls-keyfile", str, None),
+        ("--tls-certfile", str, None), ("--subpath", str, None), ("--timeout-keep-alive", int, 30),
+        ("--filenames-max-length", int, 128), ("--lyco-dir-backcompat", str, None),
+    ):
+        compat.add_argument(flag, type=kind, default=default, help=argparse.SUPPRESS)
 
     return parser
+
+
+# A1111's module-level parser (extensions call `cmd_args.parser.parse_known_args()`): the one of the last start-up
+# parse, with the extensions' preload flags; the built-in flags before that.
+parser: argparse.ArgumentParser = build_parser()
 
 
 def _resolve_paths(args: argparse.Namespace) -> None:
@@ -161,7 +183,15 @@ def _resolve_paths(args: argparse.Namespace) -> None:
         "hypernetwork_dir": os.path.join(args.models_dir, "hypernetworks"),
         "embeddings_dir": os.path.join(args.data_dir, "embeddings"),
         **{f"{kind.lower()}_models_path": os.path.join(args.models_dir, kind)
-           for kind in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "ScuNET")},
+           for kind in ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "ScuNET", "Codeformer", "GFPGAN", "BSRGAN")},
+        # A1111's defaults of flags accepted for compatibility (extensions read them)
+        "config": os.path.join(REPO_ROOT, "configs", "v1-inference.yaml"),
+        "gfpgan_dir": os.path.join(args.data_dir, "GFPGAN"),
+        "textual_inversion_templates_dir": os.path.join(REPO_ROOT, "textual_inversion_templates"),
+        "localizations_dir": os.path.join(REPO_ROOT, "localizations"),
+        "ui_config_file": os.path.join(args.data_dir, "ui-config.json"),
+        "ui_settings_file": os.path.join(args.data_dir, "config.json"),
+        "lyco_dir_backcompat": os.path.join(args.models_dir, "LyCORIS"),
     }
     for name, default in defaults.items():
         setattr(args, name, os.path.abspath(getattr(args, name) or default))
@@ -254,6 +284,7 @@ def parse_args(
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
 
+    global parser
     parser = build_parser()
     env_args = environ.get("COMMANDLINE_ARGS", "")
     try:

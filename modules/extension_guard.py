@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from modules import extension_status
+from modules.incompatible import IncompatibleExtensionError
 
 # Module names (and their submodules) that exist only as A1111's patched copies of the original model code.
 LDM_ONLY_MODULES = (
@@ -32,11 +33,6 @@ LDM_ONLY_MODULES = (
     "modules.xlmr_m18", "modules.sd_models_xl", "modules.sd_models_config", "modules.sub_quadratic_attention",
     "modules.models.diffusion", "modules.models.sd3", "modules.sd_unet",
 )
-
-
-class IncompatibleExtensionError(Exception):
-    """An extension needs an A1111 internal that a diffusers core does not have (raise it from a compatibility name
-    whose use would otherwise be silently ignored, e.g. `model_hijack.hijack()`)."""
 
 
 class IncompatibleImportError(IncompatibleExtensionError, ImportError):

@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from modules.incompatible import IncompatibleExtensionError
+
 log = logging.getLogger("webui")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -170,9 +172,25 @@ class RunState:
     is_hr_pass: bool = False
     # inpainting: each image's blurred full-size mask of the batch just made (A1111's p.mask_for_overlay)
     masks_for_overlay: list[Any] = field(default_factory=list)
+    # A1111 attributes extensions read; here they keep A1111's values where this core has no such step (no tiling,
+    # no colour correction), are filled by the run where it has (the hires target size), else stay None
+    tiling: bool = False
+    overlay_images: list[Any] | None = None
+    color_corrections: list[Any] | None = None
+    paste_to: tuple[int, int, int, int] | None = None
+    mask_for_overlay: Any = None
+    image_conditioning: Any = None
+    sampler: Any = None
+    hr_upscale_to_x: int = 0
+    hr_upscale_to_y: int = 0
+    is_api: bool = False
+    cached_c: list[Any] = field(default_factory=lambda: [None, None])
+    cached_uc: list[Any] = field(default_factory=lambda: [None, None])
 
 
 SPEC_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(JobSpec))
+# A1111's p.sample / p.init drive its ldm sampling; an extension replacing them would change nothing here
+_LDM_ENTRY_POINTS = frozenset({"sample", "init"})
 RUN_FIELDS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(RunState))
 
 
@@ -367,6 +385,10 @@ class Job:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LDM_ENTRY_POINTS:
+            raise IncompatibleExtensionError(
+                f"replacing p.{name} is not supported: A1111 calls it to sample its ldm model; this program samples "
+                "in its own loop (extensions change sampling through the CFG denoiser callbacks and samplers)")
         if name in SPEC_FIELDS:
             self._replace_spec(**{name: value})
             if name == "denoising_strength":
@@ -375,6 +397,16 @@ class Job:
             setattr(self.run, name, value)
         else:
             object.__setattr__(self, name, value)
+
+    def sample(self, *args: Any, **kwargs: Any) -> Any:
+        """A1111's `p.sample(conditioning, unconditional_conditioning, seeds, …)` samples its ldm model directly."""
+        raise IncompatibleExtensionError("p.sample() is A1111's ldm sampling entry; this program samples in its own "
+                                         "loop (use processing.process_images, or the CFG denoiser callbacks)")
+
+    def init(self, *args: Any, **kwargs: Any) -> Any:
+        """A1111's `p.init(all_prompts, all_seeds, all_subseeds)` prepares its ldm sampling."""
+        raise IncompatibleExtensionError("p.init() prepares A1111's ldm sampling; this program prepares a job inside "
+                                         "processing.process_images")
 
     def _replace_spec(self, **changes: Any) -> None:
         object.__setattr__(self, "spec", self.spec.replace(**changes))

@@ -120,13 +120,40 @@ class OptionInfo:
         return self.choices() if callable(self.choices) else self.choices
 
 
-def options_section(section: tuple[str, str], options: dict[str, OptionInfo]) -> dict[str, OptionInfo]:
-    """Assign one section to a group of options (A1111's helper of the same name)."""
-    section_id, title = section
+def options_section(section: tuple[str, ...], options: dict[str, OptionInfo],
+                    category_id: str | None = None) -> dict[str, OptionInfo]:
+    """Assign one section (and optionally a category) to a group of options (A1111's helper of the same name)."""
+    section_id, title = section[0], section[1]
+    if category_id is None and len(section) > 2:
+        category_id = section[2]
     for info in options.values():
         info.section = section_id
         info.section_title = title
+        if category_id is not None:
+            info.category_id = category_id
     return options
+
+
+@dataclass
+class OptionsCategory:
+    id: str
+    label: str
+
+
+class OptionsCategories:
+    """A1111's settings categories (`options.categories.register_category("prompt_gen", "Prompt Gen")`); the
+    Settings tab groups sections by their category's label where one is given."""
+
+    def __init__(self) -> None:
+        self.mapping: dict[str, OptionsCategory] = {}
+
+    def register_category(self, category_id: str, label: str) -> str:
+        if category_id not in self.mapping:
+            self.mapping[category_id] = OptionsCategory(category_id, label)
+        return category_id
+
+
+categories = OptionsCategories()
 
 
 def _slider(minimum: float, maximum: float, step: float) -> dict[str, float]:

@@ -429,6 +429,7 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     model = ctx.model
     f = model.vae_scale_factor
     target_w, target_h = hires_target_size(job)
+    job.hr_upscale_to_x, job.hr_upscale_to_y = target_w, target_h  # A1111's names, read by extensions
     upscaler = job.hr_upscaler or "Latent"
     if ctx.opts.save_images_before_highres_fix and not job.do_not_save_samples:
         for offset, image in enumerate(_decode_to_images(sampling, latents)):

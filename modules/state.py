@@ -28,6 +28,9 @@ class State:
         self.waiting: dict[str, int] = {}     # owner -> jobs queued behind the running one
         self.cancelled: set[str] = set()      # owners whose queued job was interrupted before it started
         self.shutting_down = False            # set once at server shutdown; outlives reset()
+        self.need_restart = False             # A1111: an extension asks for a restart (shown, never acted on alone)
+        self.server_command: str | None = None
+        self.server_start = time.time()
         self.reset()
 
     def reset(self) -> None:
@@ -47,6 +50,9 @@ class State:
         self.time_start: float | None = None
         self.owner: str | None = None       # who started the job (a browser session); None: API or script
         self.task_id: str | None = None     # the queue's id of the running job
+        self.oom = False                    # A1111: the last job ran out of memory
+        self.id_live_preview = 0
+        self.current_image_sampling_step = 0
 
     def begin(self, job: str = "", job_count: int = 1, owner: str | None = None, task_id: str | None = None) -> None:
         with self.lock:
@@ -127,6 +133,32 @@ class State:
         self.current_latent = event.latent
         for listener in list(self.listeners):
             listener(event)
+
+    # --- A1111's names that extensions driving their own loops call -------------------------------------------
+
+    def nextjob(self) -> None:
+        """An extension's own loop moved on to its next item (A1111: job_no + 1, step back to 0)."""
+        self.job_no += 1
+        self.sampling_step = 0
+        self.current_image_sampling_step = 0
+
+    def assign_current_image(self, image) -> None:
+        """An extension shows its own picture as the live preview."""
+        self.current_image = image
+        self.id_live_preview += 1
+
+    def set_current_image(self) -> None:
+        """A1111 decodes the latent here for the preview; previews are made by the preview listener instead."""
+
+    def stop_generating(self) -> None:
+        self.stopping_generation = True
+
+    def dict(self) -> dict[str, object]:
+        """A1111's `state.dict()` (what /sdapi/v1/progress reports as `state`)."""
+        return {"skipped": self.skipped, "interrupted": self.interrupted, "stopping_generation":
+                self.stopping_generation, "job": self.job, "job_count": self.job_count, "job_timestamp":
+                self.job_timestamp, "job_no": self.job_no, "sampling_step": self.sampling_step,
+                "sampling_steps": self.sampling_steps}
 
     @property
     def busy(self) -> bool:
