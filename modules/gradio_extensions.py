@@ -21,6 +21,9 @@ at import, before any extension script loads) teaches the installed Gradio those
   variants Gradio no longer has) is a small secondary button; `gr.File(type="file")` is `type="filepath"` (the
   value is a path string); `gr.Dataframe(max_rows=, overflow_row_behaviour=)` are dropped.
 
+Every block also gets Gradio 3's class `gradio-<name>` (`gradio-textbox`, `gradio-accordion` …) for the extension
+scripts and stylesheets that select by it.
+
 Component announcements: A1111 patches `Component.__init__` and `BlockContext.__init__` so that every block made
 while the UI is built is announced to the scripts of the tab being built and to the `on_before_component` /
 `on_after_component` callbacks, with the constructor's keyword arguments (`elem_id`, `label`, `value` …). The same
@@ -43,6 +46,7 @@ import gradio.blocks
 import gradio.components
 import gradio.events
 import gradio.layouts
+from gradio.context import LocalContext
 
 from modules import script_callbacks
 
@@ -135,22 +139,37 @@ def _patch_init(cls: type, announce: bool) -> None:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         kwargs = translate_constructor_kwargs(accepted, kwargs)
         if (not announce or self.__dict__.pop(_MARK, False) or getattr(self, "_webui_announcing", False)
-                or type(self) is gradio.layouts.Form):  # Gradio's own wrapper around form fields, made at the end
+                or type(self) is gradio.layouts.Form  # Gradio's own wrapper around form fields, made at the end
+                or LocalContext.in_event_listener.get(False)):  # a component returned as an update, not a block
             original(self, *args, **kwargs)
-            return
-        announced = _announced_kwargs(original, args, kwargs)
-        self._webui_announcing = True  # a block that is both a Component and a BlockContext is announced once
-        try:
-            script_callbacks.route_component("before", self, announced)
-            script_callbacks.before_component_callback(self, **announced)
-            original(self, *args, **kwargs)
-            script_callbacks.after_component_callback(self, **announced)
-            script_callbacks.route_component("after", self, announced)
-        finally:
-            self._webui_announcing = False
+        else:
+            announced = _announced_kwargs(original, args, kwargs)
+            self._webui_announcing = True  # a block that is both a Component and a BlockContext: announced once
+            try:
+                script_callbacks.route_component("before", self, announced)
+                script_callbacks.before_component_callback(self, **announced)
+                original(self, *args, **kwargs)
+                script_callbacks.after_component_callback(self, **announced)
+                script_callbacks.route_component("after", self, announced)
+            finally:
+                self._webui_announcing = False
+        if announce:
+            _add_gradio3_class(self)
 
     __init__._webui_patched = True  # type: ignore[attr-defined]
     cls.__init__ = __init__  # type: ignore[misc]
+
+
+def _add_gradio3_class(block: Any) -> None:
+    """Gradio 3 gave every block the class `gradio-<name>` (`.gradio-dropdown`, `.gradio-accordion` …), which
+    extension scripts and stylesheets select; the installed Gradio does not, so it is added to `elem_classes`."""
+    if isinstance(block, gradio.blocks.Blocks | gradio.layouts.Form) or not hasattr(block, "elem_classes"):
+        return
+    name = f"gradio-{block.get_block_name()}"
+    classes = block.elem_classes
+    classes = [classes] if isinstance(classes, str) else list(classes or [])
+    if name not in classes:
+        block.elem_classes = [*classes, name]
 
 
 def _mark_created_blocks(phase: str, component: Any, kwargs: dict[str, Any]) -> None:

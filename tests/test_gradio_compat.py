@@ -195,3 +195,24 @@ def test_gradio3_forms_the_installed_gradio_still_takes():
     assert dropdown.preprocess("b") == 1 and radio.preprocess("y") == 1  # the index, as in Gradio 3
     assert textbox.lines == 3 and "prompt" in textbox.elem_classes and "a-row" in row.elem_classes
     assert html.visible is False and image.type == "numpy"
+
+
+def test_blocks_get_gradio3_class_names():
+    with gr.Blocks():
+        with gr.Accordion("Settings") as accordion:
+            textbox = gr.Textbox(elem_classes="prompt")
+            button = script_callbacks.create_component(gr.Button, "x", elem_classes=["tool"])
+    assert accordion.elem_classes == ["gradio-accordion"]
+    assert textbox.elem_classes == ["prompt", "gradio-textbox"]
+    assert button.elem_classes == ["tool", "gradio-button"]
+
+
+def test_components_returned_by_an_event_function_are_not_announced(announced):
+    from gradio.context import LocalContext
+
+    token = LocalContext.in_event_listener.set(True)  # what Gradio sets while it runs an event's function
+    try:
+        gr.Textbox(value="new value", elem_id="returned_update")
+    finally:
+        LocalContext.in_event_listener.reset(token)
+    assert not any(elem_id == "returned_update" for _, elem_id, _ in announced)

@@ -231,6 +231,9 @@ def test_helpers_behave_as_a1111s(loaded_page):
 
 def test_extension_ui_with_gradio3_forms_works(loaded_page):
     page, _ = loaded_page
+    # Gradio 3's class names, which extension scripts and stylesheets select by
+    assert page.locator("#txt2img_prompt.gradio-textbox").count() == 1
+    assert page.locator("#txt2img_probe_box.gradio-group").count() >= 1  # Gradio nests two group divs with its id
     assert page.locator("#txt2img_probe_box #txt2img_probe_enabled").count() == 1
     assert page.locator("#txt2img_probe_image").count() == 1
     checkbox = page.locator("#txt2img_probe_enabled input[type=checkbox]")
