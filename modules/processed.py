@@ -74,6 +74,28 @@ class Processed:
         self.sd_vae_name, self.sd_vae_hash = sd_vae_name, sd_vae_hash
         self.extra_images = list(extra_images_list or [])
 
+    # A1111's Processed copies these from p; here they are read from the job when asked for
+    _FROM_JOB = ("width", "height", "sampler_name", "scheduler", "cfg_scale", "steps", "batch_size",
+                 "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "denoising_strength",
+                 "extra_generation_params", "clip_skip", "styles", "n_iter", "image_cfg_scale")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("prompt", "negative_prompt"):
+            values = self.__dict__.get("all_prompts" if name == "prompt" else "all_negative_prompts") or [""]
+            return values[0]
+        if name in Processed._FROM_JOB and self.__dict__.get("job") is not None:
+            return getattr(self.__dict__["job"], name, None)
+        if name in ("restore_faces", "face_restoration_model", "is_using_inpainting_conditioning"):
+            return None if name == "face_restoration_model" else False
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def infotext(self, p: Job | None, index: int) -> str:
+        """The infotext of image `index` of the batch (the grid not counted), as A1111's `Processed.infotext`."""
+        position = index + self.index_of_first_image
+        if 0 <= position < len(self.infotexts):
+            return self.infotexts[position]
+        return self.infotexts[index] if 0 <= index < len(self.infotexts) else ""
+
     @property
     def info(self) -> str:
         return self.infotexts[0] if self.infotexts else ""

@@ -643,6 +643,12 @@ def test_processed_takes_a1111s_positional_form():
     assert (full.seed, full.subseed, full.all_prompts, full.infotexts) == (7, 9, ["x"], ["t1"])
     assert full.comments == ["a comment"] and full.extra_images == [image]
     assert full.js()["seed"] == 7 and full.js()["prompt"] == "x"
+    assert (full.prompt, full.negative_prompt, full.width, full.steps) == ("x", "y", p.width, p.steps)
+    grid_first = Processed(p, [image, image, image], 7, "", infotexts=["grid", "first", "second"],
+                           index_of_first_image=1)
+    assert grid_first.infotext(p, 0) == "first" and grid_first.infotext(p, 1) == "second"
+    with pytest.raises(AttributeError):
+        _ = full.no_such_attribute
 
 
 def test_small_ui_names_memory_monitor_and_gradio_temp_paths(app):
