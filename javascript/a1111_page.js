@@ -60,10 +60,19 @@ var webuiPage = {
 // Gradio 3 put a textbox's <textarea>/<input> right inside its <label>; Gradio here wraps it in one more <div>.
 // Extension code selects "#txt2img_prompt > label > textarea": through gradioApp(), such a selector also finds the
 // element one level deeper.
+// Likewise Gradio 3's tab buttons sat in "#tabs > .tab-nav"; here the button row (given the class tab-nav by
+// webuiMarkTabNavs) is inside one more <div class="tab-wrapper">.
 var GRADIO3_LABEL_CHILD = />\s*label\s*>\s*(textarea|input)/g;
+var GRADIO3_TAB_NAV_CHILD = />\s*\.tab-nav\b/g;
 
 function webuiGradio3Selector(selector) {
-    return typeof selector === "string" ? selector.replace(GRADIO3_LABEL_CHILD, "> label $1") : selector;
+    if (typeof selector !== "string") return selector;
+    return selector.replace(GRADIO3_LABEL_CHILD, "> label $1").replace(GRADIO3_TAB_NAV_CHILD, "> .tab-wrapper > .tab-nav");
+}
+
+function webuiMarkTabNavs() {
+    var lists = document.querySelectorAll('[role="tablist"]:not(.tab-nav)');
+    for (var i = 0; i < lists.length; i++) lists[i].classList.add("tab-nav");
 }
 
 // A1111 loads extension scripts in the page's <head>, so their `DOMContentLoaded` (and window `load`) listeners run
@@ -490,6 +499,7 @@ function webuiSettingsTouched(event) {
 }
 
 function webuiOnMutations(mutations) {
+    webuiMarkTabNavs();
     webuiCheckUiLoaded();
     executeCallbacks(uiUpdateCallbacks, mutations);
     clearTimeout(webuiPage.afterUpdateTimer);

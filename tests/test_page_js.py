@@ -207,6 +207,10 @@ def test_update_and_tab_callbacks_fire(loaded_page):
     assert page.evaluate("get_tab_index('tabs')") == 0
 
 
+def get_current_tab_text(page) -> str:
+    return page.evaluate("document.querySelector('#tabs [role=tablist] button[aria-selected=true]').textContent.trim()")
+
+
 def test_helpers_behave_as_a1111s(loaded_page):
     page, _ = loaded_page
     assert re.fullmatch(r"task\([A-Za-z0-9]{15}\)", page.evaluate("randomId()"))
@@ -220,6 +224,9 @@ def test_helpers_behave_as_a1111s(loaded_page):
     assert page.evaluate("""gradioApp().querySelector('#txt2img_prompt > label > textarea')
         === document.querySelector('#txt2img_prompt textarea')""") is True
     assert page.evaluate("gradioApp().querySelectorAll('#txt2img_prompt > label > textarea').length") == 1
+    # and A1111's "#tabs > .tab-nav > button" the top-level tab buttons
+    assert page.evaluate("gradioApp().querySelector('#tabs > .tab-nav > button.selected').textContent.trim()") \
+        == get_current_tab_text(page)
     # updateInput makes Gradio see a value set from JavaScript: the token counter counts the new prompt
     page.evaluate("""(() => {
         const area = gradioApp().querySelector('#txt2img_prompt textarea');
