@@ -128,6 +128,12 @@ def setup_img2img_steps(p: Any, steps: int | None = None) -> tuple[int, int]:
     return p.steps, int(min(strength, 0.999) * p.steps)
 
 
+def apply_refiner(cfg_denoiser: Any, sigma: Any = None) -> bool:
+    """A1111 switches to the refiner checkpoint from inside the denoiser; here processing runs the refiner's steps
+    itself, so a denoiser never has to (False: nothing was switched)."""
+    return False
+
+
 class Sampler:
     """A1111's sampler object, with its attributes. The real work is the core's sampling loop: while a job samples
     with this object, the loop calls `self.model_wrap_cfg.combine_denoised(...)` (when an extension changed it) and

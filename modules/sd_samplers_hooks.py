@@ -18,6 +18,11 @@ from modules.sampling import samplers as core_samplers
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 from modules.sd_samplers_common import SamplerData, sampler_table
 
+# The methods as this WebUI defines them, taken before any extension can patch them: a replacement on any class
+# (KDiffusionSampler, or the Sampler base as multidiffusion-upscaler does) differs from these.
+_DEFAULT_CALLBACK_STATE = sd_samplers_common.Sampler.callback_state
+_DEFAULT_COMBINE_DENOISED = CFGDenoiser.combine_denoised
+
 
 def find_sampler_config(name: str | None) -> SamplerData | None:
     """The table entry of a sampler name (None: the first sampler); unknown names give None, as in A1111."""
@@ -78,9 +83,9 @@ def attach_to_pass(params: hooks.SamplerStartParams) -> None:
     cfg = sampler.model_wrap_cfg
     if cfg is not None:
         cfg.steps, cfg.total_steps, cfg.step = params.steps, params.total_steps, 0
-        if _overrides(type(cfg), "combine_denoised", CFGDenoiser.combine_denoised, cfg):
+        if _overrides(type(cfg), "combine_denoised", _DEFAULT_COMBINE_DENOISED, cfg):
             params.combine_denoised = _guidance_by(cfg)
-    if _overrides(type(sampler), "callback_state", sd_samplers_common.Sampler.callback_state, sampler):
+    if _overrides(type(sampler), "callback_state", _DEFAULT_CALLBACK_STATE, sampler):
         params.step_callback = _step_callback_of(sampler)
 
 

@@ -240,3 +240,30 @@ def test_a_callback_that_changes_nothing_changes_no_pixel(tiny_app, patched_call
     plain = tiny_app.run_job(Job(**small))
     assert steps == [0, 1, 2]
     assert np.abs(_pixels(watched.images[0]) - _pixels(plain.images[0])).max() <= 1
+
+
+def test_the_loop_is_handed_what_extensions_replaced_and_nothing_else():
+    """Which of a job's sampler object's methods the loop must call: none by default (its own guidance is the
+    same maths, and faster); a callback_state replaced on KDiffusionSampler or on the Sampler base (as
+    multidiffusion-upscaler does); a combine_denoised replaced on the CFGDenoiser class."""
+    from modules import hooks
+    from modules.sd_samplers_cfg_denoiser import CFGDenoiser
+
+    def attached(sampler_name: str = "Euler") -> hooks.SamplerStartParams:
+        params = hooks.SamplerStartParams(Job(sampler_name=sampler_name), None, 4, 4)
+        hooks.fire("sampler_start", params)
+        return params
+
+    plain = attached()
+    assert plain.step_callback is None and plain.combine_denoised is None
+    assert isinstance(plain.job.sampler, sd_samplers_kdiffusion.KDiffusionSampler) and plain.job.sampler.p is plain.job
+    original_callback, original_combine = sd_samplers_common.Sampler.callback_state, CFGDenoiser.combine_denoised
+    try:
+        sd_samplers_common.Sampler.callback_state = lambda self, d: None
+        CFGDenoiser.combine_denoised = lambda self, x_out, conds_list, uncond, cond_scale: x_out[:1]
+        patched = attached()
+        assert patched.step_callback is not None and patched.combine_denoised is not None
+        assert attached("DDIM").step_callback is not None  # the base class is every sampler's
+    finally:
+        sd_samplers_common.Sampler.callback_state, CFGDenoiser.combine_denoised = original_callback, original_combine
+    assert sd_samplers_common.apply_refiner(None) is False
