@@ -67,7 +67,8 @@ var GRADIO3_TAB_NAV_CHILD = />\s*\.tab-nav\b/g;
 
 function webuiGradio3Selector(selector) {
     if (typeof selector !== "string") return selector;
-    return selector.replace(GRADIO3_LABEL_CHILD, "> label $1").replace(GRADIO3_TAB_NAV_CHILD, "> .tab-wrapper > .tab-nav");
+    return selector.replace(GRADIO3_LABEL_CHILD, "> label $1")
+        .replace(GRADIO3_TAB_NAV_CHILD, "> .tab-wrapper > .tab-nav");
 }
 
 function webuiMarkTabNavs() {
