@@ -29,8 +29,10 @@ class ExtensionStatus:
         """"incompatible", "failed" (a script or the install step failed), "loaded", or "" (nothing ran yet)."""
         if self.incompatible:
             return "incompatible"
-        if self.failed_scripts or self.install_error:
+        if self.failed_scripts or (self.install_error and not self.loaded_scripts):
             return "failed"
+        # scripts that loaded although install.py failed (e.g. an optional extra it wanted): loaded, and the
+        # summary still says what the install step reported
         return "loaded" if self.loaded_scripts else ""
 
     def summary(self) -> str:

@@ -74,7 +74,8 @@ def test_install_runs_install_py_and_lists_git_details(setup):
     assert record["remote"] == f"file://{repo}" and record["branch"] == "main" and record["enabled"] is True
     assert record["commit_hash"] == _git(repo, "rev-parse", "HEAD").strip() and record["commit_date"] > 0
     assert listed[0].metadata == {"Extension": {"name": "sd-webui-template"}}
-    assert extensions.enabled_script_dirs(opts, cmd_opts) == [os.path.join(installed.path, "scripts")]
+    assert [d for d in extensions.enabled_script_dirs(opts, cmd_opts) if "extensions-builtin" not in d] == \
+        [os.path.join(installed.path, "scripts")]
     # install.py runs again only when it changed, not on every start
     extensions.run_install_scripts_at_start(opts, cmd_opts)
     assert marker.read_text() == "x"
@@ -190,7 +191,7 @@ def test_api_install_refused_with_listen_and_allowed_with_the_flag(tmp_path):
                        "--enable-insecure-extension-access") as (url, _):
         installed = requests.post(f"{url}/sdapi/v1/extensions/install", json=body, timeout=120)
         assert installed.status_code == 200 and installed.json()["name"] == "template"
-        listed = requests.get(f"{url}/sdapi/v1/extensions", timeout=30).json()
+        listed = [e for e in requests.get(f"{url}/sdapi/v1/extensions", timeout=30).json() if not e["is_builtin"]]
         assert [e["name"] for e in listed] == ["template"] and listed[0]["remote"] == f"file://{repo}"
         again = requests.post(f"{url}/sdapi/v1/extensions/install", json=body, timeout=60)
         assert again.status_code == 400 and "already exists" in again.json()["detail"]
@@ -210,7 +211,8 @@ def test_ui_install_handler_refuses_when_exposed(app, tmp_path):
         extensions_tab.install_from_url(f"file://{repo}", "", "template")
     app.cmd_opts.enable_insecure_extension_access = True
     message, enabled, table, _ = extensions_tab.install_from_url(f"file://{repo}", "", "template")
-    assert "Installed into" in message and "template" in table and enabled.value == ["template"]
+    assert "Installed into" in message and "template" in table
+    assert [n for n in enabled.value if n != "freeu"] == ["template"]  # the built-in FreeU is enabled too
 
 
 def test_installed_extension_runs_unchanged_after_restart(tmp_path):

@@ -21,7 +21,11 @@ def load_state(extension: extensions.Extension) -> dict[str, object]:
     """What happened to the extension in this run (modules.extension_status), "disabled" when it is off."""
     if not extension.enabled:
         return {"state": "disabled", "summary": "disabled"}
-    return extension_status.status(extension.name).as_dict()
+    state = extension_status.status(extension.name).as_dict()
+    problems = getattr(extension, "requirement_errors", None) or []
+    if problems:  # an unmet metadata.ini `Requires` (A1111 loads the extension anyway and says so)
+        state["summary"] = "; ".join([str(state["summary"] or ""), *problems]).strip("; ")
+    return state
 
 
 def installed_table(items: list[extensions.Extension]) -> str:
