@@ -115,12 +115,6 @@ def page_head(opts: Any, cmd_opts: Any,
     return "\n".join(tags)
 
 
-def page_assets(opts: Any, cmd_opts: Any,
-                extension_filter: Callable[[extensions.Extension], bool] | None = None) -> tuple[str, str]:
-    """(CSS, head) as `extensions.page_assets` gave them: the CSS is now linked from the head."""
-    return "", page_head(opts, cmd_opts, extension_filter)
-
-
 # --- routes ---------------------------------------------------------------------------------------------------------
 
 def _logged_in(app: Any, request: Any) -> bool:
