@@ -40,26 +40,112 @@ A1111_JS_GLOBALS = frozenset({
     "requestGet", "keyupEditAttention", "inputAccordionChecked", "setupAccordion",
     "extensions_apply", "extensions_check", "install_extension_from_index", "toggle_all_extensions",
     "toggle_extension", "dimensionChange", "settingsShowAllTabs", "settingsShowOneTab", "attachGalleryListeners",
-    "imageMaskResize", "setupResizeHandle", "gradio_config",
+    "imageMaskResize", "setupResizeHandle",
 })
 
-_COMMENT = re.compile(r"/\*.*?\*/|(?<![:\\])//[^\n]*", re.S)
-_STRING = re.compile(r"'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"")
 _DEFINITION = re.compile(
     r"(?:function\s*\*?\s*([A-Za-z_$][\w$]*)\s*\()"          # function NAME(
     r"|(?:\b(?:var|let|const)\s+([A-Za-z_$][\w$]*))"          # var NAME
     r"|(?:\bwindow\.([A-Za-z_$][\w$]*)\s*=(?!=))"             # window.NAME =
     r"|(?:^\s*([A-Za-z_$][\w$]*)\s*=(?!=))"                   # NAME = at the start of a line (sloppy global)
-    r"|(?:\bclass\s+([A-Za-z_$][\w$]*))",
+    r"|(?:\bclass\s+([A-Za-z_$][\w$]*))"
+    r"|(?:(?:^|[{};,])\s*(?:(?:async|static|get|set)\s+)*([A-Za-z_$][\w$]*)\s*\([^()]*\)\s*\{)",  # method NAME() {
     re.M)
 _PARAMETERS = re.compile(r"(?:function\s*[\w$]*\s*\(([^)]*)\))|(?:\(([^()]*)\)\s*=>)|(?:\b([A-Za-z_$][\w$]*)\s*=>)")
 _IDENTIFIER = re.compile(r"(?<![\w$.])(?:window\.)?([A-Za-z_$][\w$]*)(?![\w$])(?!\s*:(?!:))")
 
 
+_REGEX_BEFORE = set("(,=:[!&|?{};+-*%<>~^")
+_REGEX_AFTER_WORDS = ("return", "typeof", "case", "do", "else", "in", "of", "void", "yield", "await", "delete", "new")
+
+
+def _template_text(source: str, i: int) -> tuple[int, bool]:
+    """Skip a template literal's text from `i`; returns where it ends and whether a `${` expression starts there."""
+    n = len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "\\":
+            i += 2
+        elif ch == "`":
+            return i + 1, False
+        elif ch == "$" and source.startswith("{", i + 1):
+            return i + 2, True
+        else:
+            i += 1
+    return n, False
+
+
+def _regex_allowed(out: list[str], prev: str) -> bool:
+    """Whether a `/` here starts a regular expression literal (rather than a division)."""
+    if not prev or prev in _REGEX_BEFORE:
+        return True
+    if prev.isalpha():
+        tail = "".join(out[-12:]).rstrip()
+        return tail.endswith(_REGEX_AFTER_WORDS)
+    return False
+
+
 def strip_js(source: str) -> str:
-    """Comments and string literals blanked (template literals are kept: their `${}` parts are code)."""
-    source = _COMMENT.sub(" ", source)
-    return _STRING.sub('""', source)
+    """The code of a script with comments, string, template and regular-expression literals blanked (a small
+    scanner: minified bundles put quotes and slashes inside regular expressions, which a regex-based strip misreads);
+    the `${...}` parts of templates stay, they are code."""
+    out: list[str] = []
+    braces: list[int] = []  # per open `${`: the `{` depth inside it
+    prev = ""
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        nxt = source[i + 1] if i + 1 < n else ""
+        if ch in "\"'":
+            j = i + 1
+            while j < n and source[j] != ch and source[j] != "\n":
+                j += 2 if source[j] == "\\" else 1
+            out.append('""')
+            i, prev = j + 1, '"'
+            continue
+        if ch == "`" or (ch == "}" and braces and braces[-1] == 0):
+            if ch == "}":
+                braces.pop()
+            i, expression = _template_text(source, i + 1)
+            out.append('"" ')
+            if expression:
+                braces.append(0)
+            prev = '"'
+            continue
+        if ch == "/" and nxt == "/":
+            end = source.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if ch == "/" and nxt == "*":
+            end = source.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            out.append(" ")
+            continue
+        if ch == "/" and _regex_allowed(out, prev):
+            j, in_class = i + 1, False
+            while j < n and source[j] != "\n":
+                if source[j] == "\\":
+                    j += 2
+                    continue
+                if source[j] == "[":
+                    in_class = True
+                elif source[j] == "]":
+                    in_class = False
+                elif source[j] == "/" and not in_class:
+                    break
+                j += 1
+            out.append('""')
+            i, prev = j + 1, '"'
+            continue
+        if braces and ch == "{":
+            braces[-1] += 1
+        elif braces and ch == "}":
+            braces[-1] -= 1
+        out.append(ch)
+        if not ch.isspace():
+            prev = ch
+        i += 1
+    return "".join(out)
 
 
 def defined_globals(source: str) -> set[str]:

@@ -175,7 +175,6 @@ class _PythonReader(ast.NodeVisitor):
         self.try_depth = 0
         self.gradio_forms = gradio_forms
         self.p_reads: list[tuple[str, int, bool]] = []
-        self.p_writes: set[str] = set()
         self.classes: list[tuple[str, list[list[str]], list[str], int]] = []
         self.p_is_processing: list[bool] = []  # per enclosing function: is `p` its parameter (A1111's job)?
         self.functions: list[ast.AST] = []
@@ -281,14 +280,35 @@ class _PythonReader(ast.NodeVisitor):
 
     # --- guards
     def visit_Try(self, node: ast.AST) -> None:
+        # the body may fail (the extension copes), and a handler is the fallback for another WebUI version
         self.try_depth += 1
-        for child in node.body:
+        for child in [*node.body, *node.handlers]:
             self.visit(child)
         self.try_depth -= 1
-        for child in [*node.handlers, *node.orelse, *node.finalbody]:
+        for child in [*node.orelse, *node.finalbody]:
             self.visit(child)
 
     visit_TryStar = visit_Try
+
+    @staticmethod
+    def _tests_hasattr(test: ast.AST) -> bool:
+        return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "hasattr"
+                   for n in ast.walk(test))
+
+    def visit_If(self, node: ast.If | ast.IfExp) -> None:
+        """`if hasattr(shared, "native"): shared.native ...` is a guarded use."""
+        if not self._tests_hasattr(node.test):
+            self.generic_visit(node)
+            return
+        self.visit(node.test)
+        self.try_depth += 1
+        for child in node.body if isinstance(node.body, list) else [node.body]:
+            self.visit(child)
+        self.try_depth -= 1
+        for child in node.orelse if isinstance(node.orelse, list) else [node.orelse]:
+            self.visit(child)
+
+    visit_IfExp = visit_If
 
     # --- uses
     def visit_Attribute(self, node: ast.Attribute) -> None:
@@ -300,10 +320,8 @@ class _PythonReader(ast.NodeVisitor):
             if parts[1] in ("Box", "Variable"):
                 self.gradio_forms.append((f"gr.{parts[1]}", self._at(node), self.try_depth > 0))
         if parts[0] == "p" and len(parts) >= 2 and self.p_is_processing and self.p_is_processing[-1]:
-            if isinstance(node.ctx, ast.Load) and len(parts) == 2:
+            if len(parts) > 2 or isinstance(node.ctx, ast.Load):  # `p.x.y = ...` reads p.x too
                 self.p_reads.append((parts[1], getattr(node, "lineno", 0), self.try_depth > 0))
-            elif isinstance(node.ctx, ast.Store) and len(parts) == 2:
-                self.p_writes.add(parts[1])
         full = self._resolve(parts)
         if full is not None:
             self._record_a1111(full, node)
@@ -376,12 +394,10 @@ class _PythonReader(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
-        # `p` is A1111's job only where it is the function's parameter and never rebound (not a Path, a loop value)
+        # `p` is A1111's job where it is the function's parameter (elsewhere it is often a Path or a loop value)
         arguments = node.args
         params = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
-        rebound = any(isinstance(n, ast.Name) and n.id == "p" and isinstance(n.ctx, ast.Store)
-                      for n in ast.walk(node))
-        self.p_is_processing.append("p" in params and not rebound)
+        self.p_is_processing.append("p" in params)
         self.functions.append(node)
         # names bound in the function shadow an imported A1111 module (`images = []` after `from modules import
         # images`); nested functions count with it (a rough rule, never wrong the other way round)
@@ -470,9 +486,8 @@ def read_python(usage: ExtensionUsage, root: str) -> list[tuple[str, str, bool]]
             continue
         reader = _PythonReader(usage, rel, gradio_forms)
         reader.visit(tree)
-        written = reader.p_writes
         for attr, line, guarded in reader.p_reads:
-            if attr not in written and attr in A1111_P_ATTRIBUTES:
+            if attr in A1111_P_ATTRIBUTES:
                 usage.add(f"p.{attr}", "p_attribute", f"{rel}:{line}", guarded)
         for name, bases, methods, line in reader.classes:
             pending.append((name, bases, methods, f"{rel}:{line}"))
