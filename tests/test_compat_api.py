@@ -102,6 +102,9 @@ def test_text2imgapi_answers_a1111s_response_model(tiny_app):
     assert image.size == (64, 64)
     assert "a blue cube" in image.info["parameters"] and "Seed: 3" in response.info
     assert response.parameters["prompt"] == "a blue cube"
+    with tiny_app.queue_lock:  # an extension's own queue turn (agent-scheduler): runs inside it, no deadlock
+        inside = api.Api(FastAPI()).text2imgapi(request)
+    assert inside.images[0] == response.images[0]  # same seed: the same image
     progress = api.Api(FastAPI()).progressapi()
     assert isinstance(progress, models.ProgressResponse) and progress.progress == 0
 

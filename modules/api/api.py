@@ -135,15 +135,25 @@ class Api:
 
     # --- the routes, called directly (extensions such as task queues do) -------------------------------------
 
-    def text2imgapi(self, txt2imgreq: models.Txt2ImgRequest) -> models.TextToImageResponse:
+    @staticmethod
+    def _generate(request: models.Txt2ImgRequest, img2img: bool) -> dict[str, Any]:
+        """The route's answer; called from inside a turn of the queue (an extension holding `queue_lock`), the job
+        runs right there instead of queueing behind its own caller."""
         from modules import api as routes
 
-        return models.TextToImageResponse(**routes.generate(txt2imgreq, False))
+        if not shared.runner.in_turn():
+            return routes.generate(request, img2img)
+        job = routes.checked_build_job(request, img2img)
+        routes.attach_scripts(job, request, img2img)
+        processed = shared.run_job(job, "img2img" if img2img else "txt2img")
+        return routes._response(request, processed, job.init_images if img2img and request.include_init_images
+                                else None)
+
+    def text2imgapi(self, txt2imgreq: models.Txt2ImgRequest) -> models.TextToImageResponse:
+        return models.TextToImageResponse(**self._generate(txt2imgreq, False))
 
     def img2imgapi(self, img2imgreq: models.Img2ImgRequest) -> models.ImageToImageResponse:
-        from modules import api as routes
-
-        return models.ImageToImageResponse(**routes.generate(img2imgreq, True))
+        return models.ImageToImageResponse(**self._generate(img2imgreq, True))
 
     def pnginfoapi(self, req: models.PNGInfoRequest) -> models.PNGInfoResponse:
         from modules import api as routes
