@@ -80,14 +80,22 @@ def _extension_files(extension: extensions.Extension) -> tuple[list[PageFile], l
     return scripts, [PageFile(f"{prefix}/style.css", style)] if style.is_file() else []
 
 
+def _page_extensions(opts: Any, cmd_opts: Any,
+                     extension_filter: Callable[[extensions.Extension], bool] | None) -> list[extensions.Extension]:
+    """The enabled extensions the filter keeps, in `extensions.list_extensions` order."""
+    return [e for e in extensions.list_extensions(opts, cmd_opts)
+            if e.enabled and (extension_filter is None or extension_filter(e))]
+
+
 def page_files(opts: Any, cmd_opts: Any,
-               extension_filter: Callable[[extensions.Extension], bool] | None = None) -> list[PageFile]:
+               extension_filter: Callable[[extensions.Extension], bool] | None = None,
+               page_extensions: list[extensions.Extension] | None = None) -> list[PageFile]:
     """Every file of the page's head in A1111's order: helpers, extension scripts, the start, stylesheets."""
     scripts = [PageFile("webui/javascript/a1111_page.js", PAGE_HELPERS)]
     stylesheets: list[PageFile] = []
-    for extension in extensions.list_extensions(opts, cmd_opts):
-        if not extension.enabled or (extension_filter is not None and not extension_filter(extension)):
-            continue
+    if page_extensions is None:
+        page_extensions = _page_extensions(opts, cmd_opts, extension_filter)
+    for extension in page_extensions:
         extension_scripts, extension_styles = _extension_files(extension)
         scripts += extension_scripts
         stylesheets += extension_styles
@@ -98,11 +106,11 @@ def page_head(opts: Any, cmd_opts: Any,
               extension_filter: Callable[[extensions.Extension], bool] | None = None) -> str:
     """The `<head>` HTML that loads the page helpers and the extensions' files (and allows the file route to serve
     exactly those). `extension_filter(extension)` False leaves an enabled extension's files out."""
-    files = page_files(opts, cmd_opts, extension_filter)
+    page_extensions = _page_extensions(opts, cmd_opts, extension_filter)
+    files = page_files(opts, cmd_opts, page_extensions=page_extensions)
     _served.clear()
     _served.update({f.key: f.path for f in files})
-    _file_roots[:] = [ROOT / "tmp", *(Path(e.path) for e in extensions.list_extensions(opts, cmd_opts)
-                                      if e.enabled and (extension_filter is None or extension_filter(e)))]
+    _file_roots[:] = [ROOT / "tmp", *(Path(e.path) for e in page_extensions)]
     tags = []
     for f in files:
         url = html.escape(f.url, quote=True)
