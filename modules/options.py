@@ -338,6 +338,11 @@ def default_option_table() -> dict[str, OptionInfo]:
         "show_progress_type": OptionInfo("Auto", "Live preview method",
                                          choices=["Auto", "Full", "TAESD", "Approx cheap"]),
     }))
+    table.update(options_section(("extensions", "Extensions"), {
+        "auto_install_extension_packages": OptionInfo(
+            True, "Install a package an extension imports without installing it (timm, scikit-learn …) on first use, "
+                  "pinned so it can never replace this program's own packages"),
+    }))
     table.update(options_section(("hidden", "Hidden options"), {
         "disabled_extensions": OptionInfo([], "Disable these extensions"),
         "disable_all_extensions": OptionInfo("none", "Disable all extensions (keeps the list of disabled extensions)",
