@@ -5,8 +5,9 @@ Every `ScriptPostprocessing` subclass defined by a loaded script file is found (
 loads scripts), ordered by the `postprocessing_operation_order` setting, then `order`, then name. The Extras job
 (`modules.postprocessing.run_extras`, core) fires the `extras_image` hook for each image after upscaling and
 before saving; `connect()` attaches the runner there, so the scripts change the image that is saved and returned.
-Their arguments are the values their `ui()` components start with, unless `ScriptPostprocessingRunner.args` is set
-(the Extras tab's controls, or `create_args_for_run` as A1111's API does). An adapter: the core never imports it.
+Their arguments are the Extras job's own (`request.script_args`, the Extras tab's controls, in `setup_ui()`'s
+order), else `ScriptPostprocessingRunner.args` (e.g. `create_args_for_run` as A1111's API does), else the values
+their `ui()` components start with. An adapter: the core never imports it.
 """
 
 from __future__ import annotations
@@ -239,7 +240,10 @@ def _on_extras_image(params: Any) -> None:
     if not scripts_runner.scripts_in_preferred_order():
         return
     pp = PostprocessedImage(params.image)
-    args = scripts_runner.args if scripts_runner.args is not None else scripts_runner.default_args()
+    # the job's own values (an ExtrasRequest's `script_args`, set by the Extras tab), else the runner's, else defaults
+    args = getattr(getattr(params, "request", None), "script_args", None)
+    if args is None:
+        args = scripts_runner.args if scripts_runner.args is not None else scripts_runner.default_args()
     scripts_runner.run(pp, args)
     params.image = pp.image
     params.info.update(pp.info)
