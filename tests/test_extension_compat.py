@@ -47,6 +47,38 @@ EXTENSIONS = {
     "ext-broken/scripts/a.py": '''
         raise ValueError("boom on the first line\\nand more detail below")
     ''',
+    # A1111's built-in Lora extension's modules: the lists work, rescaling the loaded networks is refused
+    "ext-lora-list/scripts/lora_list.py": '''
+        import networks
+        from modules import scripts
+
+        class LoraList(scripts.Script):
+            def title(self):
+                return "Lora list"
+
+            def show(self, is_img2img):
+                return scripts.AlwaysVisible
+
+            def process(self, p, *args):
+                networks.list_available_networks()
+                on_disk = networks.available_network_aliases["trained-alias"]
+                p.extra_generation_params["Lora listed"] = f"{on_disk.name}/{on_disk.alias}"
+    ''',
+    "ext-lora-rescale/scripts/rescale.py": '''
+        import networks
+        from modules import scripts
+
+        class Rescale(scripts.Script):
+            def title(self):
+                return "Rescale"
+
+            def show(self, is_img2img):
+                return scripts.AlwaysVisible
+
+            def process(self, p, *args):
+                for net in networks.loaded_networks:  # A1111: rescale each loaded LoRA's layers in place
+                    net.te_multiplier = 0
+    ''',
     "ext-guarded/scripts/guarded.py": '''
         try:
             import ldm.modules.attention  # noqa: F401
@@ -58,6 +90,13 @@ EXTENSIONS = {
 
 
 def write_extensions(root: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    lora_dir = root / "models" / "Lora"
+    lora_dir.mkdir(parents=True)
+    save_file({"x": torch.zeros(1)}, str(lora_dir / "file-name.safetensors"),
+              metadata={"ss_output_name": "trained-alias"})
     for relative, code in EXTENSIONS.items():
         path = root / "extensions" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +118,7 @@ def test_extension_settings_exist_under_nowebui_and_reach_the_job(api_only_serve
     assert options["ext_settings_factor"] == 3
     body = requests.post(f"{url}/sdapi/v1/txt2img", json={**SMALL, "prompt": "a red circle"}, timeout=120).json()
     assert "Ext factor: 3" in body["info"]
+    assert "Lora listed: file-name/trained-alias" in body["info"]  # A1111's networks lists, over our registry
     requests.post(f"{url}/sdapi/v1/options", json={"ext_settings_factor": 7}, timeout=30).raise_for_status()
     body = requests.post(f"{url}/sdapi/v1/txt2img", json={**SMALL, "prompt": "a red circle"}, timeout=120).json()
     assert "Ext factor: 7" in body["info"]
@@ -87,9 +127,14 @@ def test_extension_settings_exist_under_nowebui_and_reach_the_job(api_only_serve
 @pytest.mark.timeout(240)
 def test_extension_status_is_honest(api_only_server):
     url, log_path = api_only_server
+    requests.post(f"{url}/sdapi/v1/txt2img", json={**SMALL, "prompt": "a circle"}, timeout=120).raise_for_status()
     records = {r["name"]: r for r in requests.get(f"{url}/sdapi/v1/extensions", timeout=30).json()}
     assert records["ext-settings"]["load_state"] == "loaded"
     assert records["ext-guarded"]["load_state"] == "loaded"  # its try/except ImportError fallback ran
+    assert records["Lora"]["load_state"] == "loaded" and records["Lora"]["is_builtin"]
+    # once a job ran, the script that rescales A1111's loaded networks is shown incompatible (the job still ran)
+    rescale = records["ext-lora-rescale"]
+    assert rescale["load_state"] == "incompatible" and "networks.loaded_networks" in rescale["incompatible"]
     ldm = records["ext-ldm"]
     assert ldm["load_state"] == "incompatible"
     assert "ldm.modules.attention" in ldm["incompatible"] and "diffusers" in ldm["incompatible"]
