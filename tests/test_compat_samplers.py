@@ -148,9 +148,16 @@ def test_a_cfg_denoiser_subclass_guides_the_real_loop(tiny_app, tmp_path, sample
 
 @pytest.fixture
 def patched_callback_state():
-    original = sd_samplers_kdiffusion.KDiffusionSampler.callback_state
-    yield original
-    sd_samplers_kdiffusion.KDiffusionSampler.callback_state = original
+    """KDiffusionSampler.callback_state as it is (inherited from the Sampler base), put back afterwards exactly:
+    inherited again, not as a class attribute of its own, which would hide a later patch of the base."""
+    cls = sd_samplers_kdiffusion.KDiffusionSampler
+    own = vars(cls).get("callback_state")
+    yield cls.callback_state
+    if own is None:
+        if "callback_state" in vars(cls):
+            del cls.callback_state
+    else:
+        cls.callback_state = own
 
 
 def test_a_replaced_callback_state_sees_and_changes_every_step(tiny_app, patched_callback_state):
