@@ -30,7 +30,8 @@ while the UI is built is announced to the scripts of the tab being built and to 
 is done here for the blocks extensions make themselves; the WebUI's own blocks are announced by
 `script_callbacks.create_component` (`modules.ui.components.create`), so a router registered here marks those and
 the patched constructor leaves them alone: nothing is announced twice. Not announced: the `Form` blocks Gradio
-wraps around form fields itself when a `Blocks` closes (nobody asked for them; they have no elem_id).
+wraps around form fields itself when a `Blocks` closes (nobody asked for them; they have no elem_id), and
+components an event function returns as an update (Gradio 3 returned `gr.X.update` dicts there, not blocks).
 """
 
 from __future__ import annotations
@@ -110,9 +111,11 @@ def translate_constructor_kwargs(accepted: frozenset[str] | None, kwargs: dict[s
         out["variant"] = "secondary"
     if out.get("type") == "file" and "file_count" in accepted:
         out["type"] = "filepath"
-    for name in DROPPED_CONSTRUCTOR_ARGS:
-        if name in out and name not in accepted:
-            del out[name]
+    dropped = [name for name in DROPPED_CONSTRUCTOR_ARGS if name in out and name not in accepted]
+    for name in dropped:
+        del out[name]
+    if dropped:
+        log.debug("Gradio 3 arguments without a counterpart here, ignored: %s", ", ".join(sorted(dropped)))
     return out
 
 
