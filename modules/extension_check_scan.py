@@ -171,6 +171,7 @@ class _PythonReader(ast.NodeVisitor):
         self.usage = usage
         self.where = where
         self.aliases: dict[str, list[str]] = {}   # local name -> A1111 dotted name
+        self.guarded_aliases: set[str] = set()
         self.gradio_names: set[str] = set()
         self.try_depth = 0
         self.gradio_forms = gradio_forms
@@ -223,6 +224,19 @@ class _PythonReader(ast.NodeVisitor):
                 return  # a setting key
             self.usage.add(f"{first}.{rest[1]}", "attribute", at, guarded)
 
+    def _note_guard(self, alias: str) -> None:
+        """An alias bound inside a try (or its fallback handler) stands for a name the extension copes without."""
+        if self.try_depth:
+            self.guarded_aliases.add(alias)
+        else:
+            self.guarded_aliases.discard(alias)
+
+    def _record_through_alias(self, alias: str, full: list[str], node: ast.AST) -> None:
+        guarded = alias in self.guarded_aliases
+        self.try_depth += guarded
+        self._record_a1111(full, node)
+        self.try_depth -= guarded
+
     def _resolve(self, parts: list[str]) -> list[str] | None:
         """The A1111 dotted name a chain of local names stands for, or None."""
         target = self.aliases.get(parts[0])
@@ -247,8 +261,10 @@ class _PythonReader(ast.NodeVisitor):
                 self._record_a1111(parts, node)
                 if alias.asname:
                     self.aliases[alias.asname] = parts
+                    self._note_guard(alias.asname)
                 else:
                     self.aliases[root] = [root]
+                    self._note_guard(root)
             else:
                 self._third_party(root, node)
                 if root == "gradio":
@@ -269,6 +285,7 @@ class _PythonReader(ast.NodeVisitor):
                 full = parts + [alias.name]
                 self._record_a1111(full, node)
                 self.aliases[alias.asname or alias.name] = full
+                self._note_guard(alias.asname or alias.name)
         else:
             self._third_party(root, node)
 
@@ -310,6 +327,16 @@ class _PythonReader(ast.NodeVisitor):
 
     visit_IfExp = visit_If
 
+    def visit_BoolOp(self, node: ast.BoolOp) -> None:
+        """`hasattr(cmd_opts, "x") and cmd_opts.x`: the operands after a hasattr test are guarded."""
+        guarded = 0
+        for value in node.values:
+            self.try_depth += guarded
+            self.visit(value)
+            self.try_depth -= guarded
+            if not guarded and self._tests_hasattr(value):
+                guarded = 1
+
     # --- uses
     def visit_Attribute(self, node: ast.Attribute) -> None:
         parts = dotted(node)
@@ -324,7 +351,7 @@ class _PythonReader(ast.NodeVisitor):
                 self.p_reads.append((parts[1], getattr(node, "lineno", 0), self.try_depth > 0))
         full = self._resolve(parts)
         if full is not None:
-            self._record_a1111(full, node)
+            self._record_through_alias(parts[0], full, node)
         self._patching_signs(parts, node)
         # the chain's inner Attribute nodes are the same chain: do not visit them again
 
@@ -332,7 +359,7 @@ class _PythonReader(ast.NodeVisitor):
         if isinstance(node.ctx, ast.Load):
             full = self._resolve([node.id])
             if full is not None:
-                self._record_a1111(full, node)
+                self._record_through_alias(node.id, full, node)
 
     def _function_words(self) -> set[str]:
         """The names, attributes and strings of the enclosing function (what a forward patch is applied to)."""
