@@ -148,12 +148,12 @@ def without_autocast(disable: bool = False) -> contextlib.AbstractContextManager
     return contextlib.nullcontext()
 
 
-def cond_cast_unet(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.to(current_policy().dtype) if unet_needs_upcast else tensor
+def cond_cast_unet(input: torch.Tensor) -> torch.Tensor:  # `input`: A1111's parameter name
+    return input.to(current_policy().dtype) if unet_needs_upcast else input
 
 
-def cond_cast_float(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.float() if unet_needs_upcast else tensor
+def cond_cast_float(input: torch.Tensor) -> torch.Tensor:  # `input`: A1111's parameter name
+    return input.float() if unet_needs_upcast else input
 
 
 def test_for_nans(x: torch.Tensor, where: str) -> None:

@@ -131,16 +131,17 @@ def _mask_for(image_path: str, mask_dir: str | None) -> Image.Image | None:
     return None
 
 
-def process_batch(p: Job, input_dir: str, output_dir: str, inpaint_mask_dir: str | None, args: list[Any],
+def process_batch(p: Job, input: str, output_dir: str, inpaint_mask_dir: str | None, args: list[Any],
                   to_scale: bool = False, scale_by: float = 1.0, use_png_info: bool = False,
-                  png_info_props: list[str] | None = None, png_info_dir: str | None = None) -> Processed | None:
-    """Every image of `input_dir` through `p` (its mask from `inpaint_mask_dir` by file stem; with
+                  png_info_props: list[str] | None = None, png_info_dir: str | None = None
+                  ) -> Processed | None:  # A1111's parameter names (`input` included)
+    """Every image of the folder `input` through `p` (its mask from `inpaint_mask_dir` by file stem; with
     `use_png_info`, the prompt and the chosen infotext fields from the image's own parameters), saved into
     `output_dir` under the image's own name (the job's usual output folder when empty). Runs in the caller's turn
     of the queue (call it from a job). Returns the last image's result."""
-    files = _folder_images(input_dir)
+    files = _folder_images(input)
     if not files:
-        raise ValueError(f"No images in the batch input folder {input_dir}")
+        raise ValueError(f"No images in the batch input folder {input}")
     base_prompt, base_negative = p.prompt, p.negative_prompt
     shared.state.job_count = len(files) * max(1, int(p.n_iter))
     last: Processed | None = None

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modules import images, masking, upscaling
+from modules import hooks, images, masking, upscaling
 from modules.hooks import PostprocessBatchListArgs, PostprocessImageArgs, PostSampleArgs
 from modules.job_infotext import create_infotext, hires_infotext_params, hires_target_size
 from modules.job_spec import (  # noqa: F401 (A1111's names, importable from modules.processing)
@@ -136,6 +136,10 @@ def sampler_for_job(job: Job, ctx: Context, seeds: list[int], sampler_name: str 
     also what infotexts are written from, so scripts use it to describe the jobs they run."""
     opts = ctx.opts
     name, schedule = sampler_name or job.sampler_name, scheduler if sampler_name else job.scheduler
+    if hooks.active("sampler_name"):  # an extension's sampler entry (A1111's table) names the core sampler it runs
+        renamed = hooks.SamplerNameParams(name)
+        hooks.fire("sampler_name", renamed)
+        name = renamed.name
     eta = job.eta
     if eta is None and samplers.takes_eta(name, schedule):
         eta = opts.eta_ddim  # the ancestral samplers' eta is fixed at 1 in diffusers (A1111's default too)
@@ -173,10 +177,11 @@ def fix_seed(p: Job) -> None:
     p.subseed = get_fixed_seed(p.subseed)
 
 
-def process_images(job: Job, ctx: Context | None = None) -> Processed:
+def process_images(p: Job, ctx: Context | None = None) -> Processed:
     """Run a job to completion: per-image seeds, sampling, decoding, compositing, saving, infotexts.
 
     Without `ctx`, the job's own `context` is used (set by shared.run_job): scripts call `process_images(p)`."""
+    job = p
     ctx = ctx if ctx is not None else job.context
     if ctx is None:
         raise JobError("process_images needs a Context: run the job through shared.run_job")
@@ -306,6 +311,7 @@ def _process(job: Job, ctx: Context) -> Processed:
                                          prompt=job.all_prompts[index])
                 saved.append(path)
                 saved += _save_inpaint_masks(job, ctx, image, offset, text, index)
+    sampling.finish(job)  # A1111's extra_networks.deactivate, once after the last batch
     index_of_first = 0
     # A1111's grid_only_if_multiple: a one-image grid only when that setting is off
     if (len(outputs) > 1 or (outputs and not opts.grid_only_if_multiple)) and not interrupted:

@@ -13,11 +13,11 @@ import os
 import sys
 from typing import Any
 
-from modules import cmd_args, devices, upscaling
+from modules import cmd_args, devices, options, upscaling
 from modules.model_manager import ModelManager
 from modules.models.safe_load import CheckpointLoadError
 from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lora_registry
-from modules.options import OptionInfo, Options, options_section  # noqa: F401 (A1111's shared.OptionInfo & co.)
+from modules.options import OptionInfo, Options  # noqa: F401 (A1111's shared.OptionInfo & co.)
 from modules.processing import MODEL_SETTINGS, Context, Job, JobError, Processed, process_images
 from modules.prompts.textual_inversion import EmbeddingDatabase
 from modules.runner import JobCancelled, JobFuture, JobRunner, QueueLock
@@ -283,6 +283,12 @@ def __getattr__(name: str):
     if name in _A1111_COMPUTED:
         return _A1111_COMPUTED[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def options_section(section_identifier: tuple[str, ...], options_dict: dict[str, OptionInfo],
+                    category_id: str | None = None) -> dict[str, OptionInfo]:
+    """A1111's `shared.options_section` (its parameter names): the options of one Settings section."""
+    return options.options_section(section_identifier, options_dict, category_id)
 
 
 def list_checkpoint_tiles(use_short: bool = False) -> list[str]:
