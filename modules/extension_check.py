@@ -52,6 +52,7 @@ class ExtensionReport:
     source: str = ""                # the path or git URL given
     commit: str = ""
     ldm_patching: dict[str, str] = field(default_factory=dict)     # reason -> where
+    incompatible_uses: dict[str, str] = field(default_factory=dict)  # A1111 name refused here -> why (where)
     names: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> kind, where, guarded, missing (why)
     packages: dict[str, str] = field(default_factory=dict)          # import name -> how it is provided here
     prediction: str = "should work"
@@ -84,6 +85,7 @@ class ExtensionReport:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "source": self.source, "commit": self.commit,
                 "prediction": self.prediction, "reason": self.reason, "ldm_patching": dict(self.ldm_patching),
+                "incompatible_uses": dict(self.incompatible_uses),
                 "missing": self.missing, "missing_guarded": self.missing_guarded,
                 "needs_packages": self.needs_packages, "packages": dict(self.packages), "names": dict(self.names)}
 
@@ -120,6 +122,25 @@ def supported_gradio_forms() -> set[str]:
 def first_need_packages() -> dict[str, str]:
     """Import name -> package installed on first need (`modules.extension_installs.IMPORT_TO_PACKAGE`)."""
     return dict(_module_constant("modules/extension_installs.py", "IMPORT_TO_PACKAGE") or {})
+
+
+def load_manifest() -> dict[str, Any]:
+    """configs/a1111_surface.json: the census names (kinds, A1111 signatures) and the names refused here."""
+    try:
+        with open(MANIFEST_PATH, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"names": [], "incompatible": {}}
+
+
+def refused_name(name: str, incompatible: dict[str, str]) -> str | None:
+    """The manifest's reason when `name` (or the object it belongs to) exists here only to refuse."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        reason = incompatible.get(".".join(parts[:cut]))
+        if reason:
+            return reason
+    return None
 
 
 def builtin_preload_flags() -> set[str]:
@@ -201,6 +222,9 @@ def _predict(report: ExtensionReport) -> None:
         report.prediction = "incompatible"
         report.reason = "patches ldm/sgm model internals, which a diffusers model does not have: " + \
             "; ".join(f"{why} ({where})" for why, where in report.ldm_patching.items())
+    elif report.incompatible_uses:
+        report.prediction = "incompatible"
+        report.reason = "uses A1111 internals this program refuses: " + "; ".join(report.incompatible_uses.values())
     elif report.missing:
         report.prediction = "missing names"
         report.reason = ", ".join(report.missing)
@@ -221,6 +245,9 @@ def check_extensions(paths: list[str], sources: list[str] | None = None) -> list
     gradio_ok = supported_gradio_forms()
     first_need = first_need_packages()
     builtin_flags = builtin_preload_flags()
+    manifest = load_manifest()
+    a1111_kinds = {entry["name"]: entry["kind"] for entry in manifest.get("names", [])}
+    incompatible = manifest.get("incompatible", {})
     reports = []
     for index, (path, usage, uses) in enumerate(collected):
         report = ExtensionReport(name=os.path.basename(os.path.normpath(path)), path=path,
@@ -235,10 +262,16 @@ def check_extensions(paths: list[str], sources: list[str] | None = None) -> list
                 why = ""
             else:
                 why = lookup.get(use.name, "")
+            refused = refused_name(use.name, incompatible) or (why[len("incompatible: "):]
+                                                              if why.startswith("incompatible: ") else None)
+            if refused:
+                why = ""  # it exists; using it is the problem
+                if not use.guarded:
+                    report.incompatible_uses.setdefault(use.name, f"{refused} ({use.where})")
             info = report.names.get(use.name)
             if info is None:
-                report.names[use.name] = {"kind": use.kind, "where": use.where, "guarded": use.guarded,
-                                          "missing": why, "uses": 1}
+                report.names[use.name] = {"kind": use.kind, "a1111_kind": a1111_kinds.get(use.name, use.kind),
+                                          "where": use.where, "guarded": use.guarded, "missing": why, "uses": 1}
             else:
                 info["uses"] += 1
                 if info["guarded"] and not use.guarded:
@@ -284,6 +317,7 @@ def format_report(report: ExtensionReport) -> str:
     lines = [f"{report.name}: {report.prediction}"]
     if report.ldm_patching:
         lines += [f"  ldm-patching: {why} ({where})" for why, where in report.ldm_patching.items()]
+    lines += [f"  refused here: {name}: {why}" for name, why in report.incompatible_uses.items()]
     for name in report.missing:
         info = report.names[name]
         lines.append(f"  missing {info['kind']}: {name} ({info['where']}; {info['missing']})")

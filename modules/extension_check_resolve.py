@@ -42,18 +42,24 @@ def _import(name: str) -> tuple[Any, str]:
         return None, f"import fails: {e.__class__.__name__}: {e}"
 
 
+class _Refused(Exception):
+    """The name exists here only to refuse: reading it raised IncompatibleExtensionError."""
+
+
 def _has(obj: Any, attr: str) -> bool:
     try:
         getattr(obj, attr)
         return True
     except AttributeError:
         return False
-    except Exception:  # exists, but its value depends on the running app
+    except Exception as e:  # exists, but its value depends on the running app, or it refuses
+        if any(cls.__name__ == "IncompatibleExtensionError" for cls in type(e).__mro__):
+            raise _Refused(str(e)) from e
         return True
 
 
 def lookup(name: str, parser_dests: set[str]) -> str:
-    """"" when `name` exists here, else why not."""
+    """"" when `name` exists here, else why not (raises _Refused for a name that exists only to refuse)."""
     if name.startswith("cmd_opts."):
         return "" if name.split(".", 1)[1] in parser_dests else "no such flag"
     if name.startswith(("Script.", "ScriptPostprocessing.")):
@@ -206,7 +212,13 @@ def check_signature(name: str, a1111_signature: str) -> list[str]:
 def resolve(names: list[str]) -> dict[str, str]:
     add_builtin_extension_paths()
     dests = parser_dests()
-    return {name: lookup(name, dests) for name in names}
+    answers = {}
+    for name in names:
+        try:
+            answers[name] = lookup(name, dests)
+        except _Refused as e:
+            answers[name] = f"incompatible: {e}"
+    return answers
 
 
 def main() -> None:

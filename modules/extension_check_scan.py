@@ -347,7 +347,8 @@ class _PythonReader(ast.NodeVisitor):
             if parts[1] in ("Box", "Variable"):
                 self.gradio_forms.append((f"gr.{parts[1]}", self._at(node), self.try_depth > 0))
         if parts[0] == "p" and len(parts) >= 2 and self.p_is_processing and self.p_is_processing[-1]:
-            if len(parts) > 2 or isinstance(node.ctx, ast.Load):  # `p.x.y = ...` reads p.x too
+            # `p.x.y = ...` reads p.x too; replacing p.sample / p.init counts as using them
+            if len(parts) > 2 or isinstance(node.ctx, ast.Load) or parts[1] in ("sample", "init"):
                 self.p_reads.append((parts[1], getattr(node, "lineno", 0), self.try_depth > 0))
         full = self._resolve(parts)
         if full is not None:

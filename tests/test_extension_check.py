@@ -50,6 +50,11 @@ FIXTURES = {
     "flags": {"preload.py": "def preload(parser):\n    parser.add_argument('--my-ext-dir', default='x')\n",
               "scripts/a.py": "from modules import shared\na = shared.cmd_opts.my_ext_dir\n"
                               "b = shared.cmd_opts.no_such_flag_for_the_check\nc = shared.cmd_opts.lora_dir\n"},
+    "refused": {"scripts/a.py": SCRIPT_HEAD + textwrap.dedent("""
+        class MyScript(scripts.Script):
+            def process(self, p, *args):
+                p.sample = lambda *a, **k: None
+        """)},
     "guarded": {"scripts/a.py": "try:\n    from modules import forge_only_name_for_the_check\nexcept ImportError:\n"
                                 "    pass\nimport gradio\n"},
 }
@@ -189,3 +194,12 @@ def test_main_reports_an_unreachable_url(tmp_path):
     completed = run_main(f"file://{tmp_path}/nothing-here")
     assert completed.returncode == 2
     assert "git clone" in completed.stderr
+
+
+def test_a_name_that_exists_only_to_refuse_makes_the_extension_incompatible(reports):
+    report = reports["refused"]
+    assert report.prediction == "incompatible"
+    assert list(report.incompatible_uses) == ["p.sample"]
+    assert report.incompatible_uses["p.sample"].endswith(f"({os.path.join('scripts', 'a.py')}:6)")
+    assert report.names["p.sample"]["missing"] == ""
+    assert not report.ldm_patching

@@ -99,8 +99,13 @@ def headline(reports: list[tuple[str, ExtensionReport]]) -> list[str]:
         f"Gradio form; **{sum(r.all_names_found and not r.missing_guarded for r in other)}** counting guarded uses "
         f"too.",
         "- Predictions for the non-ldm ones: " + ", ".join(f"{k} {predicted[k]}" for k in
-                                                          ("should work", "needs packages", "missing names")),
+                                                          ("should work", "needs packages", "missing names",
+                                                           "incompatible")),
     ]
+    refused = [label for label, r in reports if not r.ldm_patching and r.incompatible_uses]
+    if refused:
+        lines.append(f"- Non-ldm extensions using A1111 internals this program refuses (so incompatible): "
+                     f"{len(refused)}: {', '.join(refused)}.")
     return lines
 
 
