@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modules import hooks, images, masking, upscaling
+from modules import hooks, images, job_infotext, masking, upscaling
 from modules.hooks import PostprocessBatchListArgs, PostprocessImageArgs, PostSampleArgs
-from modules.job_infotext import create_infotext, hires_infotext_params, hires_target_size
+from modules.job_infotext import hires_infotext_params, hires_target_size
 from modules.job_spec import (  # noqa: F401 (A1111's names, importable from modules.processing)
     Job,
     JobSpec,
@@ -164,6 +164,40 @@ def _image_rng(job: Job, ctx: Context, shape: tuple[int, ...], seeds: list[int],
         seed_resize_from_h=job.seed_resize_from_h // f if job.seed_resize_from_h > 0 else 0,
         seed_resize_from_w=job.seed_resize_from_w // f if job.seed_resize_from_w > 0 else 0,
         source=_rng_source(ctx), device=ctx.model.policy.device, ensd=int(ctx.opts.eta_noise_seed_delta or 0))
+
+
+def create_infotext(p: Job, all_prompts: Any = None, all_seeds: Any = None, all_subseeds: Any = None,
+                    comments: Any = None, iteration: int = 0, position_in_batch: int = 0, use_main_prompt: bool = False,
+                    index: int | None = None, all_negative_prompts: list[str] | None = None) -> str:
+    """One image's infotext. Two forms: the core's `create_infotext(job, ctx, index, sampler)` (`job_infotext`),
+    and A1111's `create_infotext(p, all_prompts, all_seeds, all_subseeds, comments, iteration,
+    position_in_batch, ...)` that scripts call inside a running job (`p.context`), for image `index` (default
+    `position_in_batch + iteration * batch_size`) with the given lists."""
+    if isinstance(all_prompts, Context):
+        return job_infotext.create_infotext(p, all_prompts, all_seeds, all_subseeds,
+                                            use_main_prompt=use_main_prompt or comments is True)
+    ctx = p.context
+    if ctx is None:
+        raise JobError("create_infotext(p, ...) needs a running job: call it from a script's hook or run()")
+    index = position_in_batch + iteration * p.batch_size if index is None else index
+    given = {"all_prompts": all_prompts, "all_seeds": all_seeds, "all_subseeds": all_subseeds,
+             "all_negative_prompts": all_negative_prompts}
+    saved = {name: getattr(p, name) for name in given}  # the job's own lists come back afterwards
+    try:
+        for name, value in given.items():
+            if value is not None:
+                setattr(p, name, list(value))
+        if not p.all_prompts:
+            p.all_prompts = [p.prompt]
+        if not p.all_seeds or not p.all_subseeds:
+            p.all_seeds, p.all_subseeds = list(p.all_seeds or [p.seed]), list(p.all_subseeds or [p.subseed])
+        if not p.all_negative_prompts:
+            p.all_negative_prompts = [p.negative_prompt] * len(p.all_prompts)
+        sampler = sampler_for_job(p, ctx, list(p.all_seeds)[:1] or [p.seed])
+        return job_infotext.create_infotext(p, ctx, index, sampler, use_main_prompt=use_main_prompt)
+    finally:
+        for name, value in saved.items():
+            setattr(p, name, value)
 
 
 def get_fixed_seed(seed: int | str | None) -> int:

@@ -666,3 +666,29 @@ def test_small_ui_names_memory_monitor_and_gradio_temp_paths(app):
     assert not ui_tempdir.is_gradio_temp_path(app.cmd_opts.data_dir)
     assert app.mem_mon.read() == {}  # the CPU: nothing to report, as A1111's disabled monitor
     assert app.mem_mon is app.mem_mon
+
+
+def test_create_infotext_in_a1111s_form_matches_the_jobs_own(tiny_app):
+    from modules import processing
+    from modules.processing import Job
+
+    job = Job(prompt="a green hill", negative_prompt="fog", width=64, height=64, steps=2, sampler_name="Euler",
+              batch_size=2, seed=11)
+
+    def work():
+        job.context = tiny_app.context()
+        try:
+            processed = processing.process_images(job)
+            second = processing.create_infotext(job, job.all_prompts, job.all_seeds, job.all_subseeds, None, 0, 1)
+            renamed = processing.create_infotext(job, ["another prompt", "x"], [99, 100], job.all_subseeds)
+            return processed, second, renamed
+        finally:
+            job.context = None
+
+    processed, second, renamed = tiny_app.runner.run("txt2img", work)
+    assert second == processed.infotexts[processed.index_of_first_image + 1]
+    assert "Seed: 12" in second and second.startswith("a green hill\nNegative prompt: fog")
+    assert renamed.startswith("another prompt") and "Seed: 99" in renamed
+    assert job.all_seeds == [11, 12]  # the job's own lists are back
+    with pytest.raises(processing.JobError, match="needs a running job"):
+        processing.create_infotext(Job(prompt="x"), ["x"], [1], [1])
