@@ -14,9 +14,11 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from modules.extension_check_reach import reached_files
+
 # Top-level import names that are A1111's own code rather than packages (modules/, launch.py, webui.py) and the
 # modules of A1111's built-in extensions (extensions-builtin/Lora ...), which other extensions import by plain name.
-A1111_ROOTS = frozenset({"modules", "launch", "webui"})
+A1111_ROOTS = frozenset({"modules", "launch", "webui", "repositories"})  # repositories/: A1111's clones (midas ...)
 A1111_BUILTIN_MODULES = frozenset({
     "lora", "networks", "network", "network_lora", "network_lyco", "network_hada", "network_ia3", "network_lokr",
     "network_full", "network_norm", "network_glora", "network_oft", "lora_patches", "lyco_helpers",
@@ -103,6 +105,7 @@ class ExtensionUsage:
     js_defined: set[str] = field(default_factory=set)             # globals the extension's own JS defines
     parse_errors: list[str] = field(default_factory=list)
     js_calls_from_python: list[tuple[str, str, bool]] = field(default_factory=list)  # `_js="..."` code, where
+    unreached: list[str] = field(default_factory=list)  # Python files no entry point imports (uses count guarded)
 
     def add(self, name: str, kind: str, where: str, guarded: bool) -> None:
         self.uses.append(NameUse(name, kind, where, guarded))
@@ -504,15 +507,18 @@ def read_python(usage: ExtensionUsage, root: str) -> list[tuple[str, str, bool]]
     gradio_forms: list[tuple[str, str, bool]] = []
     script_classes: dict[str, str] = {}   # class name -> A1111 base it derives from ("Script")
     pending: list[tuple[str, list[list[str]], list[str], str]] = []
+    trees: dict[str, ast.Module] = {}
     for path in iter_files(root, (".py",)):
         rel = os.path.relpath(path, root)
         try:
-            source = open(path, encoding="utf-8", errors="replace").read()
-            tree = ast.parse(source)
+            trees[rel] = ast.parse(open(path, encoding="utf-8", errors="replace").read())
         except (SyntaxError, ValueError) as e:
             usage.parse_errors.append(f"{rel}: {e.__class__.__name__}")
-            continue
+    reached = reached_files(trees)
+    usage.unreached = sorted(set(trees) - reached)
+    for rel, tree in trees.items():
         reader = _PythonReader(usage, rel, gradio_forms)
+        reader.try_depth = rel not in reached  # a file A1111 never runs: its uses cannot fail the extension
         reader.visit(tree)
         for attr, line, guarded in reader.p_reads:
             if attr in A1111_P_ATTRIBUTES:
@@ -538,7 +544,7 @@ def read_python(usage: ExtensionUsage, root: str) -> list[tuple[str, str, bool]]
         if kind:
             for method in methods:
                 if method in SCRIPT_METHODS:
-                    usage.add(f"{kind}.{method}", "script_method", where, False)
+                    usage.add(f"{kind}.{method}", "script_method", where, where.rsplit(":", 1)[0] not in reached)
     return gradio_forms
 
 

@@ -55,6 +55,11 @@ FIXTURES = {
             def process(self, p, *args):
                 p.sample = lambda *a, **k: None
         """)},
+    "reach": {"scripts/a.py": "from lib_reach import helper\n",
+              "lib_reach/__init__.py": "",
+              "lib_reach/helper.py": "from . import deeper\n",
+              "lib_reach/deeper.py": "from modules import no_such_module_reached_for_the_check\n",
+              "comfy_nodes.py": "from modules import no_such_module_unreached_for_the_check\nimport folder_paths\n"},
     "guarded": {"scripts/a.py": "try:\n    from modules import forge_only_name_for_the_check\nexcept ImportError:\n"
                                 "    pass\nimport gradio\n"},
 }
@@ -203,3 +208,11 @@ def test_a_name_that_exists_only_to_refuse_makes_the_extension_incompatible(repo
     assert report.incompatible_uses["p.sample"].endswith(f"({os.path.join('scripts', 'a.py')}:6)")
     assert report.names["p.sample"]["missing"] == ""
     assert not report.ldm_patching
+
+
+def test_files_no_entry_point_imports_count_as_guarded(reports):
+    report = reports["reach"]
+    assert report.missing == ["modules.no_such_module_reached_for_the_check"]
+    assert report.missing_guarded == ["modules.no_such_module_unreached_for_the_check"]
+    assert report.names[report.missing[0]]["where"] == os.path.join("lib_reach", "deeper.py") + ":1"
+    assert "folder_paths" not in report.packages  # imported only by a file A1111 never runs
