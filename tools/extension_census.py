@@ -122,6 +122,7 @@ def census_markdown(reports: list[tuple[str, ExtensionReport]], rows: list[tuple
             "| first missing name | prediction |", "|---|---|---:|---|---|---|---|---|"]
     for i, (label, r) in enumerate(reports, 1):
         verdict = "incompatible: " + "; ".join(r.ldm_patching) if r.ldm_patching else r.summary()
+        verdict = verdict if len(verdict) <= 160 else verdict[:157] + "…"
         out.append(f"| {i} | {label} | {stars.get(label, '')} | {(commits.get(label) or r.commit)[:12]} "
                    f"| {'yes' if r.ldm_patching else 'no'} "
                    f"| {'yes' if r.python_names_found else 'no'} / {'yes' if r.all_names_found else 'no'} "
