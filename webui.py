@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> None:
     shared.initialize(args)
     extensions.run_install_scripts_at_start(shared.opts, shared.cmd_opts)  # only new or changed install.py
     scripts.load_scripts(extensions.enabled_paths(shared.opts, shared.cmd_opts))
-    script_callbacks.ensure_ui_settings()  # also under --nowebui: extension settings exist wherever scripts run
     shared.models.listeners.append(script_callbacks.model_loaded_callback)
     shared.models.get()  # load the model before serving so the first click is fast and errors show now
     host, port = cmd_args.server_name(args), cmd_args.server_port(args)
@@ -141,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.nowebui:
         from modules import api
 
+        # A1111 registers extension settings only when it builds the UI; API-only scripts read them too
+        script_callbacks.ensure_ui_settings()
         app = api.create_api_app()
         script_callbacks.app_started_callback(None, app)
         print(f"Running on local URL:  http://{host}:{port} (API only)", flush=True)

@@ -75,6 +75,7 @@ STYLE_PROPERTIES = {"grid": "columns", "columns": "columns", "rows": "rows", "he
                     "equal_height": "equal_height"}
 
 _MARK = "_webui_announced_by_create"  # set on a block that create_component announces itself
+_ANNOUNCED = "_webui_announced"  # set on a block once its constructor announced it
 _installed = False
 
 
@@ -141,21 +142,20 @@ def _patch_init(cls: type, announce: bool) -> None:
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         kwargs = translate_constructor_kwargs(accepted, kwargs)
-        if (not announce or self.__dict__.pop(_MARK, False) or getattr(self, "_webui_announcing", False)
+        if (not announce or self.__dict__.get(_MARK, False) or self.__dict__.get(_ANNOUNCED, False)
                 or type(self) is gradio.layouts.Form  # Gradio's own wrapper around form fields, made at the end
                 or LocalContext.in_event_listener.get(False)):  # a component returned as an update, not a block
             original(self, *args, **kwargs)
         else:
             announced = _announced_kwargs(original, args, kwargs)
-            self._webui_announcing = True  # a block that is both a Component and a BlockContext: announced once
-            try:
-                script_callbacks.route_component("before", self, announced)
-                script_callbacks.before_component_callback(self, **announced)
-                original(self, *args, **kwargs)
-                script_callbacks.after_component_callback(self, **announced)
-                script_callbacks.route_component("after", self, announced)
-            finally:
-                self._webui_announcing = False
+            # announced once: a block that is both a BlockContext and a Component (gr.HTML runs both wrapped
+            # constructors one after the other) is one block
+            self.__dict__[_ANNOUNCED] = True
+            script_callbacks.route_component("before", self, announced)
+            script_callbacks.before_component_callback(self, **announced)
+            original(self, *args, **kwargs)
+            script_callbacks.after_component_callback(self, **announced)
+            script_callbacks.route_component("after", self, announced)
         if announce:
             _add_gradio3_class(self)
 
@@ -177,8 +177,12 @@ def _add_gradio3_class(block: Any) -> None:
 
 def _mark_created_blocks(phase: str, component: Any, kwargs: dict[str, Any]) -> None:
     """Router: create_component announces this block itself, so its constructor must not (see module doc)."""
-    if phase == "before" and not getattr(component, "_webui_announcing", False):
+    # kept for the whole of create_component's constructor call: a class such as gr.HTML runs several wrapped
+    # constructors (BlockContext's, then Component's), none of which may announce the block again
+    if phase == "before" and not component.__dict__.get(_ANNOUNCED, False):
         component.__dict__[_MARK] = True
+    elif phase == "after":
+        component.__dict__.pop(_MARK, None)
 
 
 # --- event listeners ------------------------------------------------------------------------------------------------

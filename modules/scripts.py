@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 import inspect
 import logging
@@ -26,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from modules import extension_guard, extension_status, script_callbacks
+from modules import extension_guard, extension_status, gradio_extensions, script_callbacks
 from modules.processing import (
     JobError,
     PostprocessBatchListArgs,
@@ -125,6 +124,10 @@ class Script:
 
     def postprocess(self, p: Any, processed: Processed, *args: Any) -> None:
         """Once the job is complete."""
+
+    def after_extra_networks_activate(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        """After the batch's extra networks (`<lora:…>` …) are active; kwargs: batch_number, prompts, seeds,
+        subseeds, extra_network_data (A1111)."""
 
     def before_component(self, component: Any, **kwargs: Any) -> None:
         """Before each component of this script's tab is created (the WebUI's own components, not other scripts');
@@ -248,10 +251,9 @@ def list_script_files(extension_dirs: Sequence[str] | None = None) -> list[Scrip
 
 
 def _module_name(path: str) -> str:
-    """Unique per file (two extensions may both have scripts/main.py), stable across reloads of that file."""
-    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
-    return f"webui_script_{stem}_{digest}"
+    """A1111 names a script module by its file name (`xyz_grid.py`): extensions look scripts up by
+    `script_class.__module__` (e.g. to find the X/Y/Z plot and add axes)."""
+    return os.path.basename(path)
 
 
 def load_module(path: str) -> ModuleType:
@@ -362,6 +364,7 @@ def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
     load_errors.clear()
     extension_status.forget_scripts()
     extension_guard.install()
+    gradio_extensions.install()  # A1111's Gradio 3 forms for the extensions' module-level code, in every mode
     script_callbacks.ui_settings_registered = False  # the new modules' on_ui_settings callbacks have not run
     for script_file in list_script_files(extension_dirs):
         module = _load_script_file(script_file)
@@ -449,8 +452,9 @@ class ScriptRunner:
                 script.is_img2img = self.is_img2img
                 script.tabname = "img2img" if self.is_img2img else "txt2img"
                 visibility = script.show(self.is_img2img)
-            except Exception:
-                log.exception("Error setting up script %s from %s", data.script_class.__name__, data.path)
+            except Exception as e:
+                _record_failure(extension_status.extension_name_of(data.path), data.path, e,
+                                f"Error setting up script {data.script_class.__name__} from %s")
                 continue
             if visibility is AlwaysVisible:
                 script.alwayson = True
@@ -674,6 +678,9 @@ class ScriptRunner:
 
     def process_before_every_sampling(self, p: Any, **kwargs: Any) -> None:
         self._call("process_before_every_sampling", p, **kwargs)
+
+    def after_extra_networks_activate(self, p: Any, **kwargs: Any) -> None:
+        self._call("after_extra_networks_activate", p, **kwargs)
 
     def before_hr(self, p: Any) -> None:
         self._call("before_hr", p)

@@ -74,9 +74,9 @@ def after_component(component, **kwargs):
 
 
 def ui_tabs():
+    record("ui_tabs")  # first: the blocks this callback makes are announced to the component callbacks, as in A1111
     with gr.Blocks() as tab:
         gr.Markdown("watching", elem_id="watcher_tab_text")
-    record("ui_tabs")
     return [(tab, "Watcher", "watcher")]
 
 
@@ -287,10 +287,12 @@ def test_start_up_callbacks_in_a1111_order(started: Started) -> None:
     kinds = started.kinds()
     first = {kind: kinds.index(kind) for kind in ("model_loaded", "before_ui", "ui_tabs", "ui_settings", "app_started")}
     components = [i for i, kind in enumerate(kinds) if kind == "before_component"]
-    # the model loads before the UI; extension tabs are made before it, settings options before the Settings tab
-    assert first["model_loaded"] < first["before_ui"] < first["ui_tabs"] < components[0]
-    assert components[0] < first["ui_settings"] < components[-1] < first["app_started"]
+    # the model loads before the UI; as in A1111 1.10, create_ui registers the settings options first, then the
+    # tabs are made (extension tabs first here), then the app starts
+    assert first["model_loaded"] < first["before_ui"] < first["ui_settings"] < first["ui_tabs"] < components[0]
+    assert components[-1] < first["app_started"]
     assert kinds.count("before_ui") == kinds.count("ui_tabs") == kinds.count("app_started") == 1
+    assert kinds.count("ui_settings") == 1
     (_, sd_model), = [e for e in started.events if e[0] == "model_loaded"]
     assert sd_model is shared.sd_model and sd_model is not None
     (_, demo, app), = [e for e in started.events if e[0] == "app_started"]
@@ -317,8 +319,11 @@ def test_component_callbacks_see_the_ui_being_built(started: Started) -> None:
             "modelmerger_primary_model_name", "modelmerger_interp_method", "modelmerger_merge",
             "modelmerger_result"} <= set(ids)
     # the same objects, before (not yet made) and after (made, with the elem_id and the arguments by name)
-    assert [id(c) for c, _ in before] == [id(c) for c, _ in after]
-    assert [k for _, k in before] == [k for _, k in after]
+    # (a block made inside another's constructor, such as InputAccordion's checkbox, nests: before A, before B,
+    # after B, after A — as with A1111's wrapped constructors)
+    assert sorted(id(c) for c, _ in before) == sorted(id(c) for c, _ in after)
+    kwargs_before = {id(c): k for c, k in before}
+    assert all(kwargs_before[id(c)] == k for c, k in after)
     made = {kwargs.get("elem_id"): (component, kwargs) for component, kwargs in after}
     generate, kwargs = made["txt2img_generate"]
     assert generate.elem_id == "txt2img_generate" and kwargs["value"] == "Generate"  # positional value, by name

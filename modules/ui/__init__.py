@@ -5,7 +5,20 @@ from __future__ import annotations
 import gradio as gr
 
 from modules import gradio_extensions, script_callbacks, scripts
-from modules.ui import common, extensions, extra_networks, extras, img2img, merger, png_info, send_to, settings, txt2img
+from modules.ui import (
+    a1111_names,
+    common,
+    extensions,
+    extra_networks,
+    extras,
+    img2img,
+    merger,
+    png_info,
+    send_to,
+    settings,
+    txt2img,
+)
+from modules.ui.a1111_names import *  # noqa: F403 (A1111's `modules.ui` names that extensions import)
 from modules.ui.components import create
 
 gradio_extensions.install()  # A1111's Gradio 3 forms, and every block announced, before extension scripts load
@@ -28,6 +41,7 @@ CTRL_ENTER_JS = """
 
 def create_ui() -> gr.Blocks:
     scripts.ensure_loaded()  # a UI built without webui.py still has the scripts, and they see every component
+    script_callbacks.ensure_ui_settings()  # A1111 1.10: extensions' settings options first, then the tabs
     # extensions build their own tabs' Blocks first (outside ours, as A1111 does); they are rendered as tabs below
     extension_tabs = script_callbacks.ui_tabs_callback()
     with gr.Blocks(title="Stable Diffusion") as demo:
@@ -41,9 +55,10 @@ def create_ui() -> gr.Blocks:
             for blocks, title, elem_id in extension_tabs:
                 with create(gr.Tab, title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
-            script_callbacks.ensure_ui_settings()  # extensions add their options before the Settings tab
             settings.create_tab()
             extensions.create_tab()
+        a1111_names.record_paste_fields("txt2img", txt2img_fields)
+        a1111_names.record_paste_fields("img2img", img2img_fields)
         for fields in (txt2img_fields, img2img_fields):
             send_to.connect(fields["output_panel"], img2img_fields, extras_fields["image"], tabs)
         # a closed or reloaded tab ends its Gradio session: its jobs would only keep the queue busy for nobody
