@@ -216,3 +216,20 @@ def test_files_no_entry_point_imports_count_as_guarded(reports):
     assert report.missing_guarded == ["modules.no_such_module_unreached_for_the_check"]
     assert report.names[report.missing[0]]["where"] == os.path.join("lib_reach", "deeper.py") + ":1"
     assert "folder_paths" not in report.packages  # imported only by a file A1111 never runs
+
+
+def test_census_tables_rank_missing_names_over_the_non_ldm_extensions(reports):
+    path = os.path.join(ROOT, "tools", "extension_census.py")
+    spec = importlib.util.spec_from_file_location("extension_census", path)
+    census = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(census)
+    labelled = [(f"owner/{name}", reports[name]) for name in ("absent-module", "flags", "ldm", "script")]
+    rows = [(label, "", "7", "abc123") for label, _ in labelled]
+    text = census.census_markdown(labelled, rows)
+    assert "| 1 | owner/absent-module | 7 | abc123 | no | no / no | `modules.no_such_module_for_the_check` " \
+           "| missing names: modules.no_such_module_for_the_check |" in text
+    assert "| 3 | owner/ldm | 7 | abc123 | yes |" in text and "incompatible: imports ldm/sgm" in text
+    assert "Of the other **3**: **1** find every A1111 Python name" in text
+    ranking = census.ranking(labelled, only_missing=True)
+    assert [(name, len(users)) for name, _, users, _ in ranking] == [
+        ("cmd_opts.no_such_flag_for_the_check", 1), ("modules.no_such_module_for_the_check", 1)]
