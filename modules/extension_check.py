@@ -337,6 +337,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     args = parser.parse_args(argv)
     targets = args.targets or default_extension_folders()
+    if not targets:
+        print("No extensions to check: give extension folders or git URLs.", file=sys.stderr)
+        return 0
     status = 0
     with tempfile.TemporaryDirectory(prefix="check-extension-") as scratch:
         paths, sources = [], []
