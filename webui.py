@@ -17,6 +17,16 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from modules import cmd_args  # noqa: E402
 
+
+def __getattr__(name: str):
+    """A1111's `from webui import wrap_gradio_gpu_call` (some extensions): the queue wrappers, imported on use so
+    that `webui.py --help` / `--check-extensions` start without torch."""
+    if name in ("wrap_gradio_gpu_call", "wrap_queued_call", "queue_lock"):
+        from modules import call_queue
+
+        return getattr(call_queue, name)
+    raise AttributeError(f"module 'webui' has no attribute {name!r}")
+
 log = logging.getLogger("webui")
 
 SHUTDOWN_MESSAGE = "The server is shutting down; the job was not run."

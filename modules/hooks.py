@@ -39,6 +39,7 @@ POINTS: dict[str, str] = {
     "sampler_name": "SamplerNameParams, before a sampler is built from a name (a listener may name the core sampler)",
     "extra_networks_activate": "ExtraNetworksParams, each batch, once the first prompt's network tags are parsed",
     "extra_networks_deactivate": "ExtraNetworksParams, once a job is done with its networks",
+    "extras_image": "ExtrasImageParams, each Extras image after upscaling, before it is saved (image/info may change)",
 }
 
 _lock = threading.Lock()
@@ -172,6 +173,17 @@ class SamplerStartParams:
     total_steps: int
     combine_denoised: Callable[..., Any] | None = None
     step_callback: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class ExtrasImageParams:
+    """One Extras image after the upscalers ran: a listener (A1111's postprocessing scripts) may replace `image` and
+    add infotext items to `info`."""
+
+    image: Any
+    info: dict[str, Any]
+    name: str | None = None
+    request: Any = None
 
 
 @dataclass

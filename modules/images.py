@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image, ImageColor
 
 from modules import hooks, upscaling
+from modules.grid_annotations import GridAnnotation, draw_grid_annotations, get_font  # noqa: F401 (A1111's)
 from modules.image_files import (  # noqa: F401,E402 (A1111's images.* names, for extensions)
     DEFAULT_DATETIME_FORMAT,
     INVALID_FILENAME_CHARS,

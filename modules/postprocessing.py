@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from modules import devices, images, infotext, output_writer, upscaling
+from modules import devices, hooks, images, infotext, output_writer, upscaling
 
 log = logging.getLogger("webui")
 
@@ -290,6 +290,10 @@ def run_extras(request: ExtrasRequest, opts: Any, data_dir: str, state: Any = No
             existing["parameters"] = parameters
 
         result, info = upscale_image(image, request, registry)
+        if hooks.active("extras_image"):  # extensions' postprocessing scripts (A1111's scripts_postprocessing)
+            params = hooks.ExtrasImageParams(result, info, name, request)
+            hooks.fire("extras_image", params)
+            result = params.image
         if state is not None and state.skipped:
             continue
         text = infotext.format_params_line(info)

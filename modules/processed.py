@@ -51,7 +51,8 @@ class Processed:
                  extra_images_list: list[Image.Image] | None = None, *, images: list[Image.Image] | None = None,
                  job: Job | None = None, saved_files: list[str] | None = None, interrupted: bool = False,
                  job_timestamp: str = "", sd_model_name: str | None = None, sd_model_hash: str | None = None,
-                 sd_vae_name: str | None = None, sd_vae_hash: str | None = None) -> None:
+                 sd_vae_name: str | None = None, sd_vae_hash: str | None = None,
+                 extra_images: list[Image.Image] | None = None) -> None:
         job = job if job is not None else p
         self.job = job
         self.images = list(images if images is not None else images_list or [])
@@ -72,7 +73,8 @@ class Processed:
         self.job_timestamp = job_timestamp
         self.sd_model_name, self.sd_model_hash = sd_model_name, sd_model_hash
         self.sd_vae_name, self.sd_vae_hash = sd_vae_name, sd_vae_hash
-        self.extra_images = list(extra_images_list or [])
+        # `extra_images` by keyword: what dataclasses.replace(processed, ...) passes back
+        self.extra_images = list(extra_images if extra_images is not None else extra_images_list or [])
 
     # A1111's Processed copies these from p; here they are read from the job when asked for
     _FROM_JOB = ("width", "height", "sampler_name", "scheduler", "cfg_scale", "steps", "batch_size",
