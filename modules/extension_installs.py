@@ -280,9 +280,10 @@ def install_for_missing_module(extension_name: str, module_name: str) -> str | N
         if not installed_already:
             log.info("Extension %s needs '%s': installing %s", extension_name, top, package)
             try:
-                from modules import launch_utils
-
-                install_requirements([package], package, python=launch_utils.python)
+                # launch_utils.python when launch is loaded (it may point pip elsewhere), read without importing it:
+                # launch_utils imports this module
+                launch = sys.modules.get("modules.launch_utils")
+                install_requirements([package], package, python=getattr(launch, "python", sys.executable))
             except (RuntimeError, OSError) as error:
                 _failed_packages.add(package)
                 log.error("Extension %s: %s", extension_name, error)

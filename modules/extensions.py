@@ -36,9 +36,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from modules import extension_installs, extension_status
+
+
+class ScriptFile(NamedTuple):
+    """A1111's `scripts.ScriptFile` (a named tuple: extensions unpack it)."""
+
+    basedir: str        # the repo root for scripts/, else the extension's folder
+    filename: str
+    path: str
 
 log = logging.getLogger("webui.extensions")
 
@@ -133,10 +141,8 @@ class Extension:
 
     def list_files(self, subdir: str, extension: str) -> list[Any]:
         """A1111: `scripts.ScriptFile`s of the files in `<ext>/<subdir>` ending in `extension`, sorted by name."""
-        from modules import scripts
-
         paths = self.file_paths(subdir, extension)
-        return [scripts.ScriptFile(self.path, os.path.basename(path), path) for path in paths]
+        return [ScriptFile(self.path, os.path.basename(path), path) for path in paths]
 
     def file_paths(self, subdir: str, suffix: str) -> list[str]:
         """Paths of the files in `<ext>/<subdir>` ending in `suffix`, sorted by name (no import of the scripts)."""

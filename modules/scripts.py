@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from modules import extension_guard, extension_status, gradio_extensions, script_callbacks
+from modules.extensions import ScriptFile
 from modules.processing import (
     JobError,
     PostprocessBatchListArgs,
@@ -158,13 +159,6 @@ class Script:
 
     def before_hr(self, p: Any, *args: Any) -> None:
         """Before the hires pass of a txt2img job (after its first pass); hires fields may still be changed."""
-
-
-@dataclasses.dataclass
-class ScriptFile:
-    basedir: str        # the repo root for scripts/, else the extension's folder
-    filename: str
-    path: str
 
 
 @dataclasses.dataclass
