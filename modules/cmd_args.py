@@ -35,8 +35,10 @@ class WebuiArgumentParser(argparse.ArgumentParser):
     """ArgumentParser whose unknown-flag error also lists every valid flag."""
 
     def valid_flags(self) -> list[str]:
+        # flags accepted only for A1111 compatibility (help suppressed) are not offered as suggestions
         return sorted(
-            option for action in self._actions for option in action.option_strings if option.startswith("--")
+            option for action in self._actions for option in action.option_strings
+            if option.startswith("--") and action.help != argparse.SUPPRESS
         )
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
