@@ -5,10 +5,14 @@ Extensions read A1111's settings directly (`shared.opts.lora_preferred_name`, `s
 so every key of A1111 v1.10's settings (modules/shared_options.py plus the settings of its built-in extensions: Lora,
 LDSR, SwinIR, ScuNET, Hypertile, canvas-zoom-and-pan, extra-options-section) is registered with A1111's default.
 
-These settings change nothing in this program: they exist to be read. They are registered in the "hidden" section,
-which the Settings tab leaves out (modules/ui/settings.py), but otherwise behave like any other setting: saved in
-config.json, listed and settable through /sdapi/v1/options, usable in `override_settings`. `a1111_options(existing)`
-returns only the keys that the program's own table does not already define, so a real setting always wins.
+Most of them change nothing in this program: they exist to be read. A few are read by this program's A1111-facing
+code with the same meaning as in A1111 (the API's image URL fetching: api_enable_requests, api_forbid_local_requests,
+api_useragent; the A1111 Upscaler base class: ESRGAN_tile, ESRGAN_tile_overlap; face_restoration_model;
+disable_weights_auto_swap; list_hidden_files; hide_ldm_prints; multiple_tqdm ...). All are registered in the
+"hidden" section, which the Settings tab leaves out (modules/ui/settings.py), but otherwise behave like any other
+setting: saved in config.json, listed and settable through /sdapi/v1/options (except the three api_* keys, which A1111
+too refuses to change through the API), usable in `override_settings`. `a1111_options(existing)` returns only the
+keys that the program's own table does not already define, so the program's own definition always wins.
 
 Defaults are A1111's; where A1111 computes one at start-up (output folders, --enable-console-prompts) the table holds
 the value it gives by default. `choices` are given only where A1111 offers a fixed list. The explanatory HTML blocks
@@ -24,7 +28,7 @@ from typing import Any
 from modules.options import OptionInfo
 
 # The section id the Settings tab hides (modules/ui/settings.py HIDDEN_SECTION); the title says why they are there.
-SECTION = ("hidden", "A1111 settings without effect here")
+SECTION = ("hidden", "A1111 settings kept for extensions")
 
 _SHIFT_CTRL_ALT = ["Shift", "Ctrl", "Alt"]
 
