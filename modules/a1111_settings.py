@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modules.options import OptionInfo
+if TYPE_CHECKING:  # modules.options imports this module to build its table: no import of it at load time
+    from modules.options import OptionInfo
 
 # The section id the Settings tab hides (modules/ui/settings.py HIDDEN_SECTION); the title says why they are there.
 SECTION = ("hidden", "A1111 settings kept for extensions")
@@ -431,6 +432,8 @@ A1111_API_RESTRICTED = frozenset({"api_enable_requests", "api_forbid_local_reque
 def a1111_options(existing: Collection[str]) -> dict[str, OptionInfo]:
     """`OptionInfo(default, label)` for every A1111 v1.10 setting whose key is not in `existing`, all in the hidden
     section. Fresh objects (and copies of list defaults) on each call, so tables never share mutable state."""
+    from modules.options import OptionInfo
+
     options: dict[str, OptionInfo] = {}
     for key, (default, label) in A1111_SETTINGS.items():
         if key in existing:
