@@ -22,11 +22,8 @@ the value it gives by default. `choices` are given only where A1111 offers a fix
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # modules.options imports this module to build its table: no import of it at load time
-    from modules.options import OptionInfo
+from collections.abc import Callable, Collection
+from typing import Any
 
 # The section id the Settings tab hides (modules/ui/settings.py HIDDEN_SECTION); the title says why they are there.
 SECTION = ("hidden", "A1111 settings kept for extensions")
@@ -429,17 +426,16 @@ A1111_CHOICES: dict[str, list[Any]] = {
 A1111_API_RESTRICTED = frozenset({"api_enable_requests", "api_forbid_local_requests", "api_useragent"})
 
 
-def a1111_options(existing: Collection[str]) -> dict[str, OptionInfo]:
-    """`OptionInfo(default, label)` for every A1111 v1.10 setting whose key is not in `existing`, all in the hidden
-    section. Fresh objects (and copies of list defaults) on each call, so tables never share mutable state."""
-    from modules.options import OptionInfo
-
-    options: dict[str, OptionInfo] = {}
+def a1111_options(existing: Collection[str], option_info: Callable[..., Any]) -> dict[str, Any]:
+    """`option_info(default, label)` (modules.options.OptionInfo, handed in: options imports this module) for every
+    A1111 v1.10 setting whose key is not in `existing`, all in the hidden section. Fresh objects (and copies of list
+    defaults) on each call, so tables never share mutable state."""
+    options: dict[str, Any] = {}
     for key, (default, label) in A1111_SETTINGS.items():
         if key in existing:
             continue
         choices = A1111_CHOICES.get(key)
-        options[key] = OptionInfo(copy.deepcopy(default), label, section=SECTION,
+        options[key] = option_info(copy.deepcopy(default), label, section=SECTION,
                                   choices=list(choices) if choices is not None else None,
                                   restrict_api=key in A1111_API_RESTRICTED)
     return options

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modules import a1111_settings
+
 logger = logging.getLogger("webui")
 
 # Section id -> title shown in the settings UI (A1111 ids).
@@ -348,6 +350,8 @@ def default_option_table() -> dict[str, OptionInfo]:
         "disable_all_extensions": OptionInfo("none", "Disable all extensions (keeps the list of disabled extensions)",
                                              choices=["none", "extra", "all"]),
     }))
+    # every other A1111 setting key, hidden, with A1111's default: extensions read them (`shared.opts.ESRGAN_tile`)
+    table.update(a1111_settings.a1111_options(table, OptionInfo))
     return table
 
 

@@ -1,7 +1,7 @@
 """Every A1111 v1.10 setting key reads as `shared.opts.<key>` with A1111's default (modules/a1111_settings.py).
 
-Written to pass both before and after options.py adds `a1111_options(table)` to its table: each test registers the
-A1111 options on its own `Options()` (after the wiring that adds nothing, since every key then already exists).
+options.py adds `a1111_options(table, OptionInfo)` to its table; each test also registers them on its own
+`Options()` (which then adds nothing, every key already being there).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from modules.a1111_settings import A1111_CHOICES, A1111_SETTINGS, SECTION, a1111_options
-from modules.options import Options
+from modules.options import OptionInfo, Options
 
 # Keys extensions read (census of the most-starred extensions), with A1111's defaults.
 A1111_DEFAULTS_SAMPLE = {
@@ -41,13 +41,13 @@ A1111_DEFAULTS_SAMPLE = {
 
 def a1111_opts() -> Options:
     opts = Options()
-    opts.data_labels.update(a1111_options(opts.data_labels))
+    opts.data_labels.update(a1111_options(opts.data_labels, OptionInfo))
     return opts
 
 
 def test_every_a1111_key_is_registered_once_wired():
     existing = Options().data_labels
-    added = a1111_options(existing)
+    added = a1111_options(existing, OptionInfo)
     missing = [key for key in A1111_SETTINGS if key not in existing and key not in added]
     assert missing == []
     assert len(A1111_SETTINGS) >= 320  # shared_options.py (~290 keys) plus the built-in extensions' settings
@@ -65,9 +65,9 @@ def test_defaults_are_a1111s():
 
 def test_returned_keys_never_replace_existing_ones():
     existing = Options().data_labels
-    assert not set(a1111_options(existing)) & set(existing)
-    assert "ESRGAN_tile" not in a1111_options({"ESRGAN_tile"})
-    assert "ESRGAN_tile" in a1111_options(set())
+    assert not set(a1111_options(existing, OptionInfo)) & set(existing)
+    assert "ESRGAN_tile" not in a1111_options({"ESRGAN_tile"}, OptionInfo)
+    assert "ESRGAN_tile" in a1111_options(set(), OptionInfo)
     opts = a1111_opts()
     for key, info in existing.items():  # the program's own settings keep their own definitions
         assert opts.data_labels[key].default == info.default and opts.data_labels[key].label == info.label
@@ -125,7 +125,7 @@ def test_hidden_from_the_settings_tab(monkeypatch):
 
 
 def test_fresh_objects_and_valid_choices():
-    first, second = a1111_options(set()), a1111_options(set())
+    first, second = a1111_options(set(), OptionInfo), a1111_options(set(), OptionInfo)
     first["postprocessing_operation_order"].default.append("Upscale")
     assert second["postprocessing_operation_order"].default == []
     assert A1111_SETTINGS["postprocessing_operation_order"][0] == []

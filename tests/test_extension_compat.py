@@ -38,6 +38,10 @@ EXTENSIONS = {
 
             def process(self, p, *args):
                 p.extra_generation_params["Ext factor"] = shared.opts.ext_settings_factor
+                model = shared.sd_model  # A1111's names on the model that extensions read
+                info = model.sd_checkpoint_info
+                p.extra_generation_params["Ext model"] = \
+                    f"{info.name_for_extra}|{model.is_sd1}|{model.sd_model_hash == info.shorthash}|{len(info.hash)}"
     ''',
     "ext-ldm/scripts/patch.py": '''
         from ldm.modules.attention import CrossAttention  # A1111's copy of the model code
@@ -118,6 +122,7 @@ def test_extension_settings_exist_under_nowebui_and_reach_the_job(api_only_serve
     assert options["ext_settings_factor"] == 3
     body = requests.post(f"{url}/sdapi/v1/txt2img", json={**SMALL, "prompt": "a red circle"}, timeout=120).json()
     assert "Ext factor: 3" in body["info"]
+    assert "Ext model: demo-shapes-sd1|True|True|8" in body["info"]  # the built-in demo model, SD1 family
     assert "Lora listed: file-name/trained-alias" in body["info"]  # A1111's networks lists, over our registry
     requests.post(f"{url}/sdapi/v1/options", json={"ext_settings_factor": 7}, timeout=30).raise_for_status()
     body = requests.post(f"{url}/sdapi/v1/txt2img", json={**SMALL, "prompt": "a red circle"}, timeout=120).json()

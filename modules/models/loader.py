@@ -69,6 +69,30 @@ class SDModel:
     def is_sdxl(self) -> bool:
         return self.detection.is_sdxl
 
+    # A1111's names on `shared.sd_model` that extensions read
+    @property
+    def is_sd1(self) -> bool:
+        return self.family.startswith("sd1")
+
+    @property
+    def is_sd2(self) -> bool:
+        return self.family.startswith("sd2")
+
+    is_sd3 = False
+    is_ssd = False
+
+    @property
+    def sd_checkpoint_info(self) -> CheckpointInfo:
+        return self.checkpoint
+
+    @property
+    def sd_model_checkpoint(self) -> str:
+        return self.checkpoint.filename
+
+    @property
+    def sd_model_hash(self) -> str | None:
+        return self.checkpoint.shorthash
+
     @property
     def is_inpaint(self) -> bool:
         return self.detection.is_inpaint

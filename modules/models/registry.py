@@ -37,6 +37,19 @@ class CheckpointInfo:
     def title(self) -> str:
         return f"{self.name} [{self.shorthash}]" if self.shorthash else self.name
 
+    @property
+    def name_for_extra(self) -> str:
+        """A1111's name of the checkpoint for extra-network cards: the file stem."""
+        return os.path.splitext(os.path.basename(self.filename))[0]
+
+    @property
+    def hash(self) -> str | None:
+        """A1111's old 8-character model hash (of 64 KiB at 1 MiB into the file); None if it cannot be read."""
+        try:
+            return hashes.model_hash_legacy(self.filename)
+        except OSError:
+            return None
+
     def matches(self, query: str) -> bool:
         query = query.strip()
         return query in (self.title, self.name, self.model_name, os.path.basename(self.filename),
