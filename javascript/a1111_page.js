@@ -417,6 +417,87 @@ function requestProgress(id_task, progressbarContainer, gallery, atEnd, onProgre
     poll(-1);
 }
 
+// --- more of A1111's page names that extensions call ------------------------------------------------------------
+
+// ui.js: swap the tab's width and height
+function switchWidthHeight(tabname) {
+    var width = gradioApp().querySelector("#" + tabname + "_width input[type=number]");
+    var height = gradioApp().querySelector("#" + tabname + "_height input[type=number]");
+    if (!width || !height) return [];
+    var swapped = width.value;
+    width.value = height.value;
+    height.value = swapped;
+    updateInput(width);
+    updateInput(height);
+    return [];
+}
+
+// aspectRatioOverlay.js draws the target size over img2img's image while width/height change; this page draws no
+// overlay, so the call only records the size (extensions call it after changing the sliders)
+var webuiTargetSize = {width: null, height: null};
+function dimensionChange(e, is_width, is_height) {
+    var value = e && e.target ? Number(e.target.value) : null;
+    if (is_width) webuiTargetSize.width = value;
+    if (is_height) webuiTargetSize.height = value;
+}
+
+// extraNetworks.js: load another checkpoint, as choosing it in the quick settings does
+function selectCheckpoint(name) {
+    window.desiredCheckpointName = name;
+    var input = gradioApp().querySelector("#setting_sd_model_checkpoint input");
+    if (!input) return;
+    input.value = name;
+    updateInput(input);
+    input.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true}));
+}
+
+// A1111's "Reload UI" after a restart: wait until the server answers again, then reload the page
+function restart_reload() {
+    document.body.innerHTML = '<h1 style="font-family:monospace;margin-top:20%;color:lightgray;text-align:center;">Reloading...</h1>';
+    var ping = function() {
+        fetch("./", {cache: "no-store"}).then(function(r) {
+            if (r.ok) location.reload(); else setTimeout(ping, 500);
+        }).catch(function() { setTimeout(ping, 500); });
+    };
+    setTimeout(ping, 2000);
+    return [];
+}
+
+// contextMenus.js: extra entries of the right-click menu on an element (A1111 puts "Generate forever" there)
+var webuiContextMenuEntries = [];
+function appendContextMenuOption(targetElementSelector, entryName, entryFunction) {
+    var id = targetElementSelector + "_" + entryName.replace(/\W/g, "_");
+    webuiContextMenuEntries = webuiContextMenuEntries.filter(function(e) { return e.id !== id; });
+    webuiContextMenuEntries.push({id: id, selector: targetElementSelector, name: entryName, func: entryFunction});
+    return id;
+}
+function removeContextMenuOption(id) {
+    webuiContextMenuEntries = webuiContextMenuEntries.filter(function(e) { return e.id !== id; });
+}
+function webuiShowContextMenu(event) {
+    var entries = webuiContextMenuEntries.filter(function(e) {
+        return event.target.closest && event.target.closest(e.selector);
+    });
+    var old = document.getElementById("context-menu");
+    if (old) old.remove();
+    if (!entries.length) return;
+    event.preventDefault();
+    var menu = document.createElement("nav");
+    menu.id = "context-menu";
+    menu.style.cssText = "position:fixed;z-index:1000;background:var(--background-fill-primary,#fff);" +
+        "border:1px solid #888;padding:4px;left:" + event.clientX + "px;top:" + event.clientY + "px";
+    entries.forEach(function(entry) {
+        var item = document.createElement("div");
+        item.textContent = entry.name;
+        item.style.cursor = "pointer";
+        item.addEventListener("click", function() { menu.remove(); entry.func(); });
+        menu.appendChild(item);
+    });
+    document.body.appendChild(menu);
+    document.addEventListener("click", function() { menu.remove(); }, {once: true});
+}
+document.addEventListener("contextmenu", webuiShowContextMenu);
+
 function extraNetworksEditUserMetadata(event, tabname, extraPage, cardName) {
     // A1111's card metadata editor does not exist here; the extra-networks tab shows a LoRA's metadata itself
     console.warn("extraNetworksEditUserMetadata: no user metadata editor in this WebUI", tabname, extraPage, cardName);

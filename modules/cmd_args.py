@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("--filenames-max-length", int, 128), ("--lyco-dir-backcompat", str, None),
     ):
         compat.add_argument(flag, type=kind, default=default, help=argparse.SUPPRESS)
+    compat.add_argument("--gradio-allowed-path", action="append", default=[], help=argparse.SUPPRESS)
+    # names other extensions' preload.py files add (LyCORIS's --lyco-dir, ...), read by extensions with getattr:
+    # defaults only, no flag, so an extension that adds the flag itself still can
+    parser.set_defaults(lyco_dir=None, controlnet_dir=None, disable_queue=False, use_openvino=False)
 
     return parser
 
@@ -194,6 +198,8 @@ def _resolve_paths(args: argparse.Namespace) -> None:
         "ui_config_file": os.path.join(args.data_dir, "ui-config.json"),
         "ui_settings_file": os.path.join(args.data_dir, "config.json"),
         "lyco_dir_backcompat": os.path.join(args.models_dir, "LyCORIS"),
+        "lyco_dir": os.path.join(args.models_dir, "LyCORIS"),
+        "controlnet_dir": os.path.join(args.models_dir, "ControlNet"),
     }
     for name, default in defaults.items():
         setattr(args, name, os.path.abspath(getattr(args, name) or default))

@@ -207,4 +207,6 @@ def __getattr__(name: str) -> object:
         return policy.dtype
     if name == "dtype_vae":
         return policy.vae_dtype
+    if name == "backend":  # A1111 1.10's name of the torch backend in use
+        return policy.device.type if policy.device.type in ("cuda", "mps", "xpu") else "cpu"
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -175,6 +175,8 @@ class RunState:
     # A1111 attributes extensions read; here they keep A1111's values where this core has no such step (no tiling,
     # no colour correction), are filled by the run where it has (the hires target size), else stay None
     tiling: bool = False
+    all_hr_prompts: list[str] = field(default_factory=list)  # the hires pass's prompts (A1111: hr_prompt or prompt)
+    all_hr_negative_prompts: list[str] = field(default_factory=list)
     overlay_images: list[Any] | None = None
     color_corrections: list[Any] | None = None
     paste_to: tuple[int, int, int, int] | None = None
@@ -397,6 +399,11 @@ class Job:
             setattr(self.run, name, value)
         else:
             object.__setattr__(self, name, value)
+
+    @property
+    def script_args_value(self) -> Any:
+        """A1111 1.7's storage behind `p.script_args` (some extensions read it directly)."""
+        return self.script_args
 
     def sample(self, *args: Any, **kwargs: Any) -> Any:
         """A1111's `p.sample(conditioning, unconditional_conditioning, seeds, …)` samples its ldm model directly."""

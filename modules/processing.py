@@ -271,6 +271,9 @@ def _process(job: Job, ctx: Context) -> Processed:
         job.all_negative_prompts = [ctx.styles.apply_negative_styles_to_prompt(p, job.styles)
                                     for p in job.all_negative_prompts]
     job.all_seeds, job.all_subseeds = rng_mod.resolve_seeds(job.seed, n_images, job.subseed, job.subseed_strength)
+    job.all_hr_prompts = _as_list(job.hr_prompt, n_images) if job.hr_prompt else list(job.all_prompts)
+    job.all_hr_negative_prompts = _as_list(job.hr_negative_prompt, n_images) if job.hr_negative_prompt \
+        else list(job.all_negative_prompts)
     _call_hooks(ctx, "process", job)
     _script_hook(job, "process")
     if job.is_img2img:  # A1111's save_init_img: after the scripts' process, before sampling

@@ -285,6 +285,24 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+native = False  # Forge's flag: extensions branch on it (`getattr(shared, "native", False)`); this is not Forge
+
+
+def get_version() -> dict[str, str]:
+    """Forge/SD.Next-style version record some extensions print: app name and version."""
+    from modules.job_infotext import VERSION
+
+    return {"app": "stable-diffusion-webui (diffusers core)", "version": VERSION}
+
+
+def restart_server(restart: bool = True) -> None:
+    """A1111's way for an extension to ask for a restart: recorded on `state` (the Extensions tab's "Apply and
+    restart" does the restart); nothing is stopped from here."""
+    if state is not None:
+        state.server_command = "restart" if restart else "stop"
+        state.need_restart = True
+
+
 def options_section(section_identifier: tuple[str, ...], options_dict: dict[str, OptionInfo],
                     category_id: str | None = None) -> dict[str, OptionInfo]:
     """A1111's `shared.options_section` (its parameter names): the options of one Settings section."""

@@ -236,6 +236,22 @@ def test_helpers_behave_as_a1111s(loaded_page):
     page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value === 'one two three'")
 
 
+def test_more_a1111_page_names(loaded_page):
+    page, _ = loaded_page
+    # switchWidthHeight swaps the tab's sliders (and Gradio sees the new values)
+    sizes = "[...['width', 'height']].map(n => document.querySelector('#txt2img_' + n + ' input[type=number]').value)"
+    width, height = page.evaluate(sizes)
+    page.evaluate("switchWidthHeight('txt2img')")
+    assert page.evaluate(sizes) == [height, width]
+    # appendContextMenuOption: a right click on the element shows the entry, a click on it runs the function
+    page.evaluate("appendContextMenuOption('#txt2img_generate', 'Probe entry', () => { window.__menuRan = 1; })")
+    page.click("#txt2img_generate", button="right")
+    page.click("#context-menu >> text=Probe entry")
+    assert page.evaluate("window.__menuRan") == 1
+    assert page.evaluate("typeof dimensionChange === 'function' && typeof selectCheckpoint === 'function' && "
+                         "typeof restart_reload === 'function'") is True
+
+
 def test_extension_ui_with_gradio3_forms_works(loaded_page):
     page, _ = loaded_page
     # Gradio 3's class names, which extension scripts and stylesheets select by
