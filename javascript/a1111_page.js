@@ -308,6 +308,14 @@ function selected_gallery_button() {
     return all_gallery_buttons().find(function(b) { return b.classList.contains("selected"); }) || null;
 }
 
+// ui.js: the gallery selection kept across a generation (A1111 restores it when new images come in); the page keeps
+// Gradio's own selection, so this only records the index
+var webuiRememberedGalleryIndex = {};
+function rememberGallerySelection(id_gallery) {
+    webuiRememberedGalleryIndex[id_gallery] = selected_gallery_index();
+}
+function getGallerySelectedIndex(id_gallery) { return webuiRememberedGalleryIndex[id_gallery]; }
+
 function selected_gallery_index() {
     return all_gallery_buttons().findIndex(function(b) { return b.classList.contains("selected"); });
 }

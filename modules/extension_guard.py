@@ -30,7 +30,7 @@ LDM_ONLY_MODULES = (
     "modules.sd_hijack_unet", "modules.sd_hijack_optimizations", "modules.sd_hijack_utils",
     "modules.sd_hijack_clip", "modules.sd_hijack_clip_old", "modules.sd_hijack_open_clip",
     "modules.sd_hijack_checkpoint", "modules.sd_hijack_ip2p", "modules.sd_hijack_xlmr", "modules.xlmr",
-    "modules.xlmr_m18", "modules.sd_models_xl", "modules.sd_models_config", "modules.sub_quadratic_attention",
+    "modules.xlmr_m18", "modules.sd_models_xl", "modules.sub_quadratic_attention",
     "modules.models.diffusion", "modules.models.sd3", "modules.sd_unet",
 )
 

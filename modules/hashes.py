@@ -89,7 +89,7 @@ def calculate_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def sha256_from_cache(path: str, cache_path: str | None) -> str | None:
+def cached_sha256(path: str, cache_path: str | None) -> str | None:
     """The cached sha256 if it is still valid, else None (never hashes; for --no-hashing)."""
     if cache_path is None:
         return None
@@ -98,10 +98,10 @@ def sha256_from_cache(path: str, cache_path: str | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def sha256(path: str, cache_path: str | None, title: str | None = None, use_cache: bool = True) -> str:
+def file_sha256(path: str, cache_path: str | None, title: str | None = None, use_cache: bool = True) -> str:
     """Full-file sha256 (hex). cache_path=None: no cache. use_cache=False: re-hash, then refresh the cache entry."""
     if cache_path is not None and use_cache:
-        cached = sha256_from_cache(path, cache_path)
+        cached = cached_sha256(path, cache_path)
         if cached is not None:
             return cached
 
@@ -112,6 +112,36 @@ def sha256(path: str, cache_path: str | None, title: str | None = None, use_cach
     value = calculate_sha256(path)
     _store(cache_path, HASHES_SECTION, os.path.abspath(path), {"mtime": mtime, "size": size, "sha256": value})
     return value
+
+
+# --- A1111's names (`hashes.sha256(filename, title)`), with the cache the application configured -------------------
+
+_default_cache_path: str | None = None
+
+
+def configure(cache_path: str | None) -> None:
+    """The cache file A1111's two-argument forms use (`shared.initialize` sets `<data>/cache.json`)."""
+    global _default_cache_path
+    _default_cache_path = cache_path
+
+
+def sha256(filename: str, title: str, use_addnet_hash: bool = False) -> str:
+    """A1111's `hashes.sha256(filename, title)`: the file's sha256 through the configured cache; with
+    `use_addnet_hash`, the hash of a .safetensors file's tensors only (kohya's addnet hash)."""
+    if use_addnet_hash:
+        return addnet_hash_safetensors(filename, _default_cache_path)
+    return file_sha256(filename, _default_cache_path, title=title)
+
+
+def sha256_from_cache(filename: str, title: str, use_addnet_hash: bool = False) -> str | None:
+    """A1111's `hashes.sha256_from_cache(filename, title)`: the cached hash, None when there is none (no hashing)."""
+    if use_addnet_hash:
+        if _default_cache_path is None:
+            return None
+        entry = _lookup(_default_cache_path, ADDNET_SECTION, os.path.abspath(filename), filename)
+        value = entry.get("sha256") if entry else None
+        return value if isinstance(value, str) else None
+    return cached_sha256(filename, _default_cache_path)
 
 
 def short_hash(sha256: str) -> str:

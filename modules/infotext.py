@@ -67,9 +67,10 @@ RE_IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 # --- writing ---------------------------------------------------------------------------------------------------------
 
-def quote(value: object) -> object:
-    """Quote a value as A1111 does: JSON-encode it when its text holds a comma, a colon or a newline."""
-    text = str(value)
+def quote(text: object) -> object:
+    """Quote a value as A1111 does (its parameter name): JSON-encode it when its text holds a comma, a colon or a
+    newline."""
+    value, text = text, str(text)
     if "," not in text and "\n" not in text and ":" not in text:
         return value
     return json.dumps(value, ensure_ascii=False)
@@ -267,7 +268,7 @@ def parse_params_line(line: str) -> dict[str, str]:
     return res
 
 
-def parse_generation_parameters(text: str, skip_fields: Iterable[str] | None = None, styles=None,
+def parse_generation_parameters(x: str, skip_fields: Iterable[str] | None = None, styles=None,
                                 infotext_styles: str = "Apply if any") -> dict[str, object]:
     """Parse an infotext into a dict, with A1111 v1.10.1's semantics and its default settings.
 
@@ -279,7 +280,7 @@ def parse_generation_parameters(text: str, skip_fields: Iterable[str] | None = N
     `styles` (a StyleDatabase) with `infotext_styles` "Apply if any"/"Apply" (A1111's setting): styles whose text
     the prompts end with are listed as "Styles array" and taken out of the prompts; "Ignore" leaves them in.
     """
-    prompt, negative_prompt, params_line = split_prompt_and_params(text)
+    prompt, negative_prompt, params_line = split_prompt_and_params(x)  # `x`: A1111's parameter name
     if styles is not None and infotext_styles != "Ignore":
         found, bare_prompt, bare_negative = styles.extract_styles_from_prompt(prompt, negative_prompt)
         if found or infotext_styles == "Apply":

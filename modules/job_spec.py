@@ -186,6 +186,8 @@ class RunState:
     hr_upscale_to_x: int = 0
     hr_upscale_to_y: int = 0
     is_api: bool = False
+    rng: Any = None            # A1111's ImageRNG of the batch; the sampling loop draws its own noise here
+    init_latent: Any = None    # img2img: the batch's encoded init images (set while sampling)
     cached_c: list[Any] = field(default_factory=lambda: [None, None])
     cached_uc: list[Any] = field(default_factory=lambda: [None, None])
 
@@ -399,6 +401,23 @@ class Job:
             setattr(self.run, name, value)
         else:
             object.__setattr__(self, name, value)
+
+    @property
+    def mask_blur_x(self) -> int:
+        """A1111's horizontal mask blur: this program blurs both directions by `mask_blur`."""
+        return self.mask_blur
+
+    @mask_blur_x.setter
+    def mask_blur_x(self, value: int) -> None:
+        self.mask_blur = value
+
+    @property
+    def mask_blur_y(self) -> int:
+        return self.mask_blur
+
+    @mask_blur_y.setter
+    def mask_blur_y(self, value: int) -> None:
+        self.mask_blur = value
 
     @property
     def script_args_value(self) -> Any:

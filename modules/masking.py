@@ -13,8 +13,10 @@ from PIL import Image, ImageFilter, ImageOps
 from modules.job_spec import JobSpec
 
 
-def get_crop_region(mask: Image.Image, padding: int = 0) -> tuple[int, int, int, int]:
-    """Bounding box (x1, y1, x2, y2) of the non-zero mask pixels, grown by `padding`, clipped to the image."""
+def get_crop_region(mask: Image.Image, pad: int = 0) -> tuple[int, int, int, int]:
+    """Bounding box (x1, y1, x2, y2) of the non-zero mask pixels, grown by `pad`, clipped to the image (A1111's
+    names and order)."""
+    padding = pad
     array = np.asarray(mask.convert("L"))
     ys, xs = np.nonzero(array)
     h, w = array.shape
@@ -35,10 +37,10 @@ def _grow_span(lo: int, hi: int, desired: float, limit: int) -> tuple[int, int]:
     return max(lo, 0), min(hi, limit)
 
 
-def expand_crop_region(region: tuple[int, int, int, int], processing_width: int, processing_height: int,
+def expand_crop_region(crop_region: tuple[int, int, int, int], processing_width: int, processing_height: int,
                        image_width: int, image_height: int) -> tuple[int, int, int, int]:
     """Grow the region to the processing aspect ratio (so the crop is not distorted), staying inside the image."""
-    x1, y1, x2, y2 = region
+    x1, y1, x2, y2 = crop_region
     ratio_processing = processing_width / processing_height
     if (x2 - x1) / max(1, y2 - y1) > ratio_processing:
         y1, y2 = _grow_span(y1, y2, (x2 - x1) / ratio_processing, image_height)

@@ -262,7 +262,7 @@ def _parsed(value: str | None) -> object:
 
 def _sha256(info: CheckpointInfo, hash_cache: str | None) -> str:
     if not info.sha256:
-        info.sha256 = hashes.sha256(info.filename, hash_cache, title=f"checkpoint/{info.name}")
+        info.sha256 = hashes.file_sha256(info.filename, hash_cache, title=f"checkpoint/{info.name}")
     return info.sha256
 
 

@@ -67,9 +67,9 @@ class OptionInfo:
     comment_after: str = ""
     infotext: str | None = None
     restrict_api: bool = False
+    category_id: str | None = None
     # names a folder or a file-name pattern: set through the API only to places inside the data folder
     api_path: bool = False
-    category_id: str | None = None
     choices: list[Any] | Callable[[], list[Any]] | None = None
     section_title: str | None = None
     do_not_save: bool = False

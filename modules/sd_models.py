@@ -49,7 +49,7 @@ class CheckpointInfo:
         self.name_for_extra = os.path.splitext(os.path.basename(self.filename))[0]
         self.model_name = core.model_name
         self.hash = hashes.model_hash_legacy(self.filename)
-        self.sha256 = core.sha256 or hashes.sha256_from_cache(self.filename, shared.cache_path or None)
+        self.sha256 = core.sha256 or hashes.cached_sha256(self.filename, shared.cache_path or None)
         self.shorthash = hashes.short_hash(self.sha256) if self.sha256 else None
         self.is_safetensors = self.filename.lower().endswith(".safetensors")
         self._refresh_titles()
@@ -77,7 +77,7 @@ class CheckpointInfo:
 
     def calculate_shorthash(self) -> str | None:
         """Compute (and cache) the full sha256; returns the 10-character short hash."""
-        self.sha256 = hashes.sha256(self.filename, shared.cache_path or None, title=f"checkpoint/{self.name}")
+        self.sha256 = hashes.file_sha256(self.filename, shared.cache_path or None, title=f"checkpoint/{self.name}")
         self.core.sha256 = self.sha256
         self.shorthash = hashes.short_hash(self.sha256)
         if self.title in _checkpoints_list and _checkpoints_list[self.title] is self:

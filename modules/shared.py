@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from modules import cmd_args, devices, options, upscaling
+from modules import cmd_args, devices, hashes, options, upscaling
 from modules.model_manager import ModelManager
 from modules.models.safe_load import CheckpointLoadError
 from modules.networks.registry import NetworkRegistry, hypernetwork_registry, lora_registry
@@ -71,6 +71,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     os.makedirs(cmd_opts.data_dir, exist_ok=True)
     config_path = os.path.join(cmd_opts.data_dir, "config.json")
     cache_path = os.path.join(cmd_opts.data_dir, "cache.json")
+    hashes.configure(cache_path)  # A1111's hashes.sha256(filename, title) forms use it
     opts = Options(frozen=cmd_opts.freeze_settings)
     opts.load(config_path)
     from modules import output_writer  # A1111's save_image & co. called without settings use these

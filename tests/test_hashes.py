@@ -19,7 +19,7 @@ def test_sha256_matches_hashlib_across_block_boundaries(tmp_path):
     # Larger than the 1 MiB block so the loop runs more than once; odd size so the last block is partial.
     path = tmp_path / "model.safetensors"
     content = make_file(path, hashes.BLOCK_SIZE * 2 + 123)
-    assert hashes.sha256(str(path), cache_path=None) == hashlib.sha256(content).hexdigest()
+    assert hashes.file_sha256(str(path), cache_path=None) == hashlib.sha256(content).hexdigest()
 
 
 def test_known_values():
@@ -30,7 +30,7 @@ def test_empty_file(tmp_path):
     path = tmp_path / "empty.ckpt"
     path.write_bytes(b"")
     expected = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    assert hashes.sha256(str(path), cache_path=None) == expected
+    assert hashes.file_sha256(str(path), cache_path=None) == expected
 
 
 def test_cache_entry_written_with_mtime_and_size(tmp_path):
@@ -38,7 +38,7 @@ def test_cache_entry_written_with_mtime_and_size(tmp_path):
     content = make_file(path, 1000)
     cache_path = tmp_path / "cache.json"
 
-    value = hashes.sha256(str(path), str(cache_path), title="checkpoint/a")
+    value = hashes.file_sha256(str(path), str(cache_path), title="checkpoint/a")
     assert value == hashlib.sha256(content).hexdigest()
 
     cache = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -51,32 +51,32 @@ def test_cached_value_used_while_mtime_and_size_unchanged(tmp_path):
     path = tmp_path / "a.bin"
     make_file(path, 1000)
     cache_path = tmp_path / "cache.json"
-    hashes.sha256(str(path), str(cache_path))
+    hashes.file_sha256(str(path), str(cache_path))
 
     # Plant a fake hash: it is returned, which proves the file was not re-read.
     cache = json.loads(cache_path.read_text(encoding="utf-8"))
     cache["hashes"][str(path.resolve())]["sha256"] = "f" * 64
     cache_path.write_text(json.dumps(cache), encoding="utf-8")
-    assert hashes.sha256(str(path), str(cache_path)) == "f" * 64
-    assert hashes.sha256_from_cache(str(path), str(cache_path)) == "f" * 64
+    assert hashes.file_sha256(str(path), str(cache_path)) == "f" * 64
+    assert hashes.cached_sha256(str(path), str(cache_path)) == "f" * 64
 
     # use_cache=False re-hashes and refreshes the entry.
-    real = hashes.sha256(str(path), str(cache_path), use_cache=False)
+    real = hashes.file_sha256(str(path), str(cache_path), use_cache=False)
     assert real == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert hashes.sha256_from_cache(str(path), str(cache_path)) == real
+    assert hashes.cached_sha256(str(path), str(cache_path)) == real
 
 
 def test_changed_mtime_triggers_rehash(tmp_path):
     path = tmp_path / "a.bin"
     make_file(path, 1000)
     cache_path = tmp_path / "cache.json"
-    first = hashes.sha256(str(path), str(cache_path))
+    first = hashes.file_sha256(str(path), str(cache_path))
 
     new_content = make_file(path, 1000, seed=7)  # same size, different bytes
     stat = os.stat(path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
-    assert hashes.sha256_from_cache(str(path), str(cache_path)) is None
-    second = hashes.sha256(str(path), str(cache_path))
+    assert hashes.cached_sha256(str(path), str(cache_path)) is None
+    second = hashes.file_sha256(str(path), str(cache_path))
     assert second == hashlib.sha256(new_content).hexdigest() != first
 
 
@@ -84,12 +84,12 @@ def test_changed_size_triggers_rehash(tmp_path):
     path = tmp_path / "a.bin"
     make_file(path, 1000)
     cache_path = tmp_path / "cache.json"
-    hashes.sha256(str(path), str(cache_path))
+    hashes.file_sha256(str(path), str(cache_path))
     mtime_ns = os.stat(path).st_mtime_ns
 
     new_content = make_file(path, 1001)
     os.utime(path, ns=(mtime_ns, mtime_ns))  # same mtime: only the size differs
-    assert hashes.sha256(str(path), str(cache_path)) == hashlib.sha256(new_content).hexdigest()
+    assert hashes.file_sha256(str(path), str(cache_path)) == hashlib.sha256(new_content).hexdigest()
     cache = json.loads(cache_path.read_text(encoding="utf-8"))
     assert cache["hashes"][str(path.resolve())]["size"] == 1001
 
@@ -101,7 +101,7 @@ def test_corrupt_cache_is_ignored_and_rewritten(tmp_path, content, caplog):
     cache_path = tmp_path / "cache.json"
     cache_path.write_text(content, encoding="utf-8")
 
-    assert hashes.sha256(str(path), str(cache_path)) == hashlib.sha256(data).hexdigest()
+    assert hashes.file_sha256(str(path), str(cache_path)) == hashlib.sha256(data).hexdigest()
     cache = json.loads(cache_path.read_text(encoding="utf-8"))
     assert cache["hashes"][str(path.resolve())]["sha256"] == hashlib.sha256(data).hexdigest()
 
@@ -111,7 +111,7 @@ def test_other_cache_sections_are_preserved(tmp_path):
     make_file(path, 10)
     cache_path = tmp_path / "cache.json"
     cache_path.write_text(json.dumps({"safetensors-metadata": {"x": {"mtime": 1, "value": {"k": "v"}}}}))
-    hashes.sha256(str(path), str(cache_path))
+    hashes.file_sha256(str(path), str(cache_path))
     cache = json.loads(cache_path.read_text(encoding="utf-8"))
     assert cache["safetensors-metadata"] == {"x": {"mtime": 1, "value": {"k": "v"}}}
     assert str(path.resolve()) in cache["hashes"]
@@ -125,7 +125,7 @@ def test_concurrent_hashing_keeps_every_entry(tmp_path):
         make_file(path, 2000 + index, seed=index)
         paths.append(path)
 
-    threads = [threading.Thread(target=hashes.sha256, args=(str(path), str(cache_path))) for path in paths]
+    threads = [threading.Thread(target=hashes.file_sha256, args=(str(path), str(cache_path))) for path in paths]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -138,7 +138,7 @@ def test_concurrent_hashing_keeps_every_entry(tmp_path):
 
 def test_missing_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
-        hashes.sha256(str(tmp_path / "absent.bin"), str(tmp_path / "cache.json"))
+        hashes.file_sha256(str(tmp_path / "absent.bin"), str(tmp_path / "cache.json"))
 
 
 def make_safetensors(path, header: dict, payload: bytes) -> None:
@@ -156,7 +156,7 @@ def test_addnet_hash_skips_header(tmp_path):
     expected = hashlib.sha256(payload).hexdigest()
     assert hashes.addnet_hash_safetensors(str(first)) == expected
     assert hashes.addnet_hash_safetensors(str(second)) == expected  # metadata does not change it
-    assert hashes.sha256(str(first), None) != expected
+    assert hashes.file_sha256(str(first), None) != expected
 
     cache_path = tmp_path / "cache.json"
     assert hashes.addnet_hash_safetensors(str(first), cache_path=str(cache_path)) == expected
@@ -186,3 +186,19 @@ def test_model_hash_legacy(tmp_path):
     make_file(small, 100)
     assert hashes.model_hash_legacy(str(small)) == hashlib.sha256(b"").hexdigest()[:8]  # A1111 reads past EOF
     assert hashes.model_hash_legacy(str(tmp_path / "absent.ckpt")) == "NOFILE"
+
+
+def test_a1111_two_argument_forms_use_the_configured_cache(tmp_path):
+    """Extensions call A1111's `hashes.sha256(filename, title)`: the second argument is a title, never a cache path."""
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"x" * 1000)
+    cache_path = tmp_path / "cache.json"
+    hashes.configure(str(cache_path))
+    try:
+        assert hashes.sha256_from_cache(str(path), "checkpoint/model") is None  # nothing hashed yet
+        value = hashes.sha256(str(path), "checkpoint/model")
+        assert value == hashlib.sha256(b"x" * 1000).hexdigest()
+        assert hashes.sha256_from_cache(str(path), "checkpoint/model") == value
+        assert cache_path.is_file() and not (tmp_path / "checkpoint").exists()
+    finally:
+        hashes.configure(None)

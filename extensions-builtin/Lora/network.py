@@ -55,7 +55,7 @@ class NetworkOnDisk:
 
     def read_hash(self) -> None:
         if not self.hash:
-            self.set_hash(hashes.sha256(self.filename, shared.cache_path, title=f"lora/{self.name}"))
+            self.set_hash(hashes.file_sha256(self.filename, shared.cache_path, title=f"lora/{self.name}"))
 
     def get_alias(self) -> str:
         """The name prompts use: A1111's setting "lora_preferred_name" may ask for the file name."""

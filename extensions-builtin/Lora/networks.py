@@ -67,5 +67,9 @@ def load_networks(names: list[str], te_multipliers: list[float] | None = None,
     raise IncompatibleExtensionError(f"networks.load_networks: {network.LORA_INTERNALS}")
 
 
+def load_network(name: str, network_on_disk: network.NetworkOnDisk) -> network.Network:
+    raise IncompatibleExtensionError(f"networks.load_network: {network.LORA_INTERNALS}")
+
+
 def infotext_pasted(infotext: str, params: dict[str, Any]) -> None:
     """A1111 rewrites `Lora hashes` on paste; this program's paste handles LoRA tags itself."""

@@ -146,7 +146,7 @@ def load_vae_file(vae: VaeInfo, family: str, policy: DevicePolicy, cache_path: s
     except (KeyError, ValueError) as e:
         raise CheckpointLoadError(f"{vae.name}: not a usable VAE ({e})") from e
     if vae.sha256 is None:
-        vae.sha256 = hashes.sha256(vae.filename, cache_path, title=f"vae/{vae.name}")
+        vae.sha256 = hashes.file_sha256(vae.filename, cache_path, title=f"vae/{vae.name}")
     return _move(model, policy.device, policy.vae_dtype)
 
 

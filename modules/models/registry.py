@@ -92,7 +92,7 @@ class CheckpointRegistry:
         for full, name in found:
             info = CheckpointInfo(full, name)
             if self.hashing:
-                info.sha256 = hashes.sha256(full, self.cache_path, title=f"checkpoint/{name}")
+                info.sha256 = hashes.file_sha256(full, self.cache_path, title=f"checkpoint/{name}")
             infos.append(info)
         # a .safetensors twin (same name, other suffix) comes first, so lookups by name pick it over the pickle
         infos.sort(key=lambda c: (os.path.splitext(c.name)[0].lower(), c.is_pickle))

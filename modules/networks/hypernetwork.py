@@ -163,7 +163,7 @@ class Hypernetwork:
     def shorthash(self) -> str:
         """sha256 of the file, first 10 characters (A1111's Hypernetwork.shorthash)."""
         if self._sha256 is None:
-            self._sha256 = hashes.sha256(self.path, self.hash_cache_path, title=f"hypernet/{self.name}")
+            self._sha256 = hashes.file_sha256(self.path, self.hash_cache_path, title=f"hypernet/{self.name}")
         return self._sha256[:SHORTHASH_LENGTH]
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Hypernetwork:

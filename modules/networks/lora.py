@@ -327,7 +327,7 @@ class LoraFile:
                 if self.path.lower().endswith(SAFETENSORS_SUFFIX):
                     value = hashes.addnet_hash_safetensors(self.path, self.hash_cache_path)
                 else:
-                    value = hashes.sha256(self.path, self.hash_cache_path, title=f"lora/{self.name}")
+                    value = hashes.file_sha256(self.path, self.hash_cache_path, title=f"lora/{self.name}")
             self._shorthash = value[:SHORTHASH_LENGTH]
         return self._shorthash
 

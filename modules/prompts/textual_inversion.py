@@ -230,7 +230,7 @@ class EmbeddingDatabase:
                 continue
             if name in loaded:
                 log.warning("Embedding %s: %s replaces %s (same name)", name, path, loaded[name].filename)
-            embedding.sha256 = hashes.sha256(path, self.hash_cache, title=f"textual_inversion/{name}")
+            embedding.sha256 = hashes.file_sha256(path, self.hash_cache, title=f"textual_inversion/{name}")
             loaded[name] = embedding
             skipped.pop(name, None)
         ordered = {name: loaded[name] for name in sorted(loaded, key=str.lower)}
