@@ -26,6 +26,7 @@ import inspect
 import json
 import os
 import sys
+import textwrap
 from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,7 +60,14 @@ def _has(obj: Any, attr: str) -> bool:
 
 
 def lookup(name: str, parser_dests: set[str]) -> str:
-    """"" when `name` exists here, else why not (raises _Refused for a name that exists only to refuse)."""
+    """"" when `name` exists here, "incompatible: why" when it exists only to refuse, else why it is missing."""
+    try:
+        return _lookup(name, parser_dests)
+    except _Refused as e:
+        return f"incompatible: {e}"
+
+
+def _lookup(name: str, parser_dests: set[str]) -> str:
     if name.startswith("cmd_opts."):
         return "" if name.split(".", 1)[1] in parser_dests else "no such flag"
     if name.startswith(("Script.", "ScriptPostprocessing.")):
@@ -88,8 +96,37 @@ def lookup(name: str, parser_dests: set[str]) -> str:
                     obj = getattr(obj, attr)
                 except Exception:
                     return ""
+            refusal = _refusal(obj)
+            if refusal:
+                raise _Refused(refusal)
             return ""
     return "module absent"
+
+
+def _refusal(obj: Any) -> str:
+    """The message of a function here whose whole body is `raise IncompatibleExtensionError(...)` (a name kept only
+    to refuse when called: `networks.load_network`, `sd_hijack.apply_optimizations`), else ""."""
+    if not inspect.isfunction(obj):
+        return ""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError, SyntaxError):
+        return ""
+    function = tree.body[0] if tree.body else None
+    body = getattr(function, "body", [])
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    if len(body) != 1 or not isinstance(body[0], ast.Raise) or not isinstance(body[0].exc, ast.Call):
+        return ""
+    call = body[0].exc
+    name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+    if not name.endswith("IncompatibleExtensionError") and not (name == "_refuse"):
+        return ""
+    texts = [n.value for n in ast.walk(call) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    text = "".join(texts).strip()
+    if not text or text.endswith(":"):
+        text = f"{text} an A1111 internal this program does not have".strip()
+    return text
 
 
 def _module_exists(name: str) -> bool:
@@ -212,13 +249,7 @@ def check_signature(name: str, a1111_signature: str) -> list[str]:
 def resolve(names: list[str]) -> dict[str, str]:
     add_builtin_extension_paths()
     dests = parser_dests()
-    answers = {}
-    for name in names:
-        try:
-            answers[name] = lookup(name, dests)
-        except _Refused as e:
-            answers[name] = f"incompatible: {e}"
-    return answers
+    return {name: lookup(name, dests) for name in names}
 
 
 def main() -> None:

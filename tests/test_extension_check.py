@@ -233,3 +233,20 @@ def test_census_tables_rank_missing_names_over_the_non_ldm_extensions(reports):
     ranking = census.ranking(labelled, only_missing=True)
     assert [(name, len(users)) for name, _, users, _ in ranking] == [
         ("cmd_opts.no_such_flag_for_the_check", 1), ("modules.no_such_module_for_the_check", 1)]
+
+
+def test_a_function_that_only_raises_incompatible_is_recognised():
+    from modules import extension_check_resolve
+    from modules.incompatible import IncompatibleExtensionError
+
+    def refusing(name):
+        """Kept for A1111 extensions."""
+        raise IncompatibleExtensionError(f"demo.refusing({name}): an ldm internal")
+
+    def working(name):
+        if not name:
+            raise IncompatibleExtensionError("only sometimes")
+        return name
+
+    assert extension_check_resolve._refusal(refusing) == "demo.refusing(): an ldm internal"
+    assert extension_check_resolve._refusal(working) == ""
