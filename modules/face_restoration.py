@@ -20,6 +20,8 @@ class FaceRestoration:
 
 def restore_faces(np_image: np.ndarray) -> np.ndarray:
     """`np_image` (H x W x 3, uint8 RGB) through the chosen face restorer."""
+    # A1111's setting names the restorer (default "CodeFormer", which does not ship here): when the named one is not
+    # registered, an extension's restorer is used rather than silently none
     wanted = getattr(shared.opts, "face_restoration_model", None)
-    restorers = [r for r in shared.face_restorers if wanted is None or r.name() == wanted]
+    restorers = [r for r in shared.face_restorers if r.name() == wanted] or list(shared.face_restorers)
     return restorers[0].restore(np_image) if restorers else np_image

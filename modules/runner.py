@@ -161,12 +161,13 @@ class JobRunner:
                     self._condition.notify_all()
             # resolved only now: whoever waits sees the device free and the progress state ended
             ok, value = outcome
-            if item.future.done():
-                continue
-            if ok:
-                item.future.set_result(value)
-            else:
-                item.future.set_exception(value)
+            if not item.future.done():
+                if ok:
+                    item.future.set_result(value)
+                else:
+                    item.future.set_exception(value)
+            # the result (a job, its model objects) belongs to the caller: the idle worker must not keep it alive
+            del item, outcome, value
 
     def _run_item(self, item: _Item) -> tuple[bool, Any]:
         """Run one item; (True, result) or (False, exception)."""

@@ -215,8 +215,10 @@ def test_a_registered_extra_network_is_activated_in_a_real_generation(tiny_app):
         plain = tiny_app.run_job(Job(**SMALL, prompt="a cat"))
     finally:
         extra_networks.initialize()
-    assert calls[0] == ("activate", [["foo", "0.5"], ["bar"]], ["a cat  ", "a cat  "])
-    assert calls[1] == ("activate", [], ["a cat"])  # a registered network is activated with nothing too
+    # A1111: activated per batch, deactivated once after the job's last batch; a registered network is activated
+    # with nothing too
+    assert calls == [("activate", [["foo", "0.5"], ["bar"]], ["a cat  ", "a cat  "]), ("deactivate",),
+                     ("activate", [], ["a cat"]), ("deactivate",)]
     assert processed.job.extra_network_data["mynet"][0].positional == ["foo", "0.5"]
     assert not any("Unknown extra network" in comment for comment in processed.comments)
     assert processed.infotexts[0].startswith("a cat <mynet:foo:0.5> <mynet:bar>\n")

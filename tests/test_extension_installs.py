@@ -7,6 +7,7 @@ import argparse
 import importlib.metadata
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,8 @@ def test_a_module_from_the_map_is_installed_on_first_need(data, offline_pip, thr
     assert version_for(throwaway_python, "tinypkg") == "1.0"
     assert extension_status.status("needs-tiny").installed_packages == ["tinypkg"]
     assert extension_status.status("needs-tiny").install_error == ""
-    assert Path(data[1].data_dir, "cache", "pip-constraints.txt").is_file()
+    # the constraints file is written into the data dir in use (the app's when it is initialised, else the flags')
+    assert Path(extension_installs._data_dir(), "cache", "pip-constraints.txt").is_file()
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.version("tinypkg")  # the program's venv is untouched
 
@@ -135,6 +137,8 @@ def test_metadata_ini_orders_extensions_and_files_and_reports_requirements(data,
     settings = tmp_path / "config.json"
     settings.write_text(json.dumps({"disabled_extensions": ["aaa"]}))
     monkeypatch.setenv("COMMANDLINE_ARGS", f"--data-dir={cmd_opts.data_dir}")
+    # as in an install.py process: no initialised app here (another test of this worker may have made one)
+    monkeypatch.setattr(sys.modules.get("modules.shared", argparse.Namespace()), "cmd_opts", None, raising=False)
     assert launch_utils.list_extensions(str(settings)) == ["ccc", "ddd", "bbb"]  # user extensions, in load order
     assert extensions.extensions_dir == str(user_dir)
     settings.write_text(json.dumps({"disable_all_extensions": "extra"}))

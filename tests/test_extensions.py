@@ -212,7 +212,8 @@ def test_ui_install_handler_refuses_when_exposed(app, tmp_path):
     app.cmd_opts.enable_insecure_extension_access = True
     message, enabled, table, _ = extensions_tab.install_from_url(f"file://{repo}", "", "template")
     assert "Installed into" in message and "template" in table
-    assert [n for n in enabled.value if n != "freeu"] == ["template"]  # the built-in FreeU is enabled too
+    builtins = {e.name for e in extensions.list_extensions(app.opts, app.cmd_opts) if e.is_builtin}
+    assert [n for n in enabled.value if n not in builtins] == ["template"]  # built-ins (FreeU, Lora) are enabled too
 
 
 def test_installed_extension_runs_unchanged_after_restart(tmp_path):
