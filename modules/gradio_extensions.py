@@ -47,9 +47,9 @@ import gradio.blocks
 import gradio.components
 import gradio.events
 import gradio.layouts
-from gradio.context import LocalContext
+from gradio.context import Context, LocalContext
 
-from modules import script_callbacks
+from modules import extension_guard, script_callbacks
 
 log = logging.getLogger("webui.gradio_extensions")
 
@@ -112,11 +112,20 @@ def translate_constructor_kwargs(accepted: frozenset[str] | None, kwargs: dict[s
         out["variant"] = "secondary"
     if out.get("type") == "file" and "file_count" in accepted:
         out["type"] = "filepath"
-    dropped = [name for name in DROPPED_CONSTRUCTOR_ARGS if name in out and name not in accepted]
+    # Gradio 3 ignored arguments a component does not take (with a warning): gr.Tab(open=False), gr.Blocks(variant=…)
+    # in extensions; this program's own code keeps Gradio's error for a mistyped argument
+    from_extension = extension_guard.calling_extension() is not None
+    dropped = [name for name in out if name not in accepted and (from_extension or name in DROPPED_CONSTRUCTOR_ARGS)]
     for name in dropped:
         del out[name]
     if dropped:
         log.debug("Gradio 3 arguments without a counterpart here, ignored: %s", ", ".join(sorted(dropped)))
+    if "render_children" in accepted and "render_children" not in out:
+        # Gradio 3 put every tab's content in the page (hidden); extension scripts look elements of other tabs up
+        out["render_children"] = True
+    if out.get("visible") is False and "visible" in accepted and from_extension:
+        # likewise an extension's invisible component: in the page, hidden, as Gradio 3 had it (its scripts read it)
+        out["visible"] = "hidden"
     return out
 
 
@@ -270,6 +279,17 @@ def _all_block_classes() -> Iterator[type]:
                 seen.add(sub)
                 stack.append(sub)
                 yield sub
+
+
+def outside_blocks(build: Callable[[], Any]) -> Any:
+    """Call `build` as if no Blocks were being built: Blocks it makes are top-level ones, not rendered into the
+    enclosing layout (A1111 builds extension tabs apart and renders them into the page afterwards)."""
+    saved = Context.block, Context.root_block
+    Context.block = Context.root_block = None
+    try:
+        return build()
+    finally:
+        Context.block, Context.root_block = saved
 
 
 def install() -> None:

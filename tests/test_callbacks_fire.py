@@ -288,9 +288,9 @@ def test_start_up_callbacks_in_a1111_order(started: Started) -> None:
     first = {kind: kinds.index(kind) for kind in ("model_loaded", "before_ui", "ui_tabs", "ui_settings", "app_started")}
     components = [i for i, kind in enumerate(kinds) if kind == "before_component"]
     # the model loads before the UI; as in A1111 1.10, create_ui registers the settings options first, then the
-    # tabs are made (extension tabs first here), then the app starts
-    assert first["model_loaded"] < first["before_ui"] < first["ui_settings"] < first["ui_tabs"] < components[0]
-    assert components[-1] < first["app_started"]
+    # built-in tabs are made, then the extensions' tabs (on_ui_tabs), then the app starts
+    assert first["model_loaded"] < first["before_ui"] < first["ui_settings"] < components[0] < first["ui_tabs"]
+    assert first["ui_tabs"] < components[-1] < first["app_started"]
     assert kinds.count("before_ui") == kinds.count("ui_tabs") == kinds.count("app_started") == 1
     assert kinds.count("ui_settings") == 1
     (_, sd_model), = [e for e in started.events if e[0] == "model_loaded"]

@@ -259,3 +259,45 @@ def test_page_leaves_out_the_javascript_of_incompatible_and_failed_extensions(tm
         extension_status.reset()
     assert "works/javascript/works.js" in head and "js-only/javascript/js-only.js" in head
     assert "incompatible.js" not in head and "failed.js" not in head
+
+
+TABS_EXTENSION = '''
+import gradio as gr
+from modules import script_callbacks, ui
+
+seen = {}
+
+
+def on_tabs():
+    seen["paste_fields"] = len(ui.txt2img_paste_fields)  # A1111 builds txt2img before on_ui_tabs
+    with gr.Blocks() as block:
+        with gr.Tab("Inner", open=False):  # Gradio 3 ignored an argument a block does not take
+            gr.HTML("data for the page script", visible=False, elem_id="tabs_ext_hidden")
+    return [(block, "Tabs ext", "tabs_ext")]
+
+
+script_callbacks.on_ui_tabs(on_tabs)
+'''
+
+
+def test_extension_tabs_see_the_built_tabs_and_gradio3_leniency(app, tmp_path):
+    import sys
+
+    from modules import scripts, ui
+
+    folder = tmp_path / "extensions" / "tabs-ext"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "scripts" / "tabs_probe.py").write_text(TABS_EXTENSION)
+    scripts.load_scripts([str(folder)])
+    try:
+        assert scripts.load_errors == []
+        demo = ui.create_ui()
+        seen = sys.modules["tabs_probe.py"].seen
+        assert seen["paste_fields"] > 5
+        blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+        # in the page but hidden, as Gradio 3 had an extension's invisible block (its page script looks it up)
+        assert blocks["tabs_ext_hidden"].visible == "hidden"
+        assert blocks["tab_tabs_ext"].render_children is True  # every tab's content is in the page, as in Gradio 3
+        assert blocks["tab_txt2img"].render_children is True and blocks["tab_img2img"].render_children is True
+    finally:
+        scripts.load_scripts([])

@@ -42,23 +42,25 @@ CTRL_ENTER_JS = """
 def create_ui() -> gr.Blocks:
     scripts.ensure_loaded()  # a UI built without webui.py still has the scripts, and they see every component
     script_callbacks.ensure_ui_settings()  # A1111 1.10: extensions' settings options first, then the tabs
-    # extensions build their own tabs' Blocks first (outside ours, as A1111 does); they are rendered as tabs below
-    extension_tabs = script_callbacks.ui_tabs_callback()
     with gr.Blocks(title="Stable Diffusion") as demo:
         checkpoint = common.create_quicksettings()
         with create(gr.Tabs, elem_id="tabs") as tabs:
             txt2img_fields = txt2img.create_tab(common.model_default_size(), below_prompt=extra_networks.create_ui)
             img2img_fields = img2img.create_tab()
+            # as in A1111, the two tabs (and their scripts' UIs) exist before the extensions' on_ui_tabs run: they
+            # read `modules.ui.txt2img_paste_fields` and what their scripts' ui() recorded
+            a1111_names.record_paste_fields("txt2img", txt2img_fields)
+            a1111_names.record_paste_fields("img2img", img2img_fields)
             extras_fields = extras.create_tab()
             png_info.create_tab(txt2img_fields, tabs, img2img_fields)
             merger.create_tab(checkpoint)
+            # extensions build their tabs' Blocks as top-level Blocks (outside ours, as in A1111); rendered here
+            extension_tabs = gradio_extensions.outside_blocks(script_callbacks.ui_tabs_callback)
             for blocks, title, elem_id in extension_tabs:
                 with create(gr.Tab, title, id=elem_id, elem_id=f"tab_{elem_id}"):
                     blocks.render()
             settings.create_tab()
             extensions.create_tab()
-        a1111_names.record_paste_fields("txt2img", txt2img_fields)
-        a1111_names.record_paste_fields("img2img", img2img_fields)
         for fields in (txt2img_fields, img2img_fields):
             send_to.connect(fields["output_panel"], img2img_fields, extras_fields["image"], tabs)
         # a closed or reloaded tab ends its Gradio session: its jobs would only keep the queue busy for nobody
