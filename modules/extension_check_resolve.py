@@ -134,7 +134,9 @@ def _module_exists(name: str) -> bool:
 
     try:
         return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError, AttributeError):
+    except (ImportError, ValueError, AttributeError) as e:
+        if any(cls.__name__ == "IncompatibleExtensionError" for cls in type(e).__mro__):
+            raise _Refused(str(e)) from e  # an ldm-only module (modules.extension_guard): refused with a reason
         return False
 
 
@@ -170,7 +172,9 @@ def parser_dests() -> set[str]:
     cmd_args, _ = _import("modules.cmd_args")
     if cmd_args is None or not hasattr(cmd_args, "build_parser"):
         return set()
-    return {action.dest for action in cmd_args.build_parser()._actions}
+    parser = cmd_args.build_parser()
+    # flags, and names set as defaults only (other extensions' preload flags, e.g. lyco_dir, read with getattr)
+    return {action.dest for action in parser._actions} | set(parser._defaults)
 
 
 def add_builtin_extension_paths() -> None:
@@ -248,6 +252,9 @@ def check_signature(name: str, a1111_signature: str) -> list[str]:
 
 def resolve(names: list[str]) -> dict[str, str]:
     add_builtin_extension_paths()
+    from modules import extension_guard
+
+    extension_guard.install()  # as in the app: ldm-only modules answer with the reason they are refused
     dests = parser_dests()
     return {name: lookup(name, dests) for name in names}
 

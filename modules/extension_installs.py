@@ -55,6 +55,8 @@ CORE_PACKAGES = (
 # every index, so the PyPI packaging of the same code, `openai-clip`, is used (same `import clip` API).
 IMPORT_TO_PACKAGE: dict[str, str] = {
     "timm": "timm",
+    "torchmetrics": "torchmetrics",  # came with pytorch_lightning in A1111's environment
+    "websockets": "websockets",      # came with gradio 3
     "pytorch_lightning": "pytorch-lightning",
     "lightning": "lightning",
     "basicsr": "basicsr",

@@ -72,6 +72,7 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     config_path = os.path.join(cmd_opts.data_dir, "config.json")
     cache_path = os.path.join(cmd_opts.data_dir, "cache.json")
     hashes.configure(cache_path)  # A1111's hashes.sha256(filename, title) forms use it
+    _ensure_ui_config_file(getattr(cmd_opts, "ui_config_file", None))
     opts = Options(frozen=cmd_opts.freeze_settings)
     opts.load(config_path)
     from modules import output_writer  # A1111's save_image & co. called without settings use these
@@ -284,6 +285,19 @@ def __getattr__(name: str):
     if name in _A1111_COMPUTED:
         return _A1111_COMPUTED[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _ensure_ui_config_file(path: str | None) -> None:
+    """A1111 writes ui-config.json (its UI defaults) when it builds the UI, and extensions open it at import; this
+    UI keeps no such file, so an empty one is made where A1111's would be (never overwritten)."""
+    if not path or os.path.exists(path):
+        return
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "x", encoding="utf8") as file:
+            file.write("{}\n")
+    except OSError as e:  # a read-only data dir: the extensions that need it say so themselves
+        log.warning("could not create %s: %s", path, e)
 
 
 native = False  # Forge's flag: extensions branch on it (`getattr(shared, "native", False)`); this is not Forge

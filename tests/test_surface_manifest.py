@@ -39,9 +39,13 @@ def entries_of(kinds: set[str], with_signature: bool = False) -> list:
 
 
 @pytest.fixture(scope="module")
-def dests() -> set[str]:
+def dests():
+    from modules import extension_guard
+
     add_builtin_extension_paths()
-    return parser_dests() | extension_check.builtin_preload_flags()
+    extension_guard.install()  # as the app has it: ldm-only modules (repositories.midas …) refuse with a reason
+    yield parser_dests() | extension_check.builtin_preload_flags()
+    extension_guard.uninstall()
 
 
 def test_manifest_lists_the_census_names():

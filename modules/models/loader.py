@@ -17,6 +17,7 @@ from transformers import CLIPTokenizer
 
 from modules import hashes
 from modules.devices import DevicePolicy, cast  # noqa: F401 (cast: also used by tests from here)
+from modules.incompatible import IncompatibleExtensionError
 from modules.models import architecture, detection
 from modules.models.registry import VAE_SUFFIXES, CheckpointInfo, scan_files
 from modules.models.safe_load import CheckpointLoadError, load_state_dict, read_safetensors_metadata
@@ -41,6 +42,16 @@ class VaeInfo:
     @property
     def shorthash(self) -> str | None:
         return hashes.short_hash(self.sha256) if self.sha256 else None
+
+
+# A1111's ldm/sgm model attributes extensions walk to patch the model
+_LDM_MODEL_ATTRIBUTES = frozenset({"model", "cond_stage_model", "first_stage_model", "conditioner",
+                                   "get_learned_conditioning", "apply_model", "decode_first_stage",
+                                   "encode_first_stage", "alphas_cumprod", "forge_objects"})
+
+
+class LdmAttributeError(IncompatibleExtensionError, AttributeError):
+    """An A1111 ldm model attribute: incompatible when used, False for `hasattr` (extensions probe with it)."""
 
 
 @dataclass
@@ -80,6 +91,14 @@ class SDModel:
 
     is_sd3 = False
     is_ssd = False
+
+    def __getattr__(self, name: str) -> object:
+        # only for names the dataclass lacks: A1111's ldm model attributes mean nothing on a diffusers model
+        if name in _LDM_MODEL_ATTRIBUTES:
+            raise LdmAttributeError(
+                f"shared.sd_model.{name} is an attribute of A1111's ldm model; this program's model is a set of "
+                "diffusers components (.unet, .vae, .text_encoders)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def sd_checkpoint_info(self) -> CheckpointInfo:

@@ -141,6 +141,8 @@ def create_output_panel(tabname: str) -> OutputPanel:
     infotext = create(gr.Textbox, label="Generation parameters", interactive=False, lines=3,
                                   elem_id=f"{tabname}_infotext")
     html_info = create(gr.HTML, elem_id=f"html_info_{tabname}")
+    # A1111's hidden button of the output panel; extensions place their controls after it (after_component)
+    create(gr.Button, visible=False, elem_id=f"{tabname}_generation_info_button")
     infotexts = gr.State([])
     selected = gr.State(-1)
     panel = OutputPanel(tabname, gallery, infotext, html_info, infotexts, selected, files, send_to_img2img,
