@@ -8,6 +8,7 @@ reason in the console).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class ExtensionStatus:
 _statuses: dict[str, ExtensionStatus] = {}
 
 
+@functools.lru_cache(maxsize=4096)
 def extension_name_of(path: str) -> str | None:
     """The extension folder name a file belongs to (…/extensions*/<name>/…), None for the program's own files."""
     parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
@@ -96,11 +98,24 @@ def record_script_failure(name: str, script: str, error: BaseException | str) ->
             entry.loaded_scripts.remove(script)
 
 
+_incompatible_names: set[str] = set()
+
+
 def mark_incompatible(name: str, reason: str) -> None:
+    """The extension needs an A1111 internal this core does not have; from now on its scripts' hooks and its
+    callbacks are not called (they would fail again at every generation, or every step)."""
     entry = status(name)
     with _lock:
         if not entry.incompatible:
             entry.incompatible = reason
+        _incompatible_names.add(name)
+
+
+def is_incompatible_file(path: str | None) -> bool:
+    """Whether `path` belongs to an extension marked incompatible (cheap when none is)."""
+    if not _incompatible_names or not path:
+        return False
+    return extension_name_of(os.path.abspath(path)) in _incompatible_names
 
 
 def record_install(name: str, error: str = "", installed_packages: list[str] | tuple[str, ...] = ()) -> None:
@@ -133,9 +148,11 @@ def forget_scripts() -> None:
             entry.loaded_scripts.clear()
             entry.failed_scripts.clear()
             entry.incompatible = ""
+        _incompatible_names.clear()
 
 
 def reset() -> None:
     """Forget everything (a reload of the scripts starts over)."""
     with _lock:
         _statuses.clear()
+        _incompatible_names.clear()

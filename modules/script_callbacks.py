@@ -82,6 +82,8 @@ def _run(kind: str, /, *args: Any, **kwargs: Any) -> list[Any]:
     """Call every callback of a kind; a failing one is logged with its file and skipped. Returns the results."""
     results = []
     for c in list(callback_map[f"callbacks_{kind}"]):
+        if extension_status.is_incompatible_file(c.script):
+            continue  # an incompatible extension's callback would only fail again (every step, for cfg ones)
         try:
             results.append(c.callback(*args, **kwargs))
         except Exception as e:

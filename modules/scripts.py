@@ -645,6 +645,8 @@ class ScriptRunner:
 
     def _call(self, hook: str, p: Any, *args: Any, processed: Any = None, **kwargs: Any) -> None:
         for script in self.alwayson_scripts:
+            if extension_status.is_incompatible_file(script.filename):
+                continue  # it already failed on an A1111 internal: its status says so, the job goes on without it
             try:
                 getattr(script, hook)(p, *args, *self.args_of(p, script), **kwargs)
             except Exception as e:

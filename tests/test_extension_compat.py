@@ -140,6 +140,11 @@ def test_extension_status_is_honest(api_only_server):
     # once a job ran, the script that rescales A1111's loaded networks is shown incompatible (the job still ran)
     rescale = records["ext-lora-rescale"]
     assert rescale["load_state"] == "incompatible" and "networks.loaded_networks" in rescale["incompatible"]
+    # from then on its hooks are not called: a further job logs no new failure of it
+    failures = log_path.read_text().count("Error running process of script Rescale")
+    assert failures >= 1
+    requests.post(f"{url}/sdapi/v1/txt2img", json={**SMALL, "prompt": "a square"}, timeout=120).raise_for_status()
+    assert log_path.read_text().count("Error running process of script Rescale") == failures
     ldm = records["ext-ldm"]
     assert ldm["load_state"] == "incompatible"
     assert "ldm.modules.attention" in ldm["incompatible"] and "diffusers" in ldm["incompatible"]
