@@ -298,19 +298,22 @@ def _install_missing_package(extension: str, error: ModuleNotFoundError) -> bool
     return extension_installs.install_for_missing_module(extension, missing) is not None
 
 
+MAX_FIRST_NEED_INSTALLS = 5  # per script file and start: bounded work for one extension
+
+
 def _load_script_file(script_file: ScriptFile) -> ModuleType | None:
     """Import a script file; a failure is logged, kept in `load_errors` and in the extension's status."""
     extension = _extension_of(script_file)
-    retried = False
+    installed_for: set[str] = set()  # one install per missing module: a script may miss several in turn
     while True:
         try:
             module = _import_script_file(script_file)
         except BaseException as e:  # SystemExit from a script must not stop the app either
             if isinstance(e, KeyboardInterrupt):
                 raise
-            if extension and not retried and isinstance(e, ModuleNotFoundError) and \
-                    _install_missing_package(extension, e):
-                retried = True
+            if extension and isinstance(e, ModuleNotFoundError) and e.name not in installed_for and \
+                    len(installed_for) < MAX_FIRST_NEED_INSTALLS and _install_missing_package(extension, e):
+                installed_for.add(e.name)
                 continue
             _record_failure(extension, script_file.path, e, "Error loading script: %s")
             load_errors.append((script_file.path, f"{type(e).__name__}: {e}"))

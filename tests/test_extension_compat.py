@@ -306,3 +306,41 @@ def test_extension_tabs_see_the_built_tabs_and_gradio3_leniency(app, tmp_path):
         assert blocks["tab_txt2img"].render_children is True and blocks["tab_img2img"].render_children is True
     finally:
         scripts.load_scripts([])
+
+
+def test_loader_installs_each_missing_package_in_turn(tmp_path, monkeypatch):
+    """A script missing two packages of A1111's environment (sd-dynamic-prompts: dynamicprompts, then send2trash)
+    loads at the first start: the loader installs for each missing module once and imports again. The install
+    step itself (pip under the constraints) is tested in tests/test_extension_installs.py; here it writes the
+    module into a folder on sys.path, as pip would into site-packages."""
+    import sys
+
+    from modules import extension_installs, scripts
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    installed = []
+
+    def install(extension, module):
+        if module not in ("first_need_a", "first_need_b"):
+            return None
+        (site / f"{module}.py").write_text("VALUE = 1\n")
+        installed.append((extension, module))
+        return module
+
+    monkeypatch.setattr(extension_installs, "install_for_missing_module", install)
+    folder = tmp_path / "extensions" / "needs-two" / "scripts"
+    folder.mkdir(parents=True)
+    (folder / "needs_two.py").write_text("import first_need_a\nimport first_need_b\nLOADED = True\n")
+    extension_status.reset()
+    scripts.load_scripts([str(folder.parent)])
+    try:
+        assert installed == [("needs-two", "first_need_a"), ("needs-two", "first_need_b")]
+        assert sys.modules["needs_two.py"].LOADED is True
+        assert extension_status.status("needs-two").state == "loaded"
+    finally:
+        for name in ("first_need_a", "first_need_b", "needs_two.py"):
+            sys.modules.pop(name, None)
+        scripts.load_scripts([])
+        extension_status.reset()
