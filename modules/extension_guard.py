@@ -104,6 +104,46 @@ def incompatibility_in(error: BaseException | None) -> IncompatibleExtensionErro
     return None
 
 
+# A1111 functions extensions replace to change generation, which this core never calls (it encodes prompts and draws
+# noise itself): a replacement would change nothing, so it makes its extension incompatible instead
+UNCALLED_ENTRY_POINTS = {
+    "modules.prompt_parser": ("get_learned_conditioning", "get_multicond_learned_conditioning",
+                              "get_learned_conditioning_prompt_schedules", "reconstruct_cond_batch",
+                              "reconstruct_multicond_batch"),
+    "modules.processing": ("process_images_inner", "create_random_tensors"),
+}
+
+
+def entry_points() -> dict[tuple[str, str], object]:
+    """The current objects of UNCALLED_ENTRY_POINTS (importing their modules)."""
+    import importlib
+
+    found = {}
+    for module_name, names in UNCALLED_ENTRY_POINTS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            if hasattr(module, name):
+                found[(module_name, name)] = getattr(module, name)
+    return found
+
+
+def mark_replaced_entry_points(before: dict[tuple[str, str], object]) -> list[str]:
+    """Mark the extensions that replaced one of `before`'s functions incompatible; returns their names."""
+    marked = []
+    for (module_name, name), original in before.items():
+        current = getattr(sys.modules.get(module_name), name, original)
+        if current is original:
+            continue
+        code = getattr(current, "__code__", None) or getattr(getattr(current, "__func__", None), "__code__", None)
+        extension = extension_status.extension_name_of(code.co_filename) if code is not None else None
+        if extension:
+            extension_status.mark_incompatible(
+                extension, f"replaces {module_name}.{name}, which this program's generation never calls (the core "
+                           "encodes prompts and draws noise itself), so the replacement would change nothing")
+            marked.append(extension)
+    return marked
+
+
 def install() -> None:
     """Put the guard last on sys.meta_path (idempotent)."""
     if _guard not in sys.meta_path:

@@ -362,6 +362,7 @@ def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
     extension_status.forget_scripts()
     extension_guard.install()
     gradio_extensions.install()  # A1111's Gradio 3 forms for the extensions' module-level code, in every mode
+    originals = extension_guard.entry_points()
     script_callbacks.ui_settings_registered = False  # the new modules' on_ui_settings callbacks have not run
     for script_file in list_script_files(extension_dirs):
         module = _load_script_file(script_file)
@@ -375,6 +376,7 @@ def load_scripts(extension_dirs: Sequence[str] | None = None) -> None:
                     and not getattr(obj, "__abstractmethods__", None):
                 scripts_data.append(ScriptClassData(obj, script_file.path, script_file.basedir, module))
     _loaded = True
+    extension_guard.mark_replaced_entry_points(originals)
     scripts_txt2img.initialize_scripts(is_img2img=False)
     scripts_img2img.initialize_scripts(is_img2img=True)
 

@@ -83,6 +83,19 @@ EXTENSIONS = {
                 for net in networks.loaded_networks:  # A1111: rescale each loaded LoRA's layers in place
                     net.te_multiplier = 0
     ''',
+    # prompt-fusion's way: replace A1111's prompt encoding entry point, which generation here never calls
+    "ext-prompt-hijack/scripts/hijack.py": '''
+        from modules import prompt_parser
+
+        original = prompt_parser.get_learned_conditioning
+
+
+        def interpolating(model, prompts, steps, *args, **kwargs):
+            return original(model, prompts, steps, *args, **kwargs)
+
+
+        prompt_parser.get_learned_conditioning = interpolating
+    ''',
     "ext-guarded/scripts/guarded.py": '''
         try:
             import ldm.modules.attention  # noqa: F401
@@ -149,6 +162,9 @@ def test_extension_status_is_honest(api_only_server):
     assert ldm["load_state"] == "incompatible"
     assert "ldm.modules.attention" in ldm["incompatible"] and "diffusers" in ldm["incompatible"]
     assert "Extension 'ext-ldm' is incompatible" in ldm["load_status"]
+    hijack = records["ext-prompt-hijack"]
+    assert hijack["load_state"] == "incompatible"
+    assert "replaces modules.prompt_parser.get_learned_conditioning" in hijack["incompatible"]
     broken = records["ext-broken"]
     assert broken["load_state"] == "failed"
     assert broken["failed_scripts"] == {"a.py": "ValueError: boom on the first line"}
