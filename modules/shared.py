@@ -74,7 +74,6 @@ def initialize(args: argparse.Namespace | None = None) -> None:
     hashes.configure(cache_path)  # A1111's hashes.sha256(filename, title) forms use it
     _ensure_ui_config_file(getattr(cmd_opts, "ui_config_file", None))
     opts = Options(frozen=cmd_opts.freeze_settings)
-    _absolute_output_defaults(opts, cmd_opts.data_dir)
     opts.load(config_path)
     from modules import output_writer  # A1111's save_image & co. called without settings use these
 
@@ -286,18 +285,6 @@ def __getattr__(name: str):
     if name in _A1111_COMPUTED:
         return _A1111_COMPUTED[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _absolute_output_defaults(opts: Options, data_dir: str) -> None:
-    """A1111 1.10: with the data dir outside the program's folder, the `outdir_*` defaults are absolute paths in it.
-    Extensions resolve these settings against the working directory (the program's folder); the saving code here
-    resolves relative ones against the data dir, so both find the same folder either way."""
-    if os.path.abspath(data_dir) == os.path.abspath(os.getcwd()):
-        return
-    for key, info in opts.data_labels.items():
-        if key.startswith("outdir_") and isinstance(info.default, str) and info.default \
-                and not os.path.isabs(info.default):
-            info.default = os.path.join(data_dir, info.default)
 
 
 def _ensure_ui_config_file(path: str | None) -> None:
