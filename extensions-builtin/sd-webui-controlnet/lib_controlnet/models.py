@@ -1,0 +1,325 @@
+"""ControlNet / T2I-Adapter model files: listing them as the A1111 extension does, loading them offline, checking
+they fit the loaded checkpoint, and a small LRU cache of loaded models.
+
+Names follow sd-webui-controlnet: a model is listed as its file name without extension plus A1111's legacy 8-hex
+model hash (`control_v11p_sd15_canny [d14c016b]`), folders in order, each sorted by file name. Files are read
+only through the project's safe loader (validated safetensors headers, restricted unpickling of .pth/.ckpt).
+Kind and family come from keys and shapes (model_detection.py), never from the file name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import ControlNetModel, T2IAdapter
+
+from lib_controlnet.model_detection import (
+    FAMILY_LABELS,
+    KIND_LABELS,
+    ControlModelError,
+    build_adapter,
+    build_controlnet,
+    detect,
+    to_original_layout,
+)
+from modules.hashes import model_hash_legacy
+from modules.models.safe_load import CheckpointLoadError, load_state_dict
+
+__all__ = [
+    "ControlModel", "ControlModelError", "ControlModelInfo", "ModelCache", "check_base_unet", "check_compatible",
+    "detect", "find_model", "list_models", "load", "to_original_layout",
+]
+
+MODEL_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt", ".bin")
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+DIFFUSERS_CONFIG = "config.json"
+# Preprocessor weights live beside the models (models/ControlNet/annotators/) and are not control models.
+SKIPPED_FOLDERS = {"annotators"}
+NONE_MODEL = "None"
+NAMES_IN_MESSAGES = 5
+# The A1111 extension turns on global average pooling of the residuals for shuffle models by their file name.
+GLOBAL_POOL_NAME_MARK = "shuffle"
+CONTROL_LORA_UNSUPPORTED = ("control-LoRA files are not supported yet: this is one of Stability's rank-reduced "
+                            "ControlNets, whose weights are low-rank changes to the base model's UNet; diffusers "
+                            "can apply them only through the peft package. Use a full ControlNet instead")
+_TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]*\]\s*$")
+
+
+@dataclass(frozen=True)
+class ControlModelInfo:
+    """One listed model. `title` is what the extension's UI and /controlnet/model_list show."""
+    name: str
+    title: str
+    path: str
+    hash: str
+
+
+@dataclass
+class ControlModel:
+    """A loaded control model on the CPU (or `device` given to `load`). kind: "controlnet" | "t2i_adapter" |
+    "control_lora"; family: "sd1" | "sd2" | "sdxl"; module: diffusers ControlNetModel or T2IAdapter."""
+    kind: str
+    family: str
+    module: ControlNetModel | T2IAdapter
+    info: ControlModelInfo
+
+    @property
+    def label(self) -> str:
+        return f'{KIND_LABELS[self.kind]} "{self.info.name}"'
+
+
+# --- listing ----------------------------------------------------------------------------------------------------
+
+_hash_cache: dict[tuple[str, int, int], str] = {}
+_hash_lock = threading.Lock()
+
+
+def _weights_file(path: str) -> str:
+    """The file whose bytes identify a model: the file itself, or a diffusers folder's weights."""
+    if os.path.isdir(path):
+        for name in DIFFUSERS_WEIGHTS:
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise ControlModelError(f'"{Path(path).name}": the folder has no {" or ".join(DIFFUSERS_WEIGHTS)}')
+    return path
+
+
+def short_hash(path: str) -> str:
+    """A1111's legacy model hash (sha256 of 64 KiB at 1 MiB, 8 hex), which the extension puts in titles; cached
+    per file state since listing runs on every refresh."""
+    weights = _weights_file(path)
+    stat = os.stat(weights)
+    key = (os.path.abspath(weights), stat.st_mtime_ns, stat.st_size)
+    with _hash_lock:
+        if key not in _hash_cache:
+            _hash_cache[key] = model_hash_legacy(weights)
+        return _hash_cache[key]
+
+
+def _is_diffusers_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, DIFFUSERS_CONFIG)) and any(
+        os.path.isfile(os.path.join(path, name)) for name in DIFFUSERS_WEIGHTS)
+
+
+def _model_paths(folder: str) -> list[str]:
+    """Model files and diffusers folders under `folder`, recursively; `annotators/` is skipped."""
+    found: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.is_dir():
+            if entry.name.lower() in SKIPPED_FOLDERS:
+                continue
+            if _is_diffusers_folder(entry.path):
+                found.append(entry.path)
+            else:
+                found.extend(_model_paths(entry.path))
+        elif entry.is_file() and entry.name.lower().endswith(MODEL_SUFFIXES):
+            found.append(entry.path)
+    return found
+
+
+def _info(path: str) -> ControlModelInfo:
+    name = Path(path).name if os.path.isdir(path) else Path(path).stem
+    model_hash = short_hash(path)
+    return ControlModelInfo(name=name, title=f"{name} [{model_hash}]", path=path, hash=model_hash)
+
+
+def list_models(folders: list[str]) -> list[ControlModelInfo]:
+    """Every model under `folders` (recursively), folder by folder, each sorted by file name as the extension
+    sorts them; a title found twice keeps its first file. "None" is not listed (it means "no model")."""
+    models: dict[str, ControlModelInfo] = {}
+    for folder in folders:
+        if not folder or not os.path.isdir(folder):
+            continue
+        for path in sorted(_model_paths(folder), key=os.path.basename):
+            info = _info(path)
+            if info.name != NONE_MODEL:
+                models.setdefault(info.title, info)
+    return list(models.values())
+
+
+def find_model(name_or_title: str, folders: list[str]) -> ControlModelInfo:
+    """The model a UI choice or an API request names: its title, its name (any or no hash in brackets, any case),
+    its file name, or, as the extension allows, the shortest name containing the text."""
+    wanted = (name_or_title or "").strip()
+    if not wanted or wanted.lower() == NONE_MODEL.lower():
+        raise ControlModelError('no ControlNet model chosen ("None"): choose a model for this unit')
+    models = list_models(folders)
+    by_title = {m.title: m for m in models}
+    if wanted in by_title:
+        return by_title[wanted]
+    bare = _TITLE_HASH.sub("", wanted).lower()
+    for model in models:
+        if bare in (model.name.lower(), Path(model.path).name.lower()):
+            return model
+    containing = sorted((m for m in models if bare in m.name.lower()), key=lambda m: len(m.name))
+    if containing:
+        return containing[0]
+    names = ", ".join(m.name for m in models[:NAMES_IN_MESSAGES]) or "none"
+    more = f" and {len(models) - NAMES_IN_MESSAGES} more" if len(models) > NAMES_IN_MESSAGES else ""
+    where = ", ".join(f for f in folders if f) or "no folder"
+    raise ControlModelError(f'ControlNet model "{name_or_title}" not found in {where}; available: {names}{more}')
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+
+def _folder_config(info: ControlModelInfo) -> dict | None:
+    """A diffusers folder's config.json (plain JSON, so safe to read); None for single files."""
+    if not os.path.isdir(info.path):
+        return None
+    config_path = os.path.join(info.path, DIFFUSERS_CONFIG)
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ControlModelError(f'"{info.name}": cannot read {DIFFUSERS_CONFIG} ({error})') from error
+    if not isinstance(config, dict):
+        raise ControlModelError(f'"{info.name}": {DIFFUSERS_CONFIG} is not a JSON object')
+    return config
+
+
+def _config_for(module_class: type, folder_config: dict | None) -> dict | None:
+    """The folder's config when it describes `module_class`; other classes' configs are ignored (shapes decide)."""
+    if folder_config and folder_config.get("_class_name") == module_class.__name__:
+        return folder_config
+    return None
+
+
+def load(info: ControlModelInfo, base_unet_config: dict | None = None, dtype: torch.dtype = torch.float32,
+         device: str | torch.device = "cpu") -> ControlModel:
+    """Read and build one model. Raises ControlModelError naming the model for unreadable, truncated or
+    unsupported files, for files that are no control model, and (with `base_unet_config`) for a model whose
+    sizes do not fit the checkpoint's UNet."""
+    folder_config = _folder_config(info)
+    try:
+        state_dict = load_state_dict(_weights_file(info.path))
+    except CheckpointLoadError as error:
+        raise ControlModelError(f'ControlNet model "{info.name}" cannot be read: {error}') from error
+    try:
+        kind, family = detect(state_dict)
+        if kind == "control_lora":
+            raise ControlModelError(CONTROL_LORA_UNSUPPORTED)
+        if kind == "controlnet":
+            context_dim = (base_unet_config or {}).get("cross_attention_dim")
+            module = build_controlnet(state_dict, family, _config_for(ControlNetModel, folder_config), context_dim,
+                                      global_pool=GLOBAL_POOL_NAME_MARK in info.name.lower())
+        else:
+            module = build_adapter(state_dict, family, _config_for(T2IAdapter, folder_config))
+    except ControlModelError as error:
+        raise ControlModelError(f'"{info.name}": {error}') from error
+    except (ValueError, KeyError, RuntimeError) as error:  # shapes that no known structure explains
+        raise ControlModelError(f'"{info.name}": the file\'s weights do not form a known ControlNet or '
+                                f"T2I-Adapter ({error})") from error
+    module.to(device=device, dtype=dtype)
+    model = ControlModel(kind=kind, family=family, module=module, info=info)
+    if base_unet_config is not None:
+        check_base_unet(model, base_unet_config)
+    return model
+
+
+# --- compatibility ----------------------------------------------------------------------------------------------
+
+def check_base_unet(model: ControlModel, base_unet_config: dict) -> None:
+    """The model's sizes must fit the checkpoint's UNet: a ControlNet's context width and level widths (its
+    residuals are added to the UNet's), an adapter's feature widths. Raises ControlModelError naming both."""
+    config = model.module.config
+    if model.kind == "controlnet":
+        ours, theirs = config.cross_attention_dim, base_unet_config.get("cross_attention_dim")
+        if theirs is not None and ours != theirs:
+            raise ControlModelError(
+                f"{model.label} has a cross-attention width of {ours} but the loaded checkpoint's UNet has "
+                f"{theirs}: they belong to different model families. Choose a ControlNet made for this checkpoint.")
+        ours, theirs = list(config.block_out_channels), base_unet_config.get("block_out_channels")
+        if theirs is not None and ours != list(theirs):
+            raise ControlModelError(f"{model.label} has block widths {ours} but the loaded checkpoint's UNet has "
+                                    f"{list(theirs)}. Choose a ControlNet made for this checkpoint.")
+    elif model.kind == "t2i_adapter":
+        widths, theirs = set(config.channels), base_unet_config.get("block_out_channels")
+        if theirs is not None and not widths <= set(theirs):
+            raise ControlModelError(f"{model.label} makes features of widths {sorted(widths)} but the loaded "
+                                    f"checkpoint's UNet has widths {list(theirs)}. Choose an adapter made for it.")
+
+
+def _base_family(checkpoint_family: str) -> str:
+    """"sd1-inpaint" -> "sd1", "sd2-v" -> "sd2", "sdxl-inpaint" -> "sdxl"."""
+    return checkpoint_family.split("-", 1)[0]
+
+
+def check_compatible(model: ControlModel, checkpoint_family: str) -> None:
+    """Raise ControlModelError when the model was made for another family than the loaded checkpoint's."""
+    if checkpoint_family == "sdxl-refiner":
+        raise ControlModelError(f"{model.label} cannot be used with the SDXL refiner: switch to an SDXL base "
+                                "checkpoint, or turn the unit off.")
+    family = _base_family(checkpoint_family)
+    if family not in FAMILY_LABELS:
+        raise ControlModelError(f"{model.label}: ControlNets do not work with {checkpoint_family} checkpoints")
+    if model.family != family:
+        wanted = FAMILY_LABELS[family]
+        raise ControlModelError(
+            f"{model.label} is for {FAMILY_LABELS[model.family]}; the loaded checkpoint is {wanted}. "
+            f"Choose an {wanted} {KIND_LABELS[model.kind]}.")
+
+
+# --- cache ------------------------------------------------------------------------------------------------------
+
+class ModelCache:
+    """Loaded models, least recently used first out, like the extension's `control_net_model_cache_size`.
+    Models are loaded onto the CPU; a job moves a model to its device and back. Keyed by file, file state and
+    dtype, so a replaced file is read again."""
+
+    def __init__(self, size: int = 2):
+        self._size = max(0, int(size))
+        self._models: OrderedDict[tuple, ControlModel] = OrderedDict()
+        self._lock = threading.RLock()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def names(self) -> list[str]:
+        """Titles of the cached models, least recently used first."""
+        with self._lock:
+            return [model.info.title for model in self._models.values()]
+
+    def get(self, info: ControlModelInfo, base_unet_config: dict | None = None,
+            dtype: torch.dtype = torch.float32) -> ControlModel:
+        """The cached model, or a freshly loaded one (then cached). `base_unet_config` is checked every time."""
+        stat = os.stat(_weights_file(info.path))
+        key = (os.path.abspath(info.path), stat.st_mtime_ns, stat.st_size, dtype)
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+            else:
+                model = load(info, None, dtype)
+                if self._size:
+                    self._models[key] = model
+                    self._evict()
+        if base_unet_config is not None:
+            check_base_unet(model, base_unet_config)
+        return model
+
+    def resize(self, size: int) -> None:
+        """Change how many models are kept; the least recently used go first."""
+        with self._lock:
+            self._size = max(0, int(size))
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+    def _evict(self) -> None:
+        while len(self._models) > self._size:
+            self._models.popitem(last=False)
