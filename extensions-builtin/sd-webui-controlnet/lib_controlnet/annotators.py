@@ -231,6 +231,18 @@ RUNNERS: dict[str, tuple[Callable[[tuple[str, ...]], Any], Call]] = {
     "openpose_full": (build_openpose, _pose(hand=True, face=True)),
 }
 
+def _to_device(detector: Any, device: str) -> Any:
+    """`detector` moved to `device`. OpenposeDetector.to would fail on the hand/face estimators it was built
+    without, so its estimators are moved one by one."""
+    estimators = [getattr(detector, f"{part}_estimation", None) for part in ("body", "hand", "face")]
+    if not any(estimators):
+        return detector.to(device)
+    for estimator in estimators:
+        if estimator is not None:
+            estimator.to(device)
+    return detector
+
+
 _cache: OrderedDict[tuple, Any] = OrderedDict()
 _cache_lock = threading.Lock()
 
@@ -246,7 +258,7 @@ def load_detector(name: str, annotators_dir: str, device: str = "cpu") -> Any:
             return _cache[key]
         detector = builder(paths)
         if str(device) != "cpu":
-            detector = detector.to(device)
+            detector = _to_device(detector, device)
         _cache[key] = detector
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)

@@ -30,10 +30,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-try:  # imported as `lib_controlnet.preprocessors` (the extension folder on sys.path) or as a plain module
-    from . import annotators
-except ImportError:  # pragma: no cover - only when the file is loaded outside its package
-    import annotators  # type: ignore[no-redef]
+from . import annotators
 
 MissingAnnotatorError = annotators.MissingAnnotatorError
 AnnotatorUnavailableError = annotators.AnnotatorUnavailableError
