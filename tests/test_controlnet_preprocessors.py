@@ -285,6 +285,16 @@ def test_annotator_cache_keeps_two(pidinet_dir, tmp_path):
     assert annotators.load_detector("softedge_pidinet", folders[0]) is first
 
 
+def test_annotator_files_in_the_extensions_download_layout_are_found(pidinet_dir, tmp_path):
+    """sd-webui-controlnet keeps one folder per annotator (annotator/downloads/pidinet/table5_pidinet.pth)."""
+    (tmp_path / "pidinet").mkdir()
+    os.link(pidinet_dir / "table5_pidinet.pth", tmp_path / "pidinet" / "table5_pidinet.pth")
+    assert annotators.weight_paths("softedge_pidinet", str(tmp_path)) == (
+        str(tmp_path / "pidinet" / "table5_pidinet.pth"),)
+    picture = np.zeros((64, 64, 3), np.uint8)
+    assert get("softedge_pidinet").run(picture, 64, annotators_dir=str(tmp_path)).shape == (64, 64, 3)
+
+
 class _RunsCode:
     def __reduce__(self):
         return (os.getcwd, ())

@@ -3,7 +3,8 @@ OpenPose, through the `controlnet_aux` package's model classes.
 
 Weights are never downloaded: each preprocessor needs the files of `ANNOTATOR_FILES` (as published in the
 lllyasviel/Annotators repository, the ones sd-webui-controlnet downloads) in the folder the caller passes (the
-WebUI's `models/ControlNet/annotators/`); a missing one raises `MissingAnnotatorError` naming it and the folder.
+WebUI's `models/ControlNet/annotators/`) or one subfolder down (the extension's `annotator/downloads/` copied over);
+a missing one raises `MissingAnnotatorError` naming it and the folder.
 
 The files are pickles. They are read here with the restricted unpickler (`modules.models.safe_load.load_pickle`:
 tensors and plain containers only) and loaded into networks built from controlnet_aux's classes, never through
@@ -63,13 +64,27 @@ class AnnotatorUnavailableError(RuntimeError):
     """The controlnet_aux package, which holds the annotator networks, is not installed."""
 
 
+def find_weight_file(folder: str, filename: str) -> str | None:
+    """`folder/filename`, else `folder/<subfolder>/filename` (the extension keeps its downloads one folder per
+    annotator: `annotator/downloads/hed/ControlNetHED.pth`, so that folder can be copied over as it is)."""
+    direct = os.path.join(folder, filename)
+    if os.path.isfile(direct):
+        return direct
+    try:
+        subfolders = sorted(entry.path for entry in os.scandir(folder) if entry.is_dir())
+    except OSError:
+        return None
+    return next((os.path.join(sub, filename) for sub in subfolders if os.path.isfile(os.path.join(sub, filename))),
+                None)
+
+
 def weight_paths(name: str, annotators_dir: str) -> tuple[str, ...]:
     """The paths of the files preprocessor `name` needs; MissingAnnotatorError for the first one absent."""
     folder = os.path.abspath(annotators_dir or ".")
     paths = []
     for filename in ANNOTATOR_FILES[name]:
-        path = os.path.join(folder, filename)
-        if not os.path.isfile(path):
+        path = find_weight_file(folder, filename)
+        if path is None:
             raise MissingAnnotatorError(f'Preprocessor "{name}" needs {filename}: put it in {folder} '
                                         f"(from {WEIGHTS_SOURCE})")
         paths.append(path)
