@@ -188,6 +188,9 @@ class RunState:
     is_api: bool = False
     rng: Any = None            # A1111's ImageRNG of the batch; the sampling loop draws its own noise here
     init_latent: Any = None    # img2img: the batch's encoded init images (set while sampling)
+    # extra denoiser inputs for this run (ControlNet, T2I-Adapter): objects with `before_denoiser(call)`
+    # (engines.DenoiserHook) that scripts add in `process`; the sampling loop asks each before every denoiser call
+    denoiser_hooks: list[Any] = field(default_factory=list)
     cached_c: list[Any] = field(default_factory=lambda: [None, None])
     cached_uc: list[Any] = field(default_factory=lambda: [None, None])
 

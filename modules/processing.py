@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from modules import hooks, images, job_infotext, masking, upscaling
+from modules.engines.base import DenoiserHook
 from modules.hooks import PostprocessBatchListArgs, PostprocessImageArgs, PostSampleArgs
 from modules.job_infotext import hires_infotext_params, hires_target_size
 from modules.job_spec import (  # noqa: F401 (A1111's names, importable from modules.processing)
@@ -289,7 +290,10 @@ def _process(job: Job, ctx: Context) -> Processed:
     if job.enable_hr and not job.is_img2img:
         hires_infotext_params(job)
 
-    sampling = Sampling(model, ctx)
+    for hook in job.denoiser_hooks:
+        if not isinstance(hook, DenoiserHook):
+            raise JobError(f"p.denoiser_hooks: {type(hook).__name__} has no before_denoiser(call) method")
+    sampling = Sampling(model, ctx, job.denoiser_hooks)
     outputs: list[Image.Image] = []
     infotexts: list[str] = []
     saved: list[str] = []

@@ -7,7 +7,9 @@ at named points of `processing.process_images`). The UI inputs of a tab are [sel
 `ui()` components; each script receives its slice `args_from:args_to` of them (A1111's args layout).
 
 Nothing a script does may take the application down: a file that fails to import, a `ui()` or hook that raises, is
-logged with the script's file name (and, for hooks, reported in the job's comments) and the rest goes on.
+logged with the script's file name (and, for hooks, reported in the job's comments) and the rest goes on -- except
+a hook that raises `processing.JobError`: that is a script refusing the job on purpose (a ControlNet model that does
+not fit the checkpoint), and the job stops with its message (the API answers 422).
 """
 
 from __future__ import annotations
@@ -654,6 +656,8 @@ class ScriptRunner:
                 continue  # it already failed on an A1111 internal: its status says so, the job goes on without it
             try:
                 getattr(script, hook)(p, *args, *self.args_of(p, script), **kwargs)
+            except JobError:  # the script refuses the job on purpose (bad input): its message goes to the user
+                raise
             except Exception as e:
                 self._report(p, script, hook, e, processed)
 

@@ -4,6 +4,7 @@ prompt-encoding caches (processing runs every batch through it)."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -27,15 +28,18 @@ class Sampling:
     """One job's use of the model: the family's engine (text, denoiser, VAE), the sampling loop, the networks and the
     prompt-encoding caches. The engine decides everything family-specific; nothing here asks which family it is."""
 
-    def __init__(self, model: SDModel, ctx: Any) -> None:
-        """`ctx`: the job's processing.Context (settings snapshot, state, registries, hooks)."""
+    def __init__(self, model: SDModel, ctx: Any, denoiser_hooks: Sequence[engines.DenoiserHook] = ()) -> None:
+        """`ctx`: the job's processing.Context (settings snapshot, state, registries, hooks); `denoiser_hooks`: the
+        job's own (p.denoiser_hooks, added by scripts)."""
         self.model = model
         self.ctx = ctx
         self.engine = engines.engine_for(model, ctx.opts, ctx.embeddings)
         self.encoder = self.engine.encoder
-        # context hook objects that supply denoiser inputs (ControlNet-style residuals) join every denoiser call
+        # hook objects that supply denoiser inputs (ControlNet-style residuals) join every denoiser call: the
+        # context's (application-wide) and the job's
         self.loop = SamplingLoop(self.engine, ctx.state,
-                                 [hook for hook in ctx.hooks if isinstance(hook, engines.DenoiserHook)])
+                                 [*(hook for hook in ctx.hooks if isinstance(hook, engines.DenoiserHook)),
+                                  *denoiser_hooks])
         # (encoding, notes) by key; used when the model's cache (persistent_cond_cache) is off
         self._cond_cache: OrderedDict[tuple, tuple[Conditioning, EncodingNotes]] = OrderedDict()
         self._networks_key: str | None = None
