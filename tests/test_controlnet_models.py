@@ -268,6 +268,68 @@ def test_t2i_adapter_in_diffusers_layout_file_and_folder(tmp_path):
         _assert_same_outputs(_adapter_outputs(source), _adapter_outputs(model.module))
 
 
+# --- control-LoRA -----------------------------------------------------------------------------------------------
+
+def _control_lora_from(controlnet: ControlNetModel, base: UNet2DConditionModel, rank: int = 2) -> dict:
+    """Turn `controlnet` (copied from `base`) into what Stability ships, changing it on the way: every other
+    encoder weight gets a random low-rank change stored as `<layer>.up`/`.down`, every third norm a full new
+    weight; the ControlNet's own layers are stored whole; whatever equals the base UNet is left out."""
+    generator = torch.Generator().manual_seed(11)
+    stored_whole, low_rank = set(), {}
+    with torch.no_grad():
+        named = [(k, p) for k, p in controlnet.named_parameters() if k.startswith(("down_blocks.", "mid_block."))]
+        matrices = [p for k, p in named if k.endswith(".weight") and p.ndim in (2, 4)]
+        for parameter in matrices[::2]:
+            up_shape = (parameter.shape[0], rank, *([1, 1] if parameter.ndim == 4 else []))
+            up = torch.randn(up_shape, generator=generator) * 0.1
+            down = torch.randn(rank, *parameter.shape[1:], generator=generator) * 0.1
+            parameter += (up.flatten(1) @ down.flatten(1)).reshape(parameter.shape)
+            low_rank[parameter.data_ptr()] = (up, down)
+        for parameter in [p for k, p in named if "norm" in k and p.ndim == 1][::3]:
+            parameter += torch.randn(parameter.shape, generator=generator) * 0.1
+            stored_whole.add(parameter.data_ptr())
+    original = to_original_layout(controlnet.state_dict(), controlnet.config, prefix="")
+    own = ("input_hint_block.", "zero_convs.", "middle_block_out.")
+    out = {"lora_controlnet": torch.tensor([])}
+    for key, tensor in original.items():
+        if tensor.data_ptr() in low_rank:
+            layer = key.removesuffix(".weight")
+            out[layer + ".up"], out[layer + ".down"] = low_rank[tensor.data_ptr()]
+        elif key.startswith(own) or tensor.data_ptr() in stored_whole:
+            out[key] = tensor.clone()
+    assert len(out) < len(original)  # most of the encoder comes from the base UNet
+    return out
+
+
+def test_control_lora_is_made_whole_from_the_base_unet_and_computes_what_the_full_controlnet_computes(tmp_path):
+    base = _randomise(UNet2DConditionModel.from_config(tiny_configs("sdxl")["unet"]), seed=2)
+    controlnet = ControlNetModel.from_unet(base, conditioning_embedding_out_channels=TINY_EMBEDDING).eval()
+    with torch.no_grad():
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith("controlnet_"):  # the zero-initialised output convs and the hint embedding
+                parameter.copy_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(4)) * 0.05)
+    save_file(_control_lora_from(controlnet, base), str(tmp_path / "control-lora-canny-rank2-tiny.safetensors"))
+    info = find_model("control-lora-canny-rank2-tiny", [str(tmp_path)])
+
+    with pytest.raises(ControlModelError, match="control-LoRA .* can only be loaded with a checkpoint loaded"):
+        load(info)
+    model = load(info, base_unet=base)
+    assert (model.kind, model.family) == ("control_lora", "sdxl")
+    _assert_same_outputs(_controlnet_outputs(controlnet), _controlnet_outputs(model.module))
+    with pytest.raises(ControlModelError, match='control-LoRA "control-lora-canny-rank2-tiny" is for SDXL'):
+        check_compatible(model, "sd1")
+
+    sd1_base = UNet2DConditionModel.from_config(tiny_configs("sd1")["unet"])
+    with pytest.raises(ControlModelError, match="the checkpoint's UNet does not have in that shape"):
+        load(info, base_unet=sd1_base)
+
+    cache = ModelCache()
+    cached = cache.get(info, base_unet=base)
+    assert cache.get(info, base_unet=base) is cached
+    other_base = _randomise(UNet2DConditionModel.from_config(tiny_configs("sdxl")["unet"]), seed=9)
+    assert cache.get(info, base_unet=other_base) is not cached  # merged again into the other checkpoint
+
+
 # --- compatibility ----------------------------------------------------------------------------------------------
 
 def test_family_mismatch_gives_the_message_that_names_both(controlnets, tmp_path):
@@ -321,7 +383,7 @@ def test_files_that_are_not_control_models_say_what_they_look_like(tmp_path):
                 "lora": "LoRA, not a ControlNet: put it in models/Lora",
                 "vae": "VAE, not a ControlNet",
                 "random": "not a ControlNet or T2I-Adapter",
-                "control_lora_rank128": "control-LoRA files are not supported"}
+                "control_lora_rank128": "this is a control-LoRA"}
     for name, text in expected.items():
         with pytest.raises(ControlModelError) as error:
             load(find_model(name, [str(tmp_path)]))

@@ -124,9 +124,10 @@ def _family_from_features(label_emb: bool, context_dim: int | None, linear_proj_
 
 
 def _attention_features(state_dict: Mapping[str, torch.Tensor]) -> tuple[int | None, bool | None]:
-    """(cross-attention context width, whether proj_in is Linear) of a UNet-like state dict; None when it has none."""
-    to_k = next((v for k, v in state_dict.items() if k.endswith("attn2.to_k.weight")), None)
-    proj_in = next((v for k, v in state_dict.items() if k.endswith(".proj_in.weight")), None)
+    """(cross-attention context width, whether proj_in is Linear) of a UNet-like state dict; None when it has none.
+    A control-LoRA's low-rank `down` factor has the input width and the layer's kind (2-D Linear, 4-D conv) too."""
+    to_k = next((v for k, v in state_dict.items() if k.endswith(("attn2.to_k.weight", "attn2.to_k.down"))), None)
+    proj_in = next((v for k, v in state_dict.items() if k.endswith((".proj_in.weight", ".proj_in.down"))), None)
     return (None if to_k is None else int(to_k.shape[1])), (None if proj_in is None else proj_in.ndim == 2)
 
 
@@ -275,6 +276,35 @@ def build_controlnet(state_dict: Mapping[str, torch.Tensor], family: str, config
     else:
         config = {**config, "global_pool_conditions": global_pool or config.get("global_pool_conditions", False)}
     return materialise(ControlNetModel, config, weights, "ControlNet")
+
+
+def _low_rank_delta(up: torch.Tensor, down: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """up @ down in the shape of the weight it changes (convs are flattened to matrices for the product)."""
+    return (up.flatten(1).float() @ down.flatten(1).float()).reshape(shape)
+
+
+def merge_control_lora(control_lora: Mapping[str, torch.Tensor], base_unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A Stability control-LoRA made whole: an original-layout ControlNet whose encoder is the base UNet's
+    (time/label embeddings, input and middle blocks) with each `<layer>.up`/`<layer>.down` pair added to
+    `<layer>.weight` as up @ down, and the file's full tensors (hint block, zero convs, norms, biases) on top."""
+    base = unet_to_ldm(base_unet.state_dict(), base_unet.config)
+    encoder = ("time_embed.", "label_emb.", "input_blocks.", "middle_block.")
+    merged = {k: v.detach().to("cpu") for k, v in base.items() if k.startswith(encoder)}
+    for key, tensor in control_lora.items():
+        if key == CONTROL_LORA_MARKER or key.endswith((".up", ".down")):
+            continue
+        merged[key] = tensor
+    for key in control_lora:
+        if not key.endswith(".up"):
+            continue
+        layer = key[: -len(".up")]
+        target, down = merged.get(layer + ".weight"), control_lora.get(layer + ".down")
+        if target is None or down is None or control_lora[key].shape[0] * down[0].numel() != target.numel():
+            raise ControlModelError(f"the control-LoRA changes {layer}, which the checkpoint's UNet does not have "
+                                    "in that shape: it was made for another model family")
+        delta = _low_rank_delta(control_lora[key], down, target.shape)
+        merged[layer + ".weight"] = (target.float() + delta).to(target.dtype)
+    return merged
 
 
 def to_original_layout(controlnet_state_dict: Mapping[str, torch.Tensor], config: Mapping,

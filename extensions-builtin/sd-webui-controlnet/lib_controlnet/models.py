@@ -27,6 +27,7 @@ from lib_controlnet.model_detection import (
     build_adapter,
     build_controlnet,
     detect,
+    merge_control_lora,
     to_original_layout,
 )
 from modules.hashes import model_hash_legacy
@@ -46,9 +47,9 @@ NONE_MODEL = "None"
 NAMES_IN_MESSAGES = 5
 # The A1111 extension turns on global average pooling of the residuals for shuffle models by their file name.
 GLOBAL_POOL_NAME_MARK = "shuffle"
-CONTROL_LORA_UNSUPPORTED = ("control-LoRA files are not supported yet: this is one of Stability's rank-reduced "
-                            "ControlNets, whose weights are low-rank changes to the base model's UNet; diffusers "
-                            "can apply them only through the peft package. Use a full ControlNet instead")
+CONTROL_LORA_NEEDS_BASE = ("this is a control-LoRA (one of Stability's rank-reduced ControlNets): its weights are "
+                           "low-rank changes to the loaded checkpoint's UNet, so it can only be loaded with a "
+                           "checkpoint loaded")
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]*\]\s*$")
 
 
@@ -69,6 +70,8 @@ class ControlModel:
     family: str
     module: ControlNetModel | T2IAdapter
     info: ControlModelInfo
+    # id() of the UNet a control-LoRA was made whole from: another checkpoint needs another merge.
+    base_unet_id: int | None = None
 
     @property
     def label(self) -> str:
@@ -196,33 +199,48 @@ def _config_for(module_class: type, folder_config: dict | None) -> dict | None:
     return None
 
 
+def _build(state_dict: dict[str, torch.Tensor], info: ControlModelInfo, base_unet_config: dict | None,
+           base_unet: torch.nn.Module | None, dtype: torch.dtype) -> tuple[str, str, torch.nn.Module]:
+    """(kind, family, module) of a read file; ControlModelError for anything that is not a usable control model."""
+    folder_config = _folder_config(info)
+    kind, family = detect(state_dict)
+    if kind == "control_lora":
+        if base_unet is None:
+            raise ControlModelError(CONTROL_LORA_NEEDS_BASE)
+        state_dict = merge_control_lora(state_dict, base_unet)
+        family = detect(state_dict)[1]  # the file may leave e.g. SDXL's label embedding to the base UNet
+    # Cast the weights rather than the module: diffusers warns on every dtype-changing ModelMixin.to().
+    state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    if kind == "t2i_adapter":
+        return kind, family, build_adapter(state_dict, family, _config_for(T2IAdapter, folder_config))
+    context_dim = (base_unet_config or {}).get("cross_attention_dim")
+    module = build_controlnet(state_dict, family, _config_for(ControlNetModel, folder_config), context_dim,
+                              global_pool=GLOBAL_POOL_NAME_MARK in info.name.lower())
+    return kind, family, module
+
+
 def load(info: ControlModelInfo, base_unet_config: dict | None = None, dtype: torch.dtype = torch.float32,
-         device: str | torch.device = "cpu") -> ControlModel:
+         device: str | torch.device = "cpu", base_unet: torch.nn.Module | None = None) -> ControlModel:
     """Read and build one model. Raises ControlModelError naming the model for unreadable, truncated or
     unsupported files, for files that are no control model, and (with `base_unet_config`) for a model whose
-    sizes do not fit the checkpoint's UNet."""
-    folder_config = _folder_config(info)
+    sizes do not fit the checkpoint's UNet. A control-LoRA is made whole from `base_unet` (the loaded
+    checkpoint's diffusers UNet, on any device), so it needs one."""
     try:
         state_dict = load_state_dict(_weights_file(info.path))
     except CheckpointLoadError as error:
         raise ControlModelError(f'ControlNet model "{info.name}" cannot be read: {error}') from error
     try:
-        kind, family = detect(state_dict)
-        if kind == "control_lora":
-            raise ControlModelError(CONTROL_LORA_UNSUPPORTED)
-        if kind == "controlnet":
-            context_dim = (base_unet_config or {}).get("cross_attention_dim")
-            module = build_controlnet(state_dict, family, _config_for(ControlNetModel, folder_config), context_dim,
-                                      global_pool=GLOBAL_POOL_NAME_MARK in info.name.lower())
-        else:
-            module = build_adapter(state_dict, family, _config_for(T2IAdapter, folder_config))
+        kind, family, module = _build(state_dict, info, base_unet_config, base_unet, dtype)
     except ControlModelError as error:
         raise ControlModelError(f'"{info.name}": {error}') from error
     except (ValueError, KeyError, RuntimeError) as error:  # shapes that no known structure explains
         raise ControlModelError(f'"{info.name}": the file\'s weights do not form a known ControlNet or '
                                 f"T2I-Adapter ({error})") from error
-    module.to(device=device, dtype=dtype)
-    model = ControlModel(kind=kind, family=family, module=module, info=info)
+    module.to(device=device)
+    model = ControlModel(kind=kind, family=family, module=module, info=info,
+                         base_unet_id=id(base_unet) if kind == "control_lora" else None)
+    if base_unet_config is None and kind == "control_lora":
+        base_unet_config = dict(base_unet.config)
     if base_unet_config is not None:
         check_base_unet(model, base_unet_config)
     return model
@@ -234,7 +252,7 @@ def check_base_unet(model: ControlModel, base_unet_config: dict) -> None:
     """The model's sizes must fit the checkpoint's UNet: a ControlNet's context width and level widths (its
     residuals are added to the UNet's), an adapter's feature widths. Raises ControlModelError naming both."""
     config = model.module.config
-    if model.kind == "controlnet":
+    if model.kind in ("controlnet", "control_lora"):
         ours, theirs = config.cross_attention_dim, base_unet_config.get("cross_attention_dim")
         if theirs is not None and ours != theirs:
             raise ControlModelError(
@@ -293,18 +311,22 @@ class ModelCache:
             return [model.info.title for model in self._models.values()]
 
     def get(self, info: ControlModelInfo, base_unet_config: dict | None = None,
-            dtype: torch.dtype = torch.float32) -> ControlModel:
-        """The cached model, or a freshly loaded one (then cached). `base_unet_config` is checked every time."""
+            dtype: torch.dtype = torch.float32, base_unet: torch.nn.Module | None = None) -> ControlModel:
+        """The cached model, or a freshly loaded one (then cached). `base_unet_config` is checked every time;
+        `base_unet` is what a control-LoRA is merged into (a cached one made from another UNet is merged again)."""
         stat = os.stat(_weights_file(info.path))
         key = (os.path.abspath(info.path), stat.st_mtime_ns, stat.st_size, dtype)
         with self._lock:
             model = self._models.get(key)
+            if model is not None and model.kind == "control_lora" and model.base_unet_id != id(base_unet):
+                model = None
             if model is not None:
                 self._models.move_to_end(key)
             else:
-                model = load(info, None, dtype)
+                model = load(info, None, dtype, base_unet=base_unet)
                 if self._size:
                     self._models[key] = model
+                    self._models.move_to_end(key)
                     self._evict()
         if base_unet_config is not None:
             check_base_unet(model, base_unet_config)
