@@ -200,6 +200,17 @@ class ControlNetUnit:
             return cls.from_dict(dict(vars(value)), where)  # another copy of the class (e.g. a script's own)
         raise UnitError(f"{where}: expected a ControlNet unit (a dict of its fields), got {type(value).__name__}")
 
+    def to_dict(self, with_images: bool = False) -> dict[str, Any]:
+        """The fields as plain JSON values (enums by name as the extension's API sends them); images only when
+        asked (a UI default must be JSON: Gradio clients read the State's initial value)."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (not with_images and f.name in ("image", "mask", "generated_image")):
+                continue
+            values[f.name] = value.value if isinstance(value, Enum) else value
+        return values
+
     # --- infotext --------------------------------------------------------------------------------------------
     def serialize(self) -> str:
         """`Module: canny, Model: ..., Weight: 1.0, ...` as the extension writes it into the infotext."""
