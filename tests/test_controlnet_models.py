@@ -423,6 +423,22 @@ def test_listing_order_folders_annotators_and_duplicates(tmp_path):
     assert all(m.title == f"{m.name} [{m.hash}]" and len(m.hash) == 8 for m in models)
 
 
+def test_listing_sort_orders_and_name_filter_as_the_extension_settings(tmp_path):
+    older = _touch_model(tmp_path / "b_older.safetensors", 1)
+    newer = _touch_model(tmp_path / "a" / "c_newer.safetensors", 2)
+    _touch_model(tmp_path / "a_middle.pth", 3)
+    os.utime(older, (1_000_000, 1_000_000))
+    os.utime(newer, (3_000_000, 3_000_000))
+    os.utime(tmp_path / "a_middle.pth", (2_000_000, 2_000_000))
+    folders = [str(tmp_path)]
+    assert [m.name for m in list_models(folders)] == ["a_middle", "b_older", "c_newer"]
+    assert [m.name for m in list_models(folders, sort_by="date")] == ["c_newer", "a_middle", "b_older"]
+    assert [m.name for m in list_models(folders, sort_by="path name")] == ["c_newer", "a_middle", "b_older"]
+    assert [m.name for m in list_models(folders, name_filter=" OLDER ")] == ["b_older"]
+    with pytest.raises(ValueError, match="unknown sort order"):
+        list_models(folders, sort_by="size")
+
+
 def test_hash_is_the_legacy_model_hash_of_bytes_past_the_first_mebibyte(tmp_path):
     path = _save(tmp_path / "big_control.safetensors",
                  {"control_model.input_hint_block.0.weight": torch.arange(400_000, dtype=torch.float32)})

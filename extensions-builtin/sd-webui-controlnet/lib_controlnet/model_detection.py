@@ -287,7 +287,9 @@ def merge_control_lora(control_lora: Mapping[str, torch.Tensor], base_unet: torc
     """A Stability control-LoRA made whole: an original-layout ControlNet whose encoder is the base UNet's
     (time/label embeddings, input and middle blocks) with each `<layer>.up`/`<layer>.down` pair added to
     `<layer>.weight` as up @ down, and the file's full tensors (hint block, zero convs, norms, biases) on top."""
-    base = unet_to_ldm(base_unet.state_dict(), base_unet.config)
+    # A compiled UNet (the fast path) names its weights under `_orig_mod.`.
+    weights = {k.replace("_orig_mod.", ""): v for k, v in base_unet.state_dict().items()}
+    base = unet_to_ldm(weights, base_unet.config)
     encoder = ("time_embed.", "label_emb.", "input_blocks.", "middle_block.")
     merged = {k: v.detach().to("cpu") for k, v in base.items() if k.startswith(encoder)}
     for key, tensor in control_lora.items():

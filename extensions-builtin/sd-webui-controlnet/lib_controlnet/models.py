@@ -44,6 +44,7 @@ DIFFUSERS_CONFIG = "config.json"
 # Preprocessor weights live beside the models (models/ControlNet/annotators/) and are not control models.
 SKIPPED_FOLDERS = {"annotators"}
 NONE_MODEL = "None"
+SORT_ORDERS = ("name", "date", "path name")
 NAMES_IN_MESSAGES = 5
 # The A1111 extension turns on global average pooling of the residuals for shuffle models by their file name.
 GLOBAL_POOL_NAME_MARK = "shuffle"
@@ -138,14 +139,29 @@ def _info(path: str) -> ControlModelInfo:
     return ControlModelInfo(name=name, title=f"{name} [{model_hash}]", path=path, hash=model_hash)
 
 
-def list_models(folders: list[str]) -> list[ControlModelInfo]:
-    """Every model under `folders` (recursively), folder by folder, each sorted by file name as the extension
-    sorts them; a title found twice keeps its first file. "None" is not listed (it means "no model")."""
+def _sorted(paths: list[str], sort_by: str) -> list[str]:
+    """The extension's `control_net_models_sort_models_by`: "name" (file name), "date" (newest first) or
+    "path name" (full path)."""
+    if sort_by == "date":
+        return sorted(paths, key=lambda path: -os.stat(_weights_file(path)).st_mtime)
+    if sort_by == "path name":
+        return sorted(paths)
+    if sort_by != "name":
+        raise ValueError(f"unknown sort order {sort_by!r}; expected one of {SORT_ORDERS}")
+    return sorted(paths, key=os.path.basename)
+
+
+def list_models(folders: list[str], sort_by: str = "name", name_filter: str = "") -> list[ControlModelInfo]:
+    """Every model under `folders` (recursively), folder by folder, each sorted as the extension sorts them
+    (`sort_by`), only those whose file name contains `name_filter` (any case) when one is given; a title found
+    twice keeps its first file. "None" is not listed (it means "no model")."""
+    wanted = name_filter.strip().lower()
     models: dict[str, ControlModelInfo] = {}
     for folder in folders:
         if not folder or not os.path.isdir(folder):
             continue
-        for path in sorted(_model_paths(folder), key=os.path.basename):
+        paths = [p for p in _model_paths(folder) if wanted in os.path.basename(p).lower()]
+        for path in _sorted(paths, sort_by):
             info = _info(path)
             if info.name != NONE_MODEL:
                 models.setdefault(info.title, info)
