@@ -166,8 +166,9 @@ class ControlNetUnit:
         extra: dict[str, Any] = {}
         for key, value in values.items():
             name = FIELD_ALIASES.get(key, key)
-            if name in data and key != name:
-                raise UnitError(f"{where}: both {key!r} and {name!r} given")
+            if name in data:  # both an alias and its field
+                alias = key if key != name else next(a for a, f in FIELD_ALIASES.items() if f == name and a in values)
+                raise UnitError(f"{where}: both {alias!r} and {name!r} given")
             (data if name in known else extra)[name] = value
         unit = cls.__new__(cls)
         for f in dataclasses.fields(cls):
