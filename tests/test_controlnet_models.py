@@ -25,7 +25,8 @@ from modules.models.tiny import tiny_configs
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "extensions-builtin" / "sd-webui-controlnet"))
 
-from lib_controlnet.models import (  # noqa: E402  (the extension folder is put on sys.path above)
+from lib_controlnet.model_detection import build_adapter  # noqa: E402  (the extension folder is on sys.path)
+from lib_controlnet.models import (  # noqa: E402
     ControlModelError,
     ModelCache,
     check_compatible,
@@ -256,6 +257,31 @@ def test_t2i_adapters_in_the_original_layout_load_and_compute_what_the_source_co
     assert (model.kind, model.family) == ("t2i_adapter", ADAPTERS[name][2])
     assert model.module.config.adapter_type == ADAPTERS[name][0]
     _assert_same_outputs(_adapter_outputs(source), _adapter_outputs(model.module))
+
+
+def test_full_size_adapters_in_tencentarcs_layout_have_its_key_names_and_are_read_back():
+    """The names and shapes diffusers' conversion script (scripts/convert_original_t2i_adapter.py) asserts for the
+    released SD1.4 adapters: 8 numbered full-adapter blocks with in_conv where the width grows, 4 light levels."""
+    with init_empty_weights():
+        full = T2IAdapter(in_channels=3, adapter_type="full_adapter")
+        light = T2IAdapter(in_channels=3, channels=[320, 640, 1280], num_res_blocks=4, adapter_type="light_adapter")
+    original = _adapter_to_original(full)
+    assert original["conv_in.weight"].shape == (320, 192, 3, 3)
+    assert original["body.0.block1.weight"].shape == (320, 320, 3, 3)
+    assert original["body.2.in_conv.weight"].shape == (640, 320, 1, 1)
+    assert original["body.4.in_conv.weight"].shape == (1280, 640, 1, 1)
+    assert original["body.6.block1.weight"].shape == (1280, 1280, 3, 3)
+    assert "body.7.block2.bias" in original and "body.6.in_conv.weight" not in original
+    assert detect(original) == ("t2i_adapter", "sd1")
+    original_light = _adapter_to_original(light)
+    assert {"body.0.in_conv.weight", "body.3.body.3.block2.bias", "body.3.out_conv.weight"} <= set(original_light)
+    assert detect(original_light) == ("t2i_adapter", "sd1")
+    for source, weights in ((full, original), (light, original_light)):
+        rebuilt = build_adapter(weights, "sd1")
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+            k: v.shape for k, v in source.state_dict().items()}
+        fields = ("adapter_type", "in_channels", "channels", "num_res_blocks", "downscale_factor")
+        assert [rebuilt.config[f] for f in fields] == [source.config[f] for f in fields]
 
 
 def test_t2i_adapter_in_diffusers_layout_file_and_folder(tmp_path):
