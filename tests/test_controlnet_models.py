@@ -442,6 +442,7 @@ def test_listing_order_folders_annotators_and_duplicates(tmp_path):
     (first / "notes.txt").write_text("not a model")
     _touch_model(second / "control_v11p_sd15_canny.pth", 2)  # same name and hash: the first folder's wins
     _touch_model(second / "a_second_folder_model.ckpt", 6)
+    (first / "sub" / "loop").symlink_to(first, target_is_directory=True)  # must not recurse forever
     models = list_models([str(first), str(second), str(tmp_path / "missing")])
     assert [m.name for m in models] == ["control_v11p_sd15_canny", "control_v11p_sd15_openpose",
                                         "t2iadapter_color", "a_second_folder_model"]

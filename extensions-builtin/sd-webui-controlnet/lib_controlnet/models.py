@@ -113,8 +113,14 @@ def _is_diffusers_folder(path: str) -> bool:
         os.path.isfile(os.path.join(path, name)) for name in DIFFUSERS_WEIGHTS)
 
 
-def _model_paths(folder: str) -> list[str]:
-    """Model files and diffusers folders under `folder`, recursively; `annotators/` is skipped."""
+def _model_paths(folder: str, seen: set[str] | None = None) -> list[str]:
+    """Model files and diffusers folders under `folder`, recursively; `annotators/` is skipped, and a folder
+    reached twice through links is read once (a link loop must not hang the model list)."""
+    seen = set() if seen is None else seen
+    real = os.path.realpath(folder)
+    if real in seen:
+        return []
+    seen.add(real)
     found: list[str] = []
     try:
         entries = list(os.scandir(folder))
@@ -127,7 +133,7 @@ def _model_paths(folder: str) -> list[str]:
             if _is_diffusers_folder(entry.path):
                 found.append(entry.path)
             else:
-                found.extend(_model_paths(entry.path))
+                found.extend(_model_paths(entry.path, seen))
         elif entry.is_file() and entry.name.lower().endswith(MODEL_SUFFIXES):
             found.append(entry.path)
     return found
