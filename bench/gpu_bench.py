@@ -76,6 +76,7 @@ class Case:
     img2img: bool = False
     single_job: bool = False  # memory modes: one job, no warm-up; the figure is the peak VRAM
     switch: bool = False     # checkpoint switch-back with the RAM cache (mode ram-cache); the figure is seconds
+    controlnet: bool = False  # one ControlNet unit (canny, a full-size random SD1.5 ControlNet): issue 16's overhead
     min_s: float = 20.0      # do not start with less time than this left in the budget
 
     @property
@@ -94,6 +95,7 @@ class Case:
         if self.switch:
             return f"A->B->A, sd_checkpoint_cache 1, {self.width}² job"
         what = "img2img 0.6" if self.img2img else "hires" if self.hires else "txt2img"
+        what += " +ControlNet" if self.controlnet else ""
         return f"{what} {size} b{self.batch} {self.steps}st"
 
 
@@ -137,6 +139,8 @@ def gpu_cases(tiny: bool, quick: bool) -> list[Case]:
         sd15("sd15-txt2img-b4", "compile", batch=4, min_s=40.0),
         sd15("sd15-img2img", "compile", img2img=True, min_s=40.0),
         sd15("sd15-hires", "compile", hires=True, min_s=60.0),
+        sd15("sd15-controlnet", "eager", controlnet=True, min_s=30.0),
+        sd15("sd15-controlnet", "compile", controlnet=True, min_s=60.0),
     ]
 
 
@@ -382,6 +386,39 @@ def diffusers_pipeline(model, case: Case):
     return run
 
 
+CONTROLNET_NAME = "bench-controlnet-sd15"
+
+
+def ensure_controlnet(model, folder: Path) -> None:
+    """A full-size SD1.5 ControlNet with random weights (the UNet's encoder copy, as ControlNet training starts),
+    in diffusers layout, made once per work dir."""
+    path = folder / f"{CONTROLNET_NAME}.safetensors"
+    if path.is_file():
+        return
+    import torch
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    controlnet = ControlNetModel.from_unet(model.unet)
+    for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+        torch.nn.init.normal_(block.weight, std=0.01)  # zero convs would make the residuals vanish
+    save_file({k: v.to(torch.float16).contiguous() for k, v in controlnet.state_dict().items()}, str(path))
+
+
+def attach_controlnet(job, case: Case) -> None:
+    """One canny unit on the job, as the API's alwayson_scripts would give it."""
+    from modules import scripts
+
+    scripts.ensure_loaded()
+    runner = scripts.scripts_txt2img
+    args = runner.default_args()
+    script = next(s for s in runner.alwayson_scripts if s.title() == "ControlNet")
+    args[script.args_from] = {"enabled": True, "module": "canny", "model": CONTROLNET_NAME,
+                              "image": init_image(case.width, case.height), "pixel_perfect": True}
+    runner.attach(job, args)
+
+
 def app_runner(case: Case):
     from modules import shared
     from modules.processing import Job
@@ -397,6 +434,8 @@ def app_runner(case: Case):
         job = Job(prompt=PROMPT, negative_prompt=NEGATIVE, seed=seed, sampler_name=case.sampler,
                   scheduler=case.scheduler, batch_size=case.batch, steps=case.steps, cfg_scale=CFG, width=case.width,
                   height=case.height, do_not_save_samples=True, do_not_save_grid=True, **extra)
+        if case.controlnet:
+            attach_controlnet(job, case)
         return len(shared.run_job(job).images)
 
     return run
@@ -516,6 +555,8 @@ def run_case(args: argparse.Namespace) -> int:
              *MODE_FLAGS[case.mode]]
     if args.cpu:
         flags += ["--use-cpu", "all"]
+    if case.controlnet:
+        flags += ["--controlnet-dir", str(work / "controlnet")]
     result["app_flags"] = flags
     timer = StepTimer(sync)
     try:
@@ -536,6 +577,8 @@ def run_case(args: argparse.Namespace) -> int:
                              ("live_previews_enable", "show_progress_every_n_steps", "show_progress_type")}
         if cuda:
             result["vram_after_load_gb"] = round(torch.cuda.memory_allocated() / GB, 3)
+        if case.controlnet:
+            ensure_controlnet(model, work / "controlnet")
         if case.switch:
             result.update(switch_case(case, switch_names, sync, app_runner(case), args.tiny and args.cpu))
             save()
@@ -663,6 +706,9 @@ def table(cases: list[Case], results: dict[str, dict]) -> str:
             note += f": {r['error'][:90]}"
         if r.get("vae_fp32_fallbacks"):
             note += f" VAE fp32 fallback x{r['vae_fp32_fallbacks']}"
+        plain = results.get(f"{case.family}-txt2img:{case.mode}", {})
+        if case.controlnet and r.get("status") == "ok" and plain.get("status") == "ok":
+            note += f" {r['seconds_per_image'] / plain['seconds_per_image']:.2f}x the time without ControlNet"
         if case.single_job and r.get("status") == "ok":
             note += " (one job: peak VRAM figure)"
         if case.switch and r.get("status") == "ok":

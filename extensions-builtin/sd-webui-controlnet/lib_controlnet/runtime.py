@@ -62,7 +62,10 @@ def model_folders() -> list[str]:
 
 
 def annotators_dir() -> str:
-    return os.path.join(model_folders()[0], "annotators")
+    from modules import shared
+
+    return getattr(shared.cmd_opts, "controlnet_annotator_models_path", None) or \
+        os.path.join(model_folders()[0], "annotators")
 
 
 def ensure_demo_controlnet() -> None:
@@ -201,7 +204,7 @@ def prepare(p: Any, units: list[ControlNetUnit]) -> JobUnits:
                 raise ControlNetError(f"ControlNet unit {index} is enabled but has no model: choose one")
             try:
                 info = models.find_model(unit.model, model_folders())
-                control_model = cache().get(info, unet_config)
+                control_model = cache().get(info, unet_config, base_unet=getattr(model, "unet", None))
                 models.check_compatible(control_model, family)
             except models.ControlModelError as e:
                 raise ControlNetError(f"ControlNet unit {index}: {e}") from None
