@@ -83,7 +83,10 @@ def mount(_blocks: Any, app: FastAPI) -> None:
                controlnet_threshold_a: float = Body(-1, title="Controlnet Threshold a"),
                controlnet_threshold_b: float = Body(-1, title="Controlnet Threshold b"),
                controlnet_masks: list[str] = Body([], title="Controlnet Masks"),
-               low_vram: bool = Body(False, title="Low vram")) -> dict[str, Any]:
+               low_vram: bool = Body(False, title="Low vram"),
+               controlnet_images: list[str] = Body([], title="Controlnet Images (webuiapi's name for the input "
+                                                          "images)")) -> dict[str, Any]:
+        controlnet_input_images = controlnet_input_images or controlnet_images
         try:
             preprocessor = preprocessors.get(controlnet_module)
         except ValueError as e:

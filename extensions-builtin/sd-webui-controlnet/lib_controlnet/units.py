@@ -243,6 +243,7 @@ class ControlNetUnit:
                 image, mask = image
             elif image:
                 raise UnitError("image: expected an image or [image, mask]")
+        image, mask = (None if _is_empty(value) else value for value in (image, mask))
         picture = to_array(image, "image") if image is not None else None
         mask_array = to_array(mask, "mask") if mask is not None else None
         if mask_array is not None:
@@ -253,6 +254,11 @@ class ControlNetUnit:
             raise UnitError(f"mask: its size {mask_array.shape[1]}x{mask_array.shape[0]} differs from the image's "
                             f"{picture.shape[1]}x{picture.shape[0]}")
         return picture, mask_array
+
+
+def _is_empty(value: Any) -> bool:
+    """No image: webuiapi sends "" for a unit without one, as the extension's own UI did."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def to_array(value: Any, name: str) -> np.ndarray:
