@@ -47,7 +47,8 @@ UNIT_FILES = {
     "test_api_hardening.py", "test_auth.py", "test_cmd_args.py", "test_hashes.py", "test_infotext.py",
     "test_job_ownership.py", "test_masking.py", "test_options.py", "test_prompt_parser.py",
     "test_prompt_schedule.py", "test_rng.py", "test_samplers.py", "test_security_http.py", "test_styles.py",
-    "test_tokenizer.py", "test_untrusted_files.py", "test_textual_inversion.py",
+    "test_tokenizer.py", "test_untrusted_files.py", "test_textual_inversion.py", "test_controlnet_units.py",
+    "test_controlnet_preprocessors.py",
 }
 # Any other file is `integration`: its tests build or load models (tiny ones included) or talk to a real server.
 # Fixtures that load a model or start a server make a test `integration` wherever it is.

@@ -68,9 +68,10 @@ def annotators_dir() -> str:
         os.path.join(model_folders()[0], "annotators")
 
 
-def ensure_demo_controlnet() -> None:
-    """First start: the demo ControlNet joins an empty ControlNet folder (as the demo checkpoint does)."""
-    folder = Path(model_folders()[0])
+def ensure_demo_controlnet(folder_name: str | None = None) -> None:
+    """First start: the demo ControlNet joins an empty ControlNet folder (default: the first model folder), as the
+    demo checkpoint does."""
+    folder = Path(folder_name or model_folders()[0])
     if not DEMO_CONTROLNET.is_file() or (folder.is_dir() and models.list_models([str(folder)])):
         return
     folder.mkdir(parents=True, exist_ok=True)
