@@ -107,6 +107,7 @@ class UnitHook:
         self.prepared = prepared
         self.job = job  # A1111's p: the hook reads p.is_hr_pass
         self.low_vram = low_vram or prepared.unit.low_vram
+        self._placed = False
 
     def acts_at(self, step: int, total_steps: int) -> bool:
         unit = self.prepared.unit
@@ -128,8 +129,9 @@ class UnitHook:
         factor = engine.vae_scale_factor
         height, width = x.shape[2] * factor, x.shape[3] * factor
         module = self.prepared.model.module
-        if self.low_vram:
+        if self.low_vram or not self._placed:  # on the GPU only while a job uses it; low VRAM: only per call
             module.to(engine.device)
+            self._placed = True
         try:
             hint = self.prepared.hint(width, height, engine.device, engine.dtype)
             if self.prepared.model.kind == "t2i_adapter":
@@ -138,6 +140,7 @@ class UnitHook:
         finally:
             if self.low_vram:
                 module.to("cpu")
+                self._placed = False
 
     def _row_mask(self, call: Any, dtype: torch.dtype) -> torch.Tensor | None:
         """1 for conditional rows, 0 for the unconditional ones ("ControlNet is more important")."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from lib_controlnet import annotators, models, preprocessors
@@ -195,7 +196,10 @@ def prepare(p: Any, units: list[ControlNetUnit]) -> JobUnits:
     ControlNetError -- or, with the setting control_net_skip_unfit_units, is left out with a warning."""
     model = p.sd_model
     family = getattr(model, "family", "sd1")
-    unet_config = dict(model.unet.config) if getattr(model, "unet", None) is not None else None
+    unet = getattr(model, "unet", None)
+    unet_config = dict(unet.config) if unet is not None else None
+    # the control model runs in the UNet's dtype (fp16 on a GPU); the cache keeps one copy per dtype
+    dtype = next(unet.parameters()).dtype if unet is not None else None
     prepared, skipped = [], []
     for index, unit in enumerate(units):
         if not unit.enabled:
@@ -205,7 +209,7 @@ def prepare(p: Any, units: list[ControlNetUnit]) -> JobUnits:
                 raise ControlNetError(f"ControlNet unit {index} is enabled but has no model: choose one")
             try:
                 info = models.find_model(unit.model, model_folders())
-                control_model = cache().get(info, unet_config, base_unet=getattr(model, "unet", None))
+                control_model = cache().get(info, unet_config, dtype=dtype or torch.float32, base_unet=unet)
                 models.check_compatible(control_model, family)
             except models.ControlModelError as e:
                 raise ControlNetError(f"ControlNet unit {index}: {e}") from None
