@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINT = ROOT / "assets" / "demo" / "demo-shapes-sd1.safetensors"
 SQUARE = (16, 16, 47, 47)  # the control picture's blue square (left, top, right, bottom), on white
 EDGE_TOLERANCE = 2  # pixels an edge may sit off the square's border (canny's gradient, the resize to 64x64)
+# An edge map detected at 512 px and shrunk to 64 px (area averaging) keeps 1-px lines as grey (about 32)
+EDGE_LEVEL = 8
 
 
 def square_image(size: int = 64) -> Image.Image:
@@ -57,7 +59,7 @@ def mean_difference(first: np.ndarray, second: np.ndarray) -> float:
 
 def assert_edges_on_square_border(edges: np.ndarray) -> None:
     """Every edge pixel of a canny map of `square_image` lies on the square's outline, and each side has some."""
-    ys, xs = np.nonzero(edges > 64)
+    ys, xs = np.nonzero(edges > EDGE_LEVEL)
     assert len(xs) > 0, "no edges"
     left, top, right, bottom = SQUARE
     near_x = (np.abs(xs - left) <= EDGE_TOLERANCE) | (np.abs(xs - right) <= EDGE_TOLERANCE)
@@ -321,3 +323,77 @@ def test_no_detectmap_setting_drops_the_extra_image(server):
     images, _ = _generate(server, _unit(server))
     assert len(images) == 2
 
+
+
+# --- the real clients -------------------------------------------------------------------------------------------
+
+def test_webuiapi_lists_detects_and_generates_with_a_unit(server):
+    port = int(server.url.rsplit(":", 1)[1])
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=port, sampler="Euler", steps=4)
+    assert api.controlnet_version() == 2
+    assert server.title in api.controlnet_model_list()
+    assert "canny" in api.controlnet_module_list()
+    detected = api.controlnet_detect(images=[square_image()], module="canny")  # sends "controlnet_images"
+    assert len(detected.images) == 1 and detected.images[0].size == (64, 64)
+    assert_edges_on_square_border(np.asarray(detected.images[0].convert("L")))
+
+    generation = {"prompt": SMALL["prompt"], "width": 64, "height": 64, "seed": 11}
+    plain = api.txt2img(**generation)
+    unit = webuiapi.ControlNetUnit(image=square_image(), module="canny", model=server.title)
+    controlled = api.txt2img(**generation, controlnet_units=[unit])
+    assert len(plain.images) == 1 and len(controlled.images) == 2  # the image, then the detected map
+    assert mean_difference(np.asarray(controlled.images[0]), np.asarray(plain.images[0])) > 2.0
+    assert_edges_on_square_border(np.asarray(controlled.images[1].convert("L")))
+    assert (f'ControlNet 0: "Module: canny, Model: {server.title}, Weight: 1.0, Resize Mode: Resize and Fill, '
+            "Processor Res: 512, Threshold A: 64.0, Threshold B: 64.0, Guidance Start: 0.0, Guidance End: 1.0, "
+            'Pixel Perfect: False, Control Mode: Balanced"') in controlled.info["infotexts"][0]
+
+    img2img = {**generation, "images": [square_image()], "denoising_strength": 0.75}
+    plain = api.img2img(**img2img)
+    no_image_unit = webuiapi.ControlNetUnit(module="canny", model=server.title)  # its image goes out as ""
+    controlled = api.img2img(**img2img, controlnet_units=[no_image_unit])
+    assert len(controlled.images) == 2
+    assert mean_difference(np.asarray(controlled.images[0]), np.asarray(plain.images[0])) > 1.0
+    assert_edges_on_square_border(np.asarray(controlled.images[1].convert("L")))  # the init image's edges
+    assert 'ControlNet 0: "Module: canny' in controlled.info["infotexts"][0]
+
+
+def test_sd_backend_client_finds_canny_and_generates_with_a_unit(server):
+    from sd_backend_client import (
+        A1111Webservice,
+        ControlNetModel,
+        ControlNetUnit,
+        DiffusionParams,
+        PreprocessorParams,
+    )
+
+    backend = A1111Webservice(server.url)
+    assert backend.get_capabilities().controlnet
+    assert backend.get_controlnet_version() == 2
+    assert backend.get_controlnet_settings() == {"control_net_unit_count": 3}
+    assert server.title in [model.full_model_name for model in backend.list_controlnet_models()]
+    # the client's README flow: the Canny control type names the preprocessor and the models
+    canny = backend.get_controlnet_type_categories()["Canny"]
+    assert "canny" in canny["module_list"] and server.title in canny["model_list"]
+    preprocessor = next(p for p in backend.get_controlnet_preprocessors() if p.name == "canny")
+    assert {parameter.key: parameter.default_value for parameter in preprocessor.parameters} == {
+        "control_mode": "Balanced", "resize_mode": "Crop and Resize", "processor_res": 512, "threshold_a": 100,
+        "threshold_b": 200}
+
+    preview = backend.submit_preprocessor_preview(square_image(), preprocessor).wait(timeout=TIMEOUT)
+    assert_edges_on_square_border(np.asarray(preview.images[0].convert("L")))
+
+    unit = ControlNetUnit(image=square_image(), preprocessor=PreprocessorParams(typedef=preprocessor),
+                          model=ControlNetModel(server.title))
+    params = DiffusionParams(prompt=SMALL["prompt"], width=64, height=64, steps=4, seed=11, sampler="Euler")
+    plain = backend.submit_txt2img(params).wait(timeout=TIMEOUT)
+    params.controlnet_units = [unit]
+    controlled = backend.submit_txt2img(params).wait(timeout=TIMEOUT)
+    assert controlled.seeds == [11] and len(controlled.images) == 1 and len(controlled.control_maps) == 1
+    assert mean_difference(np.asarray(controlled.images[0].convert("RGB")),
+                           np.asarray(plain.images[0].convert("RGB"))) > 2.0
+    assert_edges_on_square_border(np.asarray(controlled.control_maps[0].convert("L")))
+    infotext = controlled.raw_info.infotexts[0]
+    # pixel perfect (the client's default): the preprocessor ran at the generation's 64 px
+    assert f'ControlNet 0: "Module: canny, Model: {server.title}, Weight: 1.0, Resize Mode: Crop and Resize' in infotext
+    assert "Processor Res: 64, Threshold A: 100.0, Threshold B: 200.0" in infotext and "Pixel Perfect: True" in infotext
