@@ -246,8 +246,9 @@ def build_unit(index: int, is_img2img: bool) -> UnitUi:
     with gr.Row(elem_classes=["cnet-image-row"]):
         image = gr.Image(label="Control Image", type="numpy", sources=["upload", "clipboard"], height=260,
                          visible=not is_img2img, elem_id=f"{prefix}_input_image", elem_classes=["cnet-image"])
-        preview = gr.Image(label="Preprocessor Preview", type="pil", interactive=False, height=260, visible=False,
-                           elem_id=f"{prefix}_generated_image", elem_classes=["cnet-image"])
+        # PNG: a lossy preview (Gradio's default WebP) would show a control map with noise it does not have
+        preview = gr.Image(label="Preprocessor Preview", type="pil", format="png", interactive=False, height=260,
+                           visible=False, elem_id=f"{prefix}_generated_image", elem_classes=["cnet-image"])
     mask = gr.Image(label="Mask (optional)", type="numpy", image_mode="L", sources=["upload", "clipboard"],
                     height=160, visible=not is_img2img, elem_id=f"{prefix}_mask_image",
                     elem_classes=["cnet-mask-image"])
