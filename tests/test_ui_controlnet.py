@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.test_browser import CHROMIUM, page  # noqa: F401  (Chromium's page fixture)
 from tests.test_server import server  # noqa: F401  (the running-server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,9 +24,6 @@ sys.path.insert(0, str(ROOT / "extensions-builtin" / "sd-webui-controlnet"))
 from lib_controlnet import ui_unit  # noqa: E402  (the extension folder is put on sys.path above)
 from lib_controlnet.units import ControlMode, ControlNetUnit, HiResFixOption, ResizeMode  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 DEMO_CHECKPOINT = ROOT / "assets" / "demo" / "demo-shapes-sd1.safetensors"
 UNIT0 = "#txt2img_controlnet_ControlNet-0"
@@ -164,8 +162,8 @@ def write_tiny_controlnet(path: Path) -> str:
     return next(info.title for info in models.list_models([str(path.parent)]) if info.path == str(path))
 
 
-def fetch_picture(page, src: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("L"))
+def fetch_picture(browser_page, src: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(browser_page.request.get(src).body())).convert("L"))
 
 
 def assert_square_edges(edges: np.ndarray, size: int) -> None:
@@ -179,66 +177,57 @@ def assert_square_edges(edges: np.ndarray, size: int) -> None:
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
-def test_controlnet_unit_previews_canny_and_generates_with_it_in_the_browser(server, tmp_path):  # noqa: F811
-    from playwright.sync_api import sync_playwright
-
+def test_controlnet_unit_previews_canny_and_generates_with_it_in_the_browser(server, page, tmp_path):  # noqa: F811
     url, data_dir, _ = server
     title = write_tiny_controlnet(data_dir / "models" / "ControlNet" / "tiny-canny-control.safetensors")
     control = Image.new("RGB", (256, 256), "black")
     ImageDraw.Draw(control).rectangle((64, 64, 191, 191), fill="white")
     control.save(tmp_path / "square.png")
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#txt2img_prompt textarea")
-            page.locator("#txt2img_prompt textarea").fill("a red circle")
-            page.locator("#txt2img_width input[type=number]").fill("64")
-            page.locator("#txt2img_height input[type=number]").fill("64")
-            page.locator("#txt2img_steps input[type=number]").fill("3")
-            page.locator("#txt2img_seed input").fill("4321")
-            page.locator("#txt2img_seed input").press("Tab")
-            page.locator("#script_txt2img_controlnet_controlnet > button.label-wrap").click()
-            tabs = page.locator("#txt2img_controlnet_tabs [role=tab]").all_inner_texts()
-            assert tabs == ["ControlNet Unit 0", "ControlNet Unit 1", "ControlNet Unit 2"]
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
+    for selector, value in (("#txt2img_prompt textarea", "a red circle"), ("#txt2img_width input[type=number]", "64"),
+                            ("#txt2img_height input[type=number]", "64"), ("#txt2img_steps input[type=number]", "3"),
+                            ("#txt2img_seed input", "4321")):
+        page.locator(selector).fill(value)
+    page.locator("#txt2img_seed input").press("Tab")
+    page.locator("#script_txt2img_controlnet_controlnet > button.label-wrap").click()
+    tabs = page.locator("#txt2img_controlnet_tabs [role=tab]").all_inner_texts()
+    assert tabs == ["ControlNet Unit 0", "ControlNet Unit 1", "ControlNet Unit 2"]
 
-            # the preview without an image: a warning on the page, nothing else happens
-            page.locator(f"{UNIT0}_controlnet_trigger_preprocessor").click()
-            page.locator(".toast-body").first.wait_for(timeout=20000)
-            assert "upload a control image" in page.locator(".toast-body").first.inner_text()
+    # the preview without an image: a warning on the page, nothing else happens
+    page.locator(f"{UNIT0}_controlnet_trigger_preprocessor").click()
+    page.locator(".toast-body").first.wait_for(timeout=20000)
+    assert "upload a control image" in page.locator(".toast-body").first.inner_text()
 
-            page.locator(f"{UNIT0}_controlnet_refresh_models").click()  # the model was written after the start
-            page.locator(f"{UNIT0}_controlnet_enable_checkbox input").check()
-            page.locator(f"{UNIT0}_input_image input[type=file]").set_input_files(str(tmp_path / "square.png"))
-            page.locator(f"{UNIT0}_input_image img").first.wait_for(timeout=20000)
-            page.locator(f"{UNIT0}_controlnet_type_filter_radio").get_by_label("Canny", exact=True).check()
-            page.wait_for_function(f"() => document.querySelector('{UNIT0}_controlnet_preprocessor_dropdown input')"
-                                   ".value === 'canny'", timeout=20000)
-            assert page.locator(f"{UNIT0}_controlnet_threshold_A_slider").is_visible()
-            model = page.locator(f"{UNIT0}_controlnet_model_dropdown input")
-            model.click()
-            page.get_by_role("option", name=title).click()
-            assert model.input_value() == title
+    page.locator(f"{UNIT0}_controlnet_refresh_models").click()  # the model was written after the start
+    page.locator(f"{UNIT0}_controlnet_enable_checkbox input").check()
+    page.locator(f"{UNIT0}_input_image input[type=file]").set_input_files(str(tmp_path / "square.png"))
+    page.locator(f"{UNIT0}_input_image img").first.wait_for(timeout=20000)
+    page.locator(f"{UNIT0}_controlnet_type_filter_radio").get_by_label("Canny", exact=True).check()
+    page.wait_for_function(f"() => document.querySelector('{UNIT0}_controlnet_preprocessor_dropdown input')"
+                           ".value === 'canny'", timeout=20000)
+    assert page.locator(f"{UNIT0}_controlnet_threshold_A_slider").is_visible()
+    model = page.locator(f"{UNIT0}_controlnet_model_dropdown input")
+    model.click()
+    page.get_by_role("option", name=title).click()
+    assert model.input_value() == title
 
-            page.locator(f"{UNIT0}_controlnet_trigger_preprocessor").click()
-            preview = page.locator(f"{UNIT0}_generated_image img").first
-            preview.wait_for(timeout=30000)
-            assert_square_edges(fetch_picture(page, preview.get_attribute("src")), 256)
-            assert page.locator(f"{UNIT0}_controlnet_preprocessor_preview_checkbox input").is_checked()
+    page.locator(f"{UNIT0}_controlnet_trigger_preprocessor").click()
+    preview = page.locator(f"{UNIT0}_generated_image img").first
+    preview.wait_for(timeout=30000)
+    assert_square_edges(fetch_picture(page, preview.get_attribute("src")), 256)
+    assert page.locator(f"{UNIT0}_controlnet_preprocessor_preview_checkbox input").is_checked()
 
-            page.locator("#txt2img_generate").click()
-            page.wait_for_function("() => document.querySelectorAll('#txt2img_gallery img').length >= 2",
-                                   timeout=60000)
-            page.wait_for_function("() => document.querySelector('#txt2img_infotext textarea').value"
-                                   ".includes('Seed')", timeout=20000)
-            text = page.locator("#txt2img_infotext textarea").input_value()
-            sources = page.evaluate("() => [...document.querySelectorAll('#txt2img_gallery img')].map(i => i.src)")
-            page.screenshot(path=str(ARTIFACTS / "txt2img_controlnet_result.png"), full_page=True)
-            pictures = [fetch_picture(page, src) for src in sources]
-        finally:
-            browser.close()
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function("() => document.querySelectorAll('#txt2img_gallery img').length >= 2",
+                           timeout=60000)
+    page.wait_for_function("() => document.querySelector('#txt2img_infotext textarea').value"
+                           ".includes('Seed')", timeout=20000)
+    text = page.locator("#txt2img_infotext textarea").input_value()
+    sources = page.evaluate("() => [...document.querySelectorAll('#txt2img_gallery img')].map(i => i.src)")
+    page.screenshot(path=str(ARTIFACTS / "txt2img_controlnet_result.png"), full_page=True)
+    pictures = [fetch_picture(page, src) for src in sources]
     assert "Seed: 4321, Size: 64x64" in text
     assert f'ControlNet 0: "Module: canny, Model: {title}, Weight: 1.0, Resize Mode: Crop and Resize' in text
     assert "Threshold A: 100.0, Threshold B: 200.0" in text
