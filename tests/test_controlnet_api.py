@@ -302,10 +302,7 @@ def test_img2img_unit_without_an_image_uses_the_init_image(server):
     ({"control_mode": 7}, ["args[0].control_mode: 7 is not one of 0 / 'Balanced'"]),
     ({"model": "None"}, ["ControlNet unit 0 is enabled but has no model"]),
     ({"module": "reference_only"}, ['Preprocessor "reference_only" (reference) is not supported yet']),
-    # the family check comes after the cross-attention width check in lib_controlnet (models.load via the cache),
-    # whose message names neither family: the user is not told to pick an SD 1.x ControlNet
-    pytest.param("sdxl", ["SDXL", "SD 1.x"], marks=pytest.mark.xfail(
-        strict=True, reason="family mismatch reported as a cross-attention width mismatch")),
+    ("sdxl", ["SDXL", "SD 1.x"]),
 ])
 def test_bad_units_are_refused_with_a_message_naming_the_field(server, fields, words):
     unit = _unit(server, model=server.sdxl_title) if fields == "sdxl" else _unit(server, **fields)
@@ -344,8 +341,9 @@ def test_webuiapi_lists_detects_and_generates_with_a_unit(server):
     assert server.title in api.controlnet_model_list()
     assert "canny" in api.controlnet_module_list()
     detected = api.controlnet_detect(images=[square_image()], module="canny")  # sends "controlnet_images"
-    assert len(detected.images) == 1 and detected.images[0].size == (64, 64)
-    assert_edges_on_square_border(np.asarray(detected.images[0].convert("L")))
+    # at the preprocessor resolution (webuiapi's default 512), as the extension answers
+    assert len(detected.images) == 1 and detected.images[0].size == (512, 512)
+    assert_edges_on_square_border(np.asarray(detected.images[0].convert("L").resize((64, 64), Image.BOX)))
 
     generation = {"prompt": SMALL["prompt"], "width": 64, "height": 64, "seed": 11}
     plain = api.txt2img(**generation)
@@ -391,7 +389,8 @@ def test_sd_backend_client_finds_canny_and_generates_with_a_unit(server):
         "threshold_b": 200}
 
     preview = backend.submit_preprocessor_preview(square_image(), preprocessor).wait(timeout=TIMEOUT)
-    assert_edges_on_square_border(np.asarray(preview.images[0].convert("L")))
+    assert preview.images[0].size == (512, 512)  # at the preprocessor resolution, as the extension answers
+    assert_edges_on_square_border(np.asarray(preview.images[0].convert("L").resize((64, 64), Image.BOX)))
 
     unit = ControlNetUnit(image=square_image(), preprocessor=PreprocessorParams(typedef=preprocessor),
                           model=ControlNetModel(server.title))

@@ -37,9 +37,8 @@ def run_detect(module: str, images: list[np.ndarray], masks: list[np.ndarray | N
     def work() -> list[Image.Image]:
         maps = []
         for image, mask in zip(images, masks):
-            height, width = image.shape[:2]
-            maps.append(runtime.visible_map(runtime.detect(runtime.resolve(unit, image, width, height), image,
-                                                           width, height, mask)))
+            resolved = runtime.resolve(unit, image, image.shape[1], image.shape[0])
+            maps.append(runtime.visible_map(runtime.preprocess(resolved, image, mask)))
         return maps
 
     return shared.runner.run("controlnet-preprocess", work, label=f"ControlNet preprocessor {module}",

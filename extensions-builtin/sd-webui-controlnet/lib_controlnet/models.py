@@ -193,7 +193,8 @@ def find_model(name_or_title: str, folders: list[str]) -> ControlModelInfo:
         return containing[0]
     names = ", ".join(m.name for m in models[:NAMES_IN_MESSAGES]) or "none"
     more = f" and {len(models) - NAMES_IN_MESSAGES} more" if len(models) > NAMES_IN_MESSAGES else ""
-    where = ", ".join(f for f in folders if f) or "no folder"
+    # the folders' last two parts ("models/ControlNet"): enough to find them, no server paths in API answers
+    where = ", ".join(os.path.join(*Path(f).parts[-2:]) for f in folders if f) or "no folder"
     raise ControlModelError(f'ControlNet model "{name_or_title}" not found in {where}; available: {names}{more}')
 
 

@@ -142,6 +142,12 @@ def detect(unit: ControlNetUnit, image: np.ndarray, width: int, height: int, mas
            ) -> np.ndarray:
     """The control map of a `resolve`d unit for a width x height generation (preprocessed, then fitted by its
     resize mode)."""
+    return fit_to_size(preprocess(unit, image, mask), width, height, unit.resize_mode)
+
+
+def preprocess(unit: ControlNetUnit, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The preprocessor's map of a `resolve`d unit, at the preprocessor's resolution (what /controlnet/detect
+    returns, as the extension does)."""
     preprocessor = _preprocessor(unit)
     try:
         detected = preprocessor.run(image, unit.processor_res, slider_value(unit.threshold_a, preprocessor.threshold_a),
@@ -150,7 +156,7 @@ def detect(unit: ControlNetUnit, image: np.ndarray, width: int, height: int, mas
     except (FileNotFoundError, annotators.AnnotatorUnavailableError, CheckpointLoadError) as e:
         # a missing annotator file (the message names it and where to put it), no controlnet_aux, a refused pickle
         raise ControlNetError(f'Preprocessor "{unit.module}": {e}') from None
-    return fit_to_size(detected, width, height, unit.resize_mode)
+    return detected
 
 
 def visible_map(detected: np.ndarray) -> Image.Image:
@@ -209,13 +215,18 @@ def prepare(p: Any, units: list[ControlNetUnit]) -> JobUnits:
                 raise ControlNetError(f"ControlNet unit {index} is enabled but has no model: choose one")
             try:
                 info = models.find_model(unit.model, model_folders())
-                control_model = cache().get(info, unet_config, dtype=dtype or torch.float32, base_unet=unet)
-                models.check_compatible(control_model, family)
+                control_model = cache().get(info, None, dtype=dtype or torch.float32, base_unet=unet)
+                models.check_compatible(control_model, family)  # the family first: its message says what to pick
+                if unet_config is not None:
+                    models.check_base_unet(control_model, unet_config)
             except models.ControlModelError as e:
                 raise ControlNetError(f"ControlNet unit {index}: {e}") from None
             image, mask = unit_image(unit, p, index)
-            unit = resolve(unit, image, p.width, p.height)
-            detected = detect(unit, image, p.width, p.height, mask)
+            try:
+                unit = resolve(unit, image, p.width, p.height)
+                detected = detect(unit, image, p.width, p.height, mask)
+            except ControlNetError as e:
+                raise ControlNetError(f"ControlNet unit {index}: {e}") from None
         except ControlNetError as e:
             if not setting("control_net_skip_unfit_units"):
                 raise
