@@ -153,6 +153,20 @@ def write_hypernetwork(path: Path, size: int) -> Path:
     return path
 
 
+def write_controlnet(unet: torch.nn.Module, path: Path) -> Path:
+    """A ControlNet for this UNet (encoder copy; the zero convolutions made non-zero so it acts), diffusers layout."""
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 96, 256))
+    for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+        torch.nn.init.normal_(block.weight, std=0.05)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.float().cpu().contiguous() for k, v in controlnet.state_dict().items()}, str(path))
+    return path
+
+
 def mb(n_bytes: int | None) -> float | None:
     return None if n_bytes is None else round(n_bytes / 2**20, 2)
 
@@ -224,13 +238,26 @@ def main() -> int:
         shared.initialize(args)
         shared.models.refresh()
 
-    def job(**kwargs):
+    def job(controlnet: bool = False, **kwargs):
         fields = dict(prompt=PROMPT, negative_prompt=NEGATIVE, width=64, height=64, steps=6, batch_size=1,
                       sampler_name="DPM++ 2M", cfg_scale=7.0)
         fields.update(kwargs)
+        the_job = Job(**fields)
+        if controlnet:  # one canny unit of the built-in ControlNet (issue 16), as the API attaches it
+            from modules import scripts
+
+            scripts.ensure_loaded()
+            runner = scripts.scripts_txt2img
+            args = runner.default_args()
+            script = next(s for s in runner.alwayson_scripts if s.title() == "ControlNet")
+            picture = np.zeros((fields["height"], fields["width"], 3), np.uint8)
+            picture[8:-8, fields["width"] // 2:-8] = 255
+            args[script.args_from] = {"enabled": True, "module": "canny", "model": "check-controlnet",
+                                      "image": picture, "pixel_perfect": True}
+            runner.attach(the_job, args)
         sync()
         t = time.perf_counter()
-        processed = shared.run_job(Job(**fields))
+        processed = shared.run_job(the_job)
         sync()
         return processed, round(time.perf_counter() - t, 3)
 
@@ -830,6 +857,7 @@ def main() -> int:
             shared.opts.set("live_previews_enable", False)
             model = shared.models.select("tiny-sd1")
             networks_for(model)
+            write_controlnet(model.unet, Path(shared.cmd_opts.controlnet_dir) / "check-controlnet.safetensors")
             base = dict(width=64, height=64, steps=6, sampler_name="Euler", seed=9000, batch_size=1)
             variants = {"plain": PROMPT, "lora": lora_prompt, "hypernet": hypernet_prompt}
             eager, eager_s = {}, {}
@@ -838,8 +866,10 @@ def main() -> int:
                 eager[name] = generated(processed)
             processed, eager_s["plain96"] = job(**{**base, "width": 96})
             eager["plain96"] = generated(processed)
+            processed, eager_s["controlnet"] = job(**base, controlnet=True)
+            eager["controlnet"] = generated(processed)
             entry["eager_job_s"] = eager_s
-            for name in ("lora", "hypernet"):
+            for name in ("lora", "hypernet", "controlnet"):
                 effect = pixel_diff(eager[name], eager["plain"])
                 entry[f"eager_{name}_effect"] = effect
                 if effect["max"] <= 3 * tol:
@@ -880,6 +910,9 @@ def main() -> int:
             entry["compile_s_first"] = round(first["job_s"] - eager_s["plain"], 2)
             for name in ("lora", "plain", "hypernet", "plain"):
                 compiled_job(name, eager[name], prompt=variants[name])
+            # ControlNet residuals are extra UNet inputs: the compiled UNet must take them, and drop them again
+            compiled_job("controlnet", eager["controlnet"], controlnet=True)
+            compiled_job("plain after controlnet", eager["plain"])
             size96 = compiled_job("plain 96x64 (new size: compiles)", eager["plain96"], width=96)
             entry["compile_s_new_size"] = round(size96["job_s"] - eager_s["plain96"], 2)
             again = compiled_job("plain 64² again (seen size)", eager["plain"])
