@@ -141,6 +141,8 @@ def gpu_cases(tiny: bool, quick: bool) -> list[Case]:
         sd15("sd15-hires", "compile", hires=True, min_s=60.0),
         sd15("sd15-controlnet", "eager", controlnet=True, min_s=30.0),
         sd15("sd15-controlnet", "compile", controlnet=True, min_s=60.0),
+        sd15("sd15-controlnet", "medvram", controlnet=True, **memory),
+        sd15("sd15-controlnet", "lowvram", controlnet=True, **memory),
     ]
 
 
