@@ -192,6 +192,7 @@ def test_controlnet_unit_previews_canny_and_generates_with_it_in_the_browser(ser
         page.locator(selector).fill(value)
     page.locator("#txt2img_seed input").press("Tab")
     page.locator("#script_txt2img_controlnet_controlnet > button.label-wrap").click()
+    page.locator(f"{UNIT0}_controlnet_enable_checkbox").wait_for(timeout=20000)  # the accordion draws its tabs
     tabs = page.locator("#txt2img_controlnet_tabs [role=tab]").all_inner_texts()
     assert tabs == ["ControlNet Unit 0", "ControlNet Unit 1", "ControlNet Unit 2"]
 
@@ -216,7 +217,8 @@ def test_controlnet_unit_previews_canny_and_generates_with_it_in_the_browser(ser
     page.locator(f"{UNIT0}_controlnet_trigger_preprocessor").click()
     preview = page.locator(f"{UNIT0}_generated_image img").first
     preview.wait_for(timeout=30000)
-    assert_square_edges(fetch_picture(page, preview.get_attribute("src")), 256)
+    # at the preprocessor resolution (512: the 256-pixel picture's short side scaled up), as the extension shows it
+    assert_square_edges(fetch_picture(page, preview.get_attribute("src")), 512)
     assert page.locator(f"{UNIT0}_controlnet_preprocessor_preview_checkbox input").is_checked()
 
     page.locator("#txt2img_generate").click()
@@ -233,3 +235,56 @@ def test_controlnet_unit_previews_canny_and_generates_with_it_in_the_browser(ser
     assert "Threshold A: 100.0, Threshold B: 200.0" in text
     assert len(pictures) == 2 and pictures[0].shape == (64, 64)
     assert_square_edges(pictures[1], 64)  # the detected map, fitted to the generation size
+
+
+def _core_pastes_script_fields() -> bool:
+    from modules import scripts
+
+    return hasattr(scripts.ScriptRunner, "infotext_fields")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+@pytest.mark.skipif(not _core_pastes_script_fields(), reason="the tabs do not paste Script.infotext_fields yet")
+def test_pasted_infotext_restores_a_unit_and_generation_uses_it(server, page, tmp_path):  # noqa: F811
+    """PNG Info's "Send to txt2img" with a picture made with ControlNet fills unit 1's controls (not its image); the
+    unit's State follows them, so the generation runs with the pasted settings."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from modules.infotext import quote
+
+    url, data_dir, _ = server
+    title = write_tiny_controlnet(data_dir / "models" / "ControlNet" / "tiny-canny-control.safetensors")
+    control = Image.new("RGB", (256, 256), "black")
+    ImageDraw.Draw(control).rectangle((64, 64, 191, 191), fill="white")
+    control.save(tmp_path / "square.png")
+    pasted = ControlNetUnit(enabled=True, module="canny", model=title, weight=0.55, resize_mode="Just Resize",
+                            processor_res=256, threshold_a=80, threshold_b=160, guidance_start=0.1,
+                            guidance_end=0.9, control_mode="My prompt is more important").serialize()
+    info = PngInfo()
+    info.add_text("parameters", "a red circle\nSteps: 3, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, "
+                                f"Seed: 99, Size: 64x64, ControlNet 1: {quote(pasted)}")
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "made.png", pnginfo=info)
+    unit1 = "#txt2img_controlnet_ControlNet-1"
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
+    page.locator("#script_txt2img_controlnet_controlnet > button.label-wrap").click()
+    page.locator("#txt2img_controlnet_tabs [role=tab]", has_text="ControlNet Unit 1").click()
+    page.locator(f"{unit1}_controlnet_refresh_models").click()  # the model was written after the start
+    page.get_by_role("tab", name="PNG Info", exact=True).click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(tmp_path / "made.png"))
+    page.wait_for_function("() => document.querySelector('#pnginfo_generation_info textarea').value"
+                           ".includes('ControlNet 1')", timeout=20000)
+    page.locator("#pnginfo_send_to_txt2img").click()
+    page.wait_for_function(f"() => document.querySelector('{unit1}_controlnet_preprocessor_dropdown input')"
+                           ".value === 'canny'", timeout=20000)
+    assert page.locator(f"{unit1}_controlnet_enable_checkbox input").is_checked()
+    assert page.locator(f"{unit1}_controlnet_model_dropdown input").input_value() == title
+    assert page.locator(f"{unit1}_controlnet_threshold_A_slider input[type=number]").input_value() == "80"
+    assert page.locator("#txt2img_prompt textarea").input_value() == "a red circle"
+    page.locator(f"{unit1}_input_image input[type=file]").set_input_files(str(tmp_path / "square.png"))
+    page.locator(f"{unit1}_input_image img").first.wait_for(timeout=20000)
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function("() => document.querySelector('#txt2img_infotext textarea').value.includes('Seed: 99')",
+                           timeout=60000)
+    text = page.locator("#txt2img_infotext textarea").input_value()
+    assert f"ControlNet 1: {quote(pasted)}" in text
