@@ -176,13 +176,26 @@ def assert_square_edges(edges: np.ndarray, size: int) -> None:
     assert edges[:near - 4].max() == 0 and edges[far + 4:].max() == 0  # above and below it
 
 
+def prepare(server_info, tmp_path: Path, size: int) -> tuple[str, str, Path]:  # noqa: ANN001
+    """(url, ControlNet model title, control picture): the tiny ControlNet in the server's model folder (written
+    once per server) and a white square on black, `size` pixels wide, its sides at a quarter and three quarters."""
+    url, data_dir, _ = server_info
+    path = data_dir / "models" / "ControlNet" / "tiny-canny-control.safetensors"
+    if path.is_file():
+        from lib_controlnet import models
+
+        title = next(info.title for info in models.list_models([str(path.parent)]) if info.path == str(path))
+    else:
+        title = write_tiny_controlnet(path)
+    picture = Image.new("RGB", (size, size), "black")
+    ImageDraw.Draw(picture).rectangle((size // 4, size // 4, size * 3 // 4 - 1, size * 3 // 4 - 1), fill="white")
+    picture.save(tmp_path / "square.png")
+    return url, title, tmp_path / "square.png"
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
 def test_controlnet_unit_previews_canny_and_generates_with_it_in_the_browser(server, page, tmp_path):  # noqa: F811
-    url, data_dir, _ = server
-    title = write_tiny_controlnet(data_dir / "models" / "ControlNet" / "tiny-canny-control.safetensors")
-    control = Image.new("RGB", (256, 256), "black")
-    ImageDraw.Draw(control).rectangle((64, 64, 191, 191), fill="white")
-    control.save(tmp_path / "square.png")
+    url, title, square = prepare(server, tmp_path, 256)
     ARTIFACTS.mkdir(exist_ok=True)
     page.goto(url, wait_until="load")
     page.wait_for_selector("#txt2img_prompt textarea")
@@ -203,7 +216,7 @@ def test_controlnet_unit_previews_canny_and_generates_with_it_in_the_browser(ser
 
     page.locator(f"{UNIT0}_controlnet_refresh_models").click()  # the model was written after the start
     page.locator(f"{UNIT0}_controlnet_enable_checkbox input").check()
-    page.locator(f"{UNIT0}_input_image input[type=file]").set_input_files(str(tmp_path / "square.png"))
+    page.locator(f"{UNIT0}_input_image input[type=file]").set_input_files(str(square))
     page.locator(f"{UNIT0}_input_image img").first.wait_for(timeout=20000)
     page.locator(f"{UNIT0}_controlnet_type_filter_radio").get_by_label("Canny", exact=True).check()
     page.wait_for_function(f"() => document.querySelector('{UNIT0}_controlnet_preprocessor_dropdown input')"
@@ -252,11 +265,7 @@ def test_pasted_infotext_restores_a_unit_and_generation_uses_it(server, page, tm
 
     from modules.infotext import quote
 
-    url, data_dir, _ = server
-    title = write_tiny_controlnet(data_dir / "models" / "ControlNet" / "tiny-canny-control.safetensors")
-    control = Image.new("RGB", (256, 256), "black")
-    ImageDraw.Draw(control).rectangle((64, 64, 191, 191), fill="white")
-    control.save(tmp_path / "square.png")
+    url, title, square = prepare(server, tmp_path, 256)
     pasted = ControlNetUnit(enabled=True, module="canny", model=title, weight=0.55, resize_mode="Just Resize",
                             processor_res=256, threshold_a=80, threshold_b=160, guidance_start=0.1,
                             guidance_end=0.9, control_mode="My prompt is more important").serialize()
@@ -281,10 +290,48 @@ def test_pasted_infotext_restores_a_unit_and_generation_uses_it(server, page, tm
     assert page.locator(f"{unit1}_controlnet_model_dropdown input").input_value() == title
     assert page.locator(f"{unit1}_controlnet_threshold_A_slider input[type=number]").input_value() == "80"
     assert page.locator("#txt2img_prompt textarea").input_value() == "a red circle"
-    page.locator(f"{unit1}_input_image input[type=file]").set_input_files(str(tmp_path / "square.png"))
+    page.locator(f"{unit1}_input_image input[type=file]").set_input_files(str(square))
     page.locator(f"{unit1}_input_image img").first.wait_for(timeout=20000)
     page.locator("#txt2img_generate").click()
     page.wait_for_function("() => document.querySelector('#txt2img_infotext textarea').value.includes('Seed: 99')",
                            timeout=60000)
     text = page.locator("#txt2img_infotext textarea").input_value()
     assert f"ControlNet 1: {quote(pasted)}" in text
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_img2img_unit_uses_the_img2img_input_unless_given_its_own_image(server, page, tmp_path):  # noqa: F811
+    url, title, square = prepare(server, tmp_path, 64)
+    unit0 = "#img2img_controlnet_ControlNet-0"
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#txt2img_prompt textarea")
+    page.locator("#tab_img2img-button").click()
+    page.locator("#img2img_image input[type=file]").set_input_files(str(square))
+    page.locator("#img2img_image img").first.wait_for(timeout=20000)
+    page.locator("#img2img_prompt textarea").fill("a red circle")
+    page.locator("#img2img_steps input[type=number]").fill("3")
+    page.locator("#script_img2img_controlnet_controlnet > button.label-wrap").click()
+    independent = page.locator(f"{unit0}_controlnet_same_img2img_checkbox input")
+    independent.wait_for(timeout=20000)
+    assert not page.locator(f"{unit0}_input_image").is_visible()  # the unit takes the img2img input
+    independent.check()
+    page.locator(f"{unit0}_input_image").wait_for(state="visible", timeout=20000)
+    independent.uncheck()
+    page.locator(f"{unit0}_input_image").wait_for(state="hidden", timeout=20000)
+    assert page.locator(f"{unit0}_controlnet_hr_option_radio").count() == 0  # no hires fix on img2img
+    page.locator(f"{unit0}_controlnet_refresh_models").click()  # the model was written after the start
+    page.locator(f"{unit0}_controlnet_enable_checkbox input").check()
+    page.locator(f"{unit0}_controlnet_type_filter_radio").get_by_label("Canny", exact=True).check()
+    page.wait_for_function(f"() => document.querySelector('{unit0}_controlnet_preprocessor_dropdown input')"
+                           ".value === 'canny'", timeout=20000)
+    model = page.locator(f"{unit0}_controlnet_model_dropdown input")
+    model.click()
+    page.get_by_role("option", name=title).click()
+    page.locator("#img2img_generate").click()
+    page.wait_for_function("() => document.querySelectorAll('#img2img_gallery img').length >= 2", timeout=60000)
+    page.wait_for_function("() => document.querySelector('#img2img_infotext textarea').value.includes('Seed')",
+                           timeout=20000)
+    text = page.locator("#img2img_infotext textarea").input_value()
+    sources = page.evaluate("() => [...document.querySelectorAll('#img2img_gallery img')].map(i => i.src)")
+    assert f'ControlNet 0: "Module: canny, Model: {title}' in text
+    assert_square_edges(fetch_picture(page, sources[1]), 64)  # the edges of the img2img input
