@@ -566,6 +566,17 @@ class ScriptRunner:
         self.inputs += controls
         script.args_to = len(self.inputs)
 
+    @property
+    def infotext_fields(self) -> list[tuple[Any, Any]]:
+        """Every script's `infotext_fields` ((component, infotext key or function of the parsed params)), in the
+        order their UIs were built: what pasting an infotext into this tab fills besides the tab's own fields
+        (A1111's `ScriptRunner.infotext_fields`)."""
+        return [pair for script in self.scripts if script.infotext_fields for pair in script.infotext_fields]
+
+    @property
+    def paste_field_names(self) -> list[str]:
+        return [name for script in self.scripts if script.paste_field_names for name in script.paste_field_names]
+
     def ensure_ui(self) -> None:
         """Build the UI once in a throwaway Blocks when no tab did (API-only use), to learn the default values."""
         if self.ui_built:

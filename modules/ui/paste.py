@@ -8,7 +8,7 @@ the component unchanged too. `txt2img_values` is that list for the txt2img tab, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from modules import script_callbacks
 from modules.infotext import parse_generation_parameters, sampler_from_infotext, scheduler_from_infotext
@@ -76,6 +76,28 @@ def txt2img_values(params: Mapping[str, object]) -> dict[str, object]:
         values["scheduler"] = scheduler_from_infotext(params)
     if "Styles array" in params and params["Styles array"] is not None:
         values["styles"] = list(params["Styles array"])  # type: ignore[call-overload]
+    return values
+
+
+def script_values(fields: Sequence[tuple[object, object]], params: Mapping[str, object]) -> list[object]:
+    """The value each script paste field (Script.infotext_fields: (component, infotext key or function of the
+    params)) gets from parsed params, or None where it stays unchanged (key missing, value that does not convert).
+    As A1111's `connect_paste`: converted to the type of the component's current value ("False" is False)."""
+    values: list[object] = []
+    for component, target in fields:
+        value = target(params) if callable(target) else params.get(str(target))
+        current = getattr(component, "value", None)
+        try:
+            if value is None or current is None or isinstance(value, type(current)):
+                values.append(value)
+            elif isinstance(current, bool):
+                values.append(value if isinstance(value, bool) else str(value) not in ("False", "false", "0", ""))
+            elif isinstance(current, int | float):
+                values.append(float(str(value)))  # A1111 too: an int field takes the float (no truncation)
+            else:
+                values.append(type(current)(value))
+        except (TypeError, ValueError, OverflowError):
+            values.append(None)
     return values
 
 

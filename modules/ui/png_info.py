@@ -7,6 +7,7 @@ import html
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
+from modules import scripts
 from modules.infotext import read_info_from_image
 from modules.ui import txt2img
 from modules.ui.components import create
@@ -40,9 +41,12 @@ def image_info(path: str | None) -> tuple[str, str]:
 
 
 def send_to_txt2img(text: str, field_names: list[str]) -> list:
-    """gr.updates for the txt2img fields named in `field_names` from the infotext `text`, then the tab switch."""
+    """gr.updates for the txt2img fields named in `field_names` and the txt2img scripts' paste fields from the
+    infotext `text`, then the tab switch."""
     values = txt2img.infotext_values(text or "")
-    return [*txt2img.paste_updates(values, field_names), gr.Tabs(selected="txt2img")]
+    return [*txt2img.paste_updates(values, field_names),
+            *txt2img.script_paste_updates(text or "", scripts.scripts_txt2img.infotext_fields),
+            gr.Tabs(selected="txt2img")]
 
 
 def create_tab(txt2img_fields: dict[str, gr.components.Component] | None = None,
@@ -69,6 +73,7 @@ def create_tab(txt2img_fields: dict[str, gr.components.Component] | None = None,
         if txt2img_fields:
             names = [name for name in txt2img_fields if name in txt2img.FIELD_NAMES]
             outputs = [txt2img_fields[name] for name in names]
+            outputs += [component for component, _ in scripts.scripts_txt2img.infotext_fields]
             if tabs is not None:
                 outputs.append(tabs)
 

@@ -111,10 +111,21 @@ def infotext_values(text: str) -> dict[str, object]:
     return paste.infotext_values(text, styles=styles)
 
 
+def script_paste_updates(text: str, fields: list[tuple[object, object]]) -> list:
+    """One gr.update per script paste field (Script.infotext_fields) from the infotext `text`."""
+    if not fields:
+        return []
+    styles = shared.prompt_styles if shared.prompt_styles is not None else None
+    params = paste.parse_pasted(text, styles=styles) if text and text.strip() else {}
+    return [gr.update() if value is None else gr.update(value=value) for value in paste.script_values(fields, params)]
+
+
 def paste_parameters(prompt: str, last_infotext: str) -> list:
-    """The ↙ button: fill the fields from the infotext in the prompt box, or from the last result's when empty."""
+    """The ↙ button: fill the fields from the infotext in the prompt box, or from the last result's when empty;
+    the scripts' paste fields too."""
     text = prompt if prompt and prompt.strip() else (last_infotext or "")
-    return paste_updates(infotext_values(text), list(FIELD_NAMES))
+    return [*paste_updates(infotext_values(text), list(FIELD_NAMES)),
+            *script_paste_updates(text, scripts.scripts_txt2img.infotext_fields)]
 
 
 def reuse_seed(last_infotext: str) -> gr.Number:
@@ -250,7 +261,9 @@ def create_tab(default_size: tuple[int, int] = (512, 512),
         save_style_button.click(save_style, inputs=[style_name, prompt, negative], outputs=[styles])
         interrupt.click(interrupt_own_job, inputs=[], outputs=[], queue=False)
         skip.click(skip_own_job, inputs=[], outputs=[], queue=False)
-        paste_button.click(paste_parameters, inputs=[prompt, infotext], outputs=inputs, show_progress="hidden")
+        script_paste = [component for component, _ in scripts.scripts_txt2img.infotext_fields]
+        paste_button.click(paste_parameters, inputs=[prompt, infotext], outputs=inputs + script_paste,
+                           show_progress="hidden")
         clear_prompt.click(lambda: ("", ""), inputs=[], outputs=[prompt, negative], queue=False,
                            show_progress="hidden")
         random_seed.click(lambda: -1, inputs=[], outputs=[seed], queue=False, show_progress="hidden")
