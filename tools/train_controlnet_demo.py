@@ -55,22 +55,30 @@ SHIPPED_NAME = "demo-canny-controlnet.safetensors"
 CONDITIONING_CHANNELS = (16, 32, 96, 256)  # the original ControlNet hint block's widths
 
 
-def canny_maps(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """[B, 3, H, W] in [-1, 1] -> edge maps [B, 3, H, W] in [0, 1], as the canny preprocessor makes them."""
+def canny_edges(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> uint8 edge maps [B, H, W], as the canny preprocessor makes them."""
     pictures = shapes.to_uint8(images)
     maps = []
     for picture in pictures:
         low = rng.randint(60, 140)
         high = low + rng.randint(60, 120)
-        if rng.random() < 0.5:
+        if rng.random() < 0.6:
             edges = cv2.Canny(picture, low, high)
         else:  # detected at a higher resolution and shrunk: thinner, grey lines
             size = picture.shape[0]
             big = cv2.resize(picture, (size * 4, size * 4), interpolation=cv2.INTER_CUBIC)
             edges = cv2.resize(cv2.Canny(big, low, high), (size, size), interpolation=cv2.INTER_AREA)
         maps.append(edges)
-    stacked = torch.from_numpy(np.stack(maps)).float().div(255.0)
-    return stacked[:, None].expand(-1, 3, -1, -1).contiguous()
+    return torch.from_numpy(np.stack(maps))
+
+
+def as_hint(edges: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W] -> the ControlNet's input [B, 3, H, W] in [0, 1]."""
+    return edges.float().div(255.0)[:, None].expand(-1, 3, -1, -1).contiguous()
+
+
+def canny_maps(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    return as_hint(canny_edges(images, rng))
 
 
 def training_captions(specs: list[shapes.Spec], rng: random.Random) -> list[str]:
@@ -95,8 +103,21 @@ def load_demo(path: Path):
     return load_model(CheckpointInfo(str(path), path.name), choose_policy(use_cpu=["all"]))
 
 
+@torch.no_grad()
+def build_dataset(data: Data, vae, rng: random.Random, size: int, device: torch.device
+                  ) -> tuple[list[shapes.Spec], torch.Tensor, torch.Tensor]:
+    """Rendered once: specs, their latents and their edge maps (uint8), so a training step is only the networks."""
+    specs, latents, edges = [], [], []
+    for _ in range(0, size, 1024):
+        batch_specs, images = data.batch(1024)
+        specs += batch_specs
+        edges.append(canny_edges(images, rng).to(device))
+        latents.append(vae.encode(images).latent_dist.sample() * SCALING_FACTOR)
+    return specs, torch.cat(latents).float(), torch.cat(edges)
+
+
 def train(model, tokenizer, device: torch.device, steps: int, seconds: float, batch: int, lr: float, seed: int,
-          start: float) -> tuple[ControlNetModel, int]:
+          start: float, dataset_size: int = 32768) -> tuple[ControlNetModel, int]:
     unet = model.unet.to(device).float().eval().requires_grad_(False)
     vae = model.vae.to(device).float().eval().requires_grad_(False)
     text = model.text_encoders[0].to(device).float().eval().requires_grad_(False)
@@ -106,8 +127,9 @@ def train(model, tokenizer, device: torch.device, steps: int, seconds: float, ba
     params = list(controlnet.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=device.type == "cuda")
     alphas = sd1_alphas_cumprod(device)
-    data = Data(seed + 7, device)
     rng = random.Random(seed + 11)
+    specs, latents, edges = build_dataset(Data(seed + 7, device), vae, rng, dataset_size, device)
+    log(f"dataset: {len(specs)} pictures", start)
     generator = torch.Generator().manual_seed(seed + 13)
     warmup, step, stage_start = 100, 0, time.time()
     while step < (steps or warmup + 1):
@@ -116,12 +138,12 @@ def train(model, tokenizer, device: torch.device, steps: int, seconds: float, ba
             log(f"controlnet: {steps} steps fit in {seconds:.0f}s", start)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps or 10**9, lr, warmup)
-        specs, images = data.batch(batch)
-        hint = canny_maps(images, rng).to(device, non_blocking=True)
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            latents = vae.encode(images).latent_dist.sample() * SCALING_FACTOR
-            context = encode_text(tokenizer, text, training_captions(specs, rng), device)
-        noisy, noise, t = noisy_latents(latents.float(), alphas, generator)
+        index = torch.randint(0, len(specs), (batch,), generator=generator)
+        hint = as_hint(edges[index.to(device)])
+        with torch.no_grad():
+            context = encode_text(tokenizer, text, training_captions([specs[i] for i in index.tolist()], rng),
+                                  device)
+        noisy, noise, t = noisy_latents(latents[index.to(device)], alphas, generator)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             down, mid = controlnet(noisy, t, encoder_hidden_states=context, controlnet_cond=hint, return_dict=False)
             prediction = unet(noisy, t, encoder_hidden_states=context, down_block_additional_residuals=down,
@@ -193,9 +215,10 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(ROOT / "assets" / "demo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=0, help="0: as many as --seconds allows")
     parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--dataset", type=int, default=32768, help="pictures rendered once for training")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--to-original", action="store_true", help="only convert the trained file (CPU)")
     args = parser.parse_args()
@@ -211,12 +234,13 @@ def main() -> None:
     tokenizer = CLIPTokenizer.from_pretrained(str(ROOT / "configs" / "tokenizer"), local_files_only=True)
     model = load_demo(Path(args.model))
     controlnet, steps = train(model, tokenizer, device, args.steps, args.seconds, args.batch, args.lr, args.seed,
-                              start)
+                              start, args.dataset)
     check = quick_check(model, controlnet, tokenizer, device)
     log(f"quick check: {check}", start)
     record = {
         "script": "tools/train_controlnet_demo.py", "commit": git_commit(), "seed": str(args.seed),
-        "steps": str(steps), "batch": str(args.batch), "lr": str(args.lr), "image_size": str(IMAGE_SIZE),
+        "steps": str(steps), "batch": str(args.batch), "dataset": str(args.dataset), "lr": str(args.lr),
+        "image_size": str(IMAGE_SIZE),
         "base_model": Path(args.model).name, "condition": "canny edges (cv2.Canny) of the rendered shape",
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
         "train_seconds": f"{time.time() - start:.0f}", "quick_check": json.dumps(check),
