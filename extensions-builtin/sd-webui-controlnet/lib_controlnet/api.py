@@ -63,12 +63,8 @@ def mount(_blocks: Any, app: FastAPI) -> None:
     def control_types() -> dict[str, Any]:
         titles = runtime.model_titles()
         types = preprocessors.control_types()
-        for name, entry in types.items():  # the models whose names mention the type, as the extension filters
-            words = [w.lower() for w in entry.get("module_list", [])]
-            wanted = name.lower().replace(" ", "")
-            entry["model_list"] = ["None"] + [t for t in titles[1:] if name == "All" or wanted in t.lower()
-                                              or any(w and w != "none" and w.split("_")[0] in t.lower()
-                                                     for w in words)]
+        for name, entry in types.items():  # the models whose names name the type (the UI's Control Type rule)
+            entry["model_list"] = runtime.models_for_type(name, titles)
         return {"control_types": types}
 
     @app.get("/controlnet/settings")

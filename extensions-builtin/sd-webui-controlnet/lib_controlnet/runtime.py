@@ -102,6 +102,27 @@ def model_titles() -> list[str]:
     return ["None", *(info.title for info in models.list_models(model_folders()))]
 
 
+
+def _type_words(control_type: str, modules: list[str]) -> set[str]:
+    """What a model's name may contain to belong to a control type: the type's name (no spaces), and the first word
+    of each of its preprocessors ("softedge" of softedge_hed)."""
+    words = {control_type.lower().replace(" ", "")}
+    for module in modules:
+        first = module.lower().replace(" ", "_").split("_")[0]
+        if first not in ("none", "invert"):
+            words.add(first)
+    return words
+
+
+def models_for_type(control_type: str, titles: list[str]) -> list[str]:
+    """The model titles the Control Type shows: all for "All", else "None" and those whose name names the type."""
+    types = preprocessors.control_types()
+    if control_type not in types or control_type == "All":
+        return list(titles)
+    words = _type_words(control_type, types[control_type]["module_list"])
+    return ["None", *(title for title in titles if title != "None" and any(w in title.lower() for w in words))]
+
+
 # --- preprocessing --------------------------------------------------------------------------------------------
 
 def slider_value(value: float, slider: Any) -> float | None:

@@ -1,6 +1,6 @@
 """One ControlNet unit's inputs and events, with sd-webui-controlnet's labels, element ids and behaviour.
 
-The pure functions here (`unit_from_values`, `slider_updates`, `control_type_updates`, `models_for_type`,
+The pure functions here (`unit_from_values`, `slider_updates`, `control_type_updates`,
 `preview_map`) are what the events call; they never raise for what a user can put into the page: out-of-range
 numbers are clamped, unknown choices fall back to the defaults, and errors of the preview are shown as a warning.
 """
@@ -167,33 +167,13 @@ def slider_updates(module: str, pixel_perfect: bool, reset: bool) -> list[dict[s
     return updates
 
 
-def _type_words(control_type: str, modules: list[str]) -> set[str]:
-    """What a model's name may contain to belong to a control type: the type's name (no spaces), and the first word
-    of each of its preprocessors ("softedge" of softedge_hed)."""
-    words = {control_type.lower().replace(" ", "")}
-    for module in modules:
-        first = module.lower().replace(" ", "_").split("_")[0]
-        if first not in ("none", "invert"):
-            words.add(first)
-    return words
-
-
-def models_for_type(control_type: str, titles: list[str]) -> list[str]:
-    """The model titles the Control Type shows: all for "All", else "None" and those whose name names the type."""
-    types = preprocessors.control_types()
-    if control_type not in types or control_type == ALL_TYPES:
-        return list(titles)
-    words = _type_words(control_type, types[control_type]["module_list"])
-    return ["None", *(title for title in titles if title != "None" and any(w in title.lower() for w in words))]
-
-
 def control_type_updates(control_type: str, pixel_perfect: bool, titles: list[str] | None = None
                          ) -> list[dict[str, Any]]:
     """Choosing a Control Type: the Preprocessor and Model dropdowns narrowed to it and set to its defaults (its
     first preprocessor after "none", its first model), then the sliders of that preprocessor at their defaults."""
     types = preprocessors.control_types()
     entry = types.get(control_type, types[ALL_TYPES])
-    models = models_for_type(control_type, runtime.model_titles() if titles is None else titles)
+    models = runtime.models_for_type(control_type, runtime.model_titles() if titles is None else titles)
     default_model = models[1] if control_type != ALL_TYPES and len(models) > 1 else "None"
     module = entry["default_option"]
     return [gr.update(choices=entry["module_list"], value=module), gr.update(choices=models, value=default_model),
@@ -202,7 +182,7 @@ def control_type_updates(control_type: str, pixel_perfect: bool, titles: list[st
 
 def refreshed_models(control_type: str, current: str) -> dict[str, Any]:
     """The 🔄 button: the model folders read again, the current choice kept if its file is still there."""
-    models = models_for_type(control_type, runtime.model_titles())
+    models = runtime.models_for_type(control_type, runtime.model_titles())
     return gr.update(choices=models, value=current if current in models else "None")
 
 
