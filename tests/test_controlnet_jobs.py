@@ -34,7 +34,7 @@ def cn_app(tmp_path_factory):
     folder = data / "models" / "ControlNet"
     folder.mkdir(parents=True)
     shared.initialize(cmd_args.parse_args(["--data-dir", str(data), "--use-cpu", "all"], environ={}))
-    scripts.ensure_loaded()
+    scripts.load_scripts()  # every extension: another test may have loaded the repository's scripts only
     script_callbacks.ui_settings_callback()  # the extensions' settings, as a server start adds them
     unet = shared.models.get().unet
     torch.manual_seed(0)

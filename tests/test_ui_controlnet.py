@@ -110,13 +110,15 @@ def test_default_args_are_disabled_units_and_a_pasted_infotext_fills_the_unit_fi
     from modules.infotext import quote
     from modules.ui import paste
 
-    scripts.ensure_loaded()
+    scripts.load_scripts()  # every extension: another test may have loaded the repository's scripts only
     runner = scripts.scripts_txt2img
     runner.ensure_ui()
     script = next(s for s in runner.alwayson_scripts if s.title() == "ControlNet")
     defaults = runner.default_args()[script.args_from:script.args_to]
     assert len(defaults) == 3  # control_net_unit_count
-    assert all(isinstance(unit, ControlNetUnit) and unit == ControlNetUnit() for unit in defaults)
+    # JSON values (Gradio clients read a State's initial value), the script reads them as units
+    assert all(unit == ControlNetUnit().to_dict() and ControlNetUnit.coerce(unit) == ControlNetUnit()
+               for unit in defaults)
 
     sent = ControlNetUnit(enabled=True, module="canny", model="tiny-canny [4bf8a3e0]", weight=0.55,
                           resize_mode="Just Resize", processor_res=256, threshold_a=80, threshold_b=160,

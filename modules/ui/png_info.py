@@ -43,10 +43,7 @@ def image_info(path: str | None) -> tuple[str, str]:
 def send_to_txt2img(text: str, field_names: list[str]) -> list:
     """gr.updates for the txt2img fields named in `field_names` and the txt2img scripts' paste fields from the
     infotext `text`, then the tab switch."""
-    values = txt2img.infotext_values(text or "")
-    return [*txt2img.paste_updates(values, field_names),
-            *txt2img.script_paste_updates(text or "", scripts.scripts_txt2img.infotext_fields),
-            gr.Tabs(selected="txt2img")]
+    return [*txt2img.paste_all(text or "", field_names), gr.Tabs(selected="txt2img")]
 
 
 def create_tab(txt2img_fields: dict[str, gr.components.Component] | None = None,

@@ -107,25 +107,31 @@ def paste_updates(values: dict[str, object], field_names: list[str]) -> list:
 
 
 def infotext_values(text: str) -> dict[str, object]:
-    styles = shared.prompt_styles if shared.prompt_styles is not None else None
-    return paste.infotext_values(text, styles=styles)
+    return paste.txt2img_values(pasted_params(text))
 
 
-def script_paste_updates(text: str, fields: list[tuple[object, object]]) -> list:
-    """One gr.update per script paste field (Script.infotext_fields) from the infotext `text`."""
-    if not fields:
-        return []
-    styles = shared.prompt_styles if shared.prompt_styles is not None else None
-    params = paste.parse_pasted(text, styles=styles) if text and text.strip() else {}
-    return [gr.update() if value is None else gr.update(value=value) for value in paste.script_values(fields, params)]
+def pasted_params(text: str) -> dict[str, object]:
+    """The infotext parsed once, the extensions' infotext_pasted callbacks included ({} for empty text)."""
+    if not text or not text.strip():
+        return {}
+    return paste.parse_pasted(text, styles=shared.prompt_styles if shared.prompt_styles is not None else None)
+
+
+def paste_all(text: str, field_names: list[str]) -> list:
+    """gr.updates for the named txt2img fields, then the txt2img scripts' paste fields (Script.infotext_fields),
+    from one parse of the infotext."""
+    params = pasted_params(text)
+    fields = scripts.scripts_txt2img.infotext_fields
+    return [*paste_updates(paste.txt2img_values(params) if params else {}, field_names),
+            *(gr.update() if value is None else gr.update(value=value)
+              for value in paste.script_values(fields, params))]
 
 
 def paste_parameters(prompt: str, last_infotext: str) -> list:
     """The ↙ button: fill the fields from the infotext in the prompt box, or from the last result's when empty;
     the scripts' paste fields too."""
     text = prompt if prompt and prompt.strip() else (last_infotext or "")
-    return [*paste_updates(infotext_values(text), list(FIELD_NAMES)),
-            *script_paste_updates(text, scripts.scripts_txt2img.infotext_fields)]
+    return paste_all(text, list(FIELD_NAMES))
 
 
 def reuse_seed(last_infotext: str) -> gr.Number:

@@ -283,7 +283,7 @@ def build_unit(index: int, is_img2img: bool) -> UnitUi:
     if not is_img2img:
         hr_option = gr.Radio([o.value for o in HiResFixOption], label="Hires-Fix Option",
                              value=default.hr_option.value, elem_id=f"{prefix}_controlnet_hr_option_radio")
-    state = gr.State(default)
+    state = gr.State(default.to_dict())  # JSON: Gradio clients read a State's initial value
     unit = UnitUi(index, is_img2img, image, mask, independent, enabled, low_vram, pixel_perfect, allow_preview,
                   preview, trigger, control_type, module, model, refresh, weight, guidance_start,
                   guidance_end, processor_res, threshold_a, threshold_b, control_mode, resize_mode, hr_option, state)
