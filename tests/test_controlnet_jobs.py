@@ -96,3 +96,13 @@ def test_a_unit_that_cannot_run_refuses_the_job_unless_allowed(cn_app):
         cn_app.opts.set("control_net_skip_unfit_units", False)
     assert any("ControlNet unit left out: ControlNet unit 0" in c for c in processed.comments)
     assert "ControlNet 0: " not in processed.infotexts[0] and "ControlNet 1: " in processed.infotexts[0]
+
+
+def test_low_vram_unit_gives_the_same_picture_and_leaves_the_model_on_the_cpu(cn_app):
+    normal = _run(cn_app, {"model": "control_test_original"})
+    low = _run(cn_app, {"model": "control_test_original", "low_vram": True})
+    assert np.array_equal(_pixels(low.images[0]), _pixels(normal.images[0]))
+    from lib_controlnet import models, runtime
+
+    cached = runtime.cache().get(models.find_model("control_test_original", runtime.model_folders()))
+    assert all(p.device.type == "cpu" for p in cached.module.parameters())  # the same object the jobs used
