@@ -81,13 +81,13 @@ def canny_maps(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return as_hint(canny_edges(images, rng))
 
 
-def training_captions(specs: list[shapes.Spec], rng: random.Random) -> list[str]:
+def training_captions(specs: list[shapes.Spec], rng: random.Random, conflicting: float = 0.3) -> list[str]:
     captions = []
     for spec in specs:
         roll = rng.random()
-        if roll < 0.3:
+        if roll < 0.3 * (1 - conflicting) / 0.7:
             captions.append("")
-        elif roll < 0.6:  # geometry contradicting the edges: the control must win
+        elif roll < 0.3 * (1 - conflicting) / 0.7 + conflicting:  # geometry contradicting the edges: control wins
             other = shapes.random_spec(rng, colour=spec.colour, background=spec.background, size=spec.size)
             captions.append(shapes.training_caption(other, rng))
         else:
@@ -117,12 +117,16 @@ def build_dataset(data: Data, vae, rng: random.Random, size: int, device: torch.
 
 
 def train(model, tokenizer, device: torch.device, steps: int, seconds: float, batch: int, lr: float, seed: int,
-          start: float, dataset_size: int = 32768) -> tuple[ControlNetModel, int]:
+          start: float, dataset_size: int = 32768, resume: str = "", conflicting: float = 0.3
+          ) -> tuple[ControlNetModel, int]:
+    """`resume`: continue from a trained diffusers-layout file (a second phase)."""
     unet = model.unet.to(device).float().eval().requires_grad_(False)
     vae = model.vae.to(device).float().eval().requires_grad_(False)
     text = model.text_encoders[0].to(device).float().eval().requires_grad_(False)
     torch.manual_seed(seed)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONDITIONING_CHANNELS)
+    if resume:
+        controlnet.load_state_dict(load_file(resume))
     controlnet = controlnet.to(device).train()
     params = list(controlnet.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=device.type == "cuda")
@@ -141,8 +145,8 @@ def train(model, tokenizer, device: torch.device, steps: int, seconds: float, ba
         index = torch.randint(0, len(specs), (batch,), generator=generator)
         hint = as_hint(edges[index.to(device)])
         with torch.no_grad():
-            context = encode_text(tokenizer, text, training_captions([specs[i] for i in index.tolist()], rng),
-                                  device)
+            captions = training_captions([specs[i] for i in index.tolist()], rng, conflicting)
+            context = encode_text(tokenizer, text, captions, device)
         noisy, noise, t = noisy_latents(latents[index.to(device)], alphas, generator)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             down, mid = controlnet(noisy, t, encoder_hidden_states=context, controlnet_cond=hint, return_dict=False)
@@ -218,6 +222,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=0, help="0: as many as --seconds allows")
     parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--resume", default="", help="continue from this diffusers-layout file (second phase)")
+    parser.add_argument("--conflicting", type=float, default=0.3,
+                        help="share of captions whose shape and position contradict the edges")
     parser.add_argument("--dataset", type=int, default=32768, help="pictures rendered once for training")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--to-original", action="store_true", help="only convert the trained file (CPU)")
@@ -234,12 +241,13 @@ def main() -> None:
     tokenizer = CLIPTokenizer.from_pretrained(str(ROOT / "configs" / "tokenizer"), local_files_only=True)
     model = load_demo(Path(args.model))
     controlnet, steps = train(model, tokenizer, device, args.steps, args.seconds, args.batch, args.lr, args.seed,
-                              start, args.dataset)
+                              start, args.dataset, args.resume, args.conflicting)
     check = quick_check(model, controlnet, tokenizer, device)
     log(f"quick check: {check}", start)
     record = {
         "script": "tools/train_controlnet_demo.py", "commit": git_commit(), "seed": str(args.seed),
         "steps": str(steps), "batch": str(args.batch), "dataset": str(args.dataset), "lr": str(args.lr),
+        "conflicting_captions": str(args.conflicting), "resumed_from": Path(args.resume).name if args.resume else "",
         "image_size": str(IMAGE_SIZE),
         "base_model": Path(args.model).name, "condition": "canny edges (cv2.Canny) of the rendered shape",
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
