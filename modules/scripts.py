@@ -9,7 +9,7 @@ at named points of `processing.process_images`). The UI inputs of a tab are [sel
 Nothing a script does may take the application down: a file that fails to import, a `ui()` or hook that raises, is
 logged with the script's file name (and, for hooks, reported in the job's comments) and the rest goes on -- except
 a hook that raises `processing.JobError`: that is a script refusing the job on purpose (a ControlNet model that does
-not fit the checkpoint), and the job stops with its message (the API answers 422).
+not fit the checkpoint), and the job stops with its message (the API answers 400 with it).
 """
 
 from __future__ import annotations
