@@ -29,17 +29,11 @@ class ResizeMode(Enum):
     INNER_FIT = "Crop and Resize"
     OUTER_FIT = "Resize and Fill"
 
-    def int_value(self) -> int:
-        return list(ResizeMode).index(self)
-
 
 class ControlMode(Enum):
     BALANCED = "Balanced"
     PROMPT = "My prompt is more important"
     CONTROL = "ControlNet is more important"
-
-    def int_value(self) -> int:
-        return list(ControlMode).index(self)
 
 
 class HiResFixOption(Enum):
