@@ -77,6 +77,7 @@ class Case:
     single_job: bool = False  # memory modes: one job, no warm-up; the figure is the peak VRAM
     switch: bool = False     # checkpoint switch-back with the RAM cache (mode ram-cache); the figure is seconds
     controlnet: bool = False  # one ControlNet unit (canny, a full-size random SD1.5 ControlNet): issue 16's overhead
+    cfg: float = CFG         # 1.0: a few-step model's setting (no negative-prompt pass, in both programs)
     min_s: float = 20.0      # do not start with less time than this left in the budget
 
     @property
@@ -96,6 +97,7 @@ class Case:
             return f"A->B->A, sd_checkpoint_cache 1, {self.width}² job"
         what = "img2img 0.6" if self.img2img else "hires" if self.hires else "txt2img"
         what += " +ControlNet" if self.controlnet else ""
+        what += f" CFG {self.cfg:g}" if self.cfg != CFG else ""
         return f"{what} {size} b{self.batch} {self.steps}st"
 
 
@@ -121,8 +123,16 @@ def gpu_cases(tiny: bool, quick: bool) -> list[Case]:
                     min_s=35.0)
         return Case("sdxl-txt2img", mode, **{**base, **kw})
 
+    def lightning(mode: str, **kw) -> Case:  # issue 17: an SDXL-Lightning-style 4-step model (same architecture)
+        base = dict(family="sdxl", width=xl, height=xl, steps=4, sampler="Euler", scheduler="SGM Uniform", cfg=1.0,
+                    min_s=35.0)
+        return Case("sdxl-lightning4-txt2img", mode, **{**base, **kw})
+
     memory = dict(steps=steps(MEMORY_STEPS), single_job=True)
     return [
+        lightning("diffusers"),
+        lightning("eager"),
+        lightning("compile", min_s=90.0),
         sd15("sd15-txt2img", "diffusers"),
         sd15("sd15-txt2img", "eager"),
         sd15("sd15-switch", "ram-cache", switch=True, steps=steps(20), min_s=30.0),  # cheap: ~20 s
@@ -355,6 +365,7 @@ def diffusers_pipeline(model, case: Case):
     from diffusers import (
         DPMSolverMultistepScheduler,
         EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
     )
@@ -362,6 +373,8 @@ def diffusers_pipeline(model, case: Case):
     unet = getattr(model.unet, "_orig_mod", model.unet)
     if case.family == "sdxl":
         scheduler = DPMSolverMultistepScheduler.from_config(model.scheduler_config, use_karras_sigmas=True)
+        if case.sampler == "Euler":  # SDXL-Lightning's own recipe: Euler, "trailing" timesteps
+            scheduler = EulerDiscreteScheduler.from_config(model.scheduler_config, timestep_spacing="trailing")
         pipe = StableDiffusionXLPipeline(vae=model.vae, text_encoder=model.text_encoders[0],
                                          text_encoder_2=model.text_encoders[1], tokenizer=model.tokenizers[0],
                                          tokenizer_2=model.tokenizers[1], unet=unet, scheduler=scheduler,
@@ -380,7 +393,7 @@ def diffusers_pipeline(model, case: Case):
             return callback_kwargs
 
         generator = torch.Generator(device).manual_seed(seed)
-        out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=case.steps, guidance_scale=CFG,
+        out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=case.steps, guidance_scale=case.cfg,
                    width=case.width, height=case.height, num_images_per_prompt=case.batch, generator=generator,
                    output_type="pil", callback_on_step_end=on_step)
         return len(out.images)
@@ -434,8 +447,8 @@ def app_runner(case: Case):
 
     def run(seed: int, timer: StepTimer) -> int:
         job = Job(prompt=PROMPT, negative_prompt=NEGATIVE, seed=seed, sampler_name=case.sampler,
-                  scheduler=case.scheduler, batch_size=case.batch, steps=case.steps, cfg_scale=CFG, width=case.width,
-                  height=case.height, do_not_save_samples=True, do_not_save_grid=True, **extra)
+                  scheduler=case.scheduler, batch_size=case.batch, steps=case.steps, cfg_scale=case.cfg,
+                  width=case.width, height=case.height, do_not_save_samples=True, do_not_save_grid=True, **extra)
         if case.controlnet:
             attach_controlnet(job, case)
         return len(shared.run_job(job).images)

@@ -54,6 +54,7 @@ class JobSpec:
     s_tmax: float | None = None
     s_tmin: float | None = None
     s_noise: float | None = None
+    s_min_uncond: float | None = None         # None: the setting (A1111's "Negative Guidance minimum sigma")
     denoising_strength: float | None = None   # None: the mode's default (0.75 img2img, 0.7 hires fix)
     # img2img / inpainting
     init_images: tuple[Image.Image, ...] = ()
@@ -76,6 +77,9 @@ class JobSpec:
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    # the SDXL refiner (A1111 1.6): another checkpoint takes the last steps; switch_at None switches at once
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
     # behaviour
     override_settings: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     override_settings_restore_afterwards: bool = True
@@ -309,6 +313,7 @@ class Job:
     s_tmax: float | None
     s_tmin: float | None
     s_noise: float | None
+    s_min_uncond: float | None
     denoising_strength: float | None
     init_images: list[Image.Image]
     resize_mode: int
@@ -329,6 +334,8 @@ class Job:
     hr_scheduler: str | None
     hr_prompt: str
     hr_negative_prompt: str
+    refiner_checkpoint: str | None
+    refiner_switch_at: float | None
     override_settings: dict[str, Any]
     override_settings_restore_afterwards: bool
     extra_generation_params: dict[str, Any]

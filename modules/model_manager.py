@@ -32,6 +32,8 @@ class ModelManager:
         self.cache_path = cache_path
         self.extra_checkpoint = extra_checkpoint
         self.current: SDModel | None = None
+        # The refiner of the jobs that ask for one, loaded beside the current model (`refiner`)
+        self.second: SDModel | None = None
         # Models switched away from, kept in RAM (setting sd_checkpoint_cache), most recent last.
         self.cached: OrderedDict[tuple[str, str | None], SDModel] = OrderedDict()
         self.memory_flags = {"medvram": medvram, "lowvram": lowvram, "medvram_sdxl": medvram_sdxl}
@@ -131,7 +133,41 @@ class ModelManager:
             for hook in self.before_switch:
                 hook()
             self.current = None
+            self.second = None
             self.cached.clear()
+            torch_gc()
+
+    # --- the refiner: a second model beside the current one -----------------------------------------------------
+    def refiner(self, query: str) -> SDModel:
+        """The model a job's `refiner_checkpoint` names (title, name or hash), loaded beside the current model and
+        kept there for the next job that asks for it: A1111 reads it again for every batch (from disk, or from the
+        RAM cache) and the base model after it; here neither moves. The current model itself when it is the same
+        file."""
+        with self.lock:
+            info = self._find(query)
+            if self.current is not None and self.current.checkpoint.filename == info.filename:
+                return self.current
+            vae = resolve_vae(self.opts.sd_vae, info.filename, self.vae_dirs)
+            key = _cache_key(info.filename, vae)
+            if self.second is not None and _cache_key(self.second.checkpoint.filename,
+                                                      self.second.vae_info) == key:
+                return self.second
+            self.release_refiner()
+            cached = self.cached.pop(key, None)
+            self.second = self._activate(cached) or self._build(info, vae)
+            log.info("Refiner %s loaded beside %s", info.title,
+                     self.current.checkpoint.title if self.current else "no model")
+            return self.second
+
+    def release_refiner(self) -> None:
+        """Let the refiner go (into the RAM cache where the setting allows): a job without one gives its memory
+        back."""
+        with self.lock:
+            if self.second is None:
+                return
+            model, self.second = self.second, None
+            self._stash(model)
+            del model
             torch_gc()
 
     # --- placement and the RAM cache -------------------------------------------------------------------------
@@ -195,6 +231,9 @@ class ModelManager:
         self.current = None
         # Take the target out of the cache first, so that stashing the previous model cannot evict it.
         cached = self.cached.pop(_cache_key(info.filename, vae), None)
+        if self.second is not None and _cache_key(self.second.checkpoint.filename, self.second.vae_info) \
+                == _cache_key(info.filename, vae):
+            cached, self.second = self.second, None  # the refiner becomes the main model: no second copy
         previous_info = previous.checkpoint if previous is not None else None
         if previous is not None and not force:
             self._stash(previous)

@@ -255,6 +255,9 @@ def default_option_table() -> dict[str, OptionInfo]:
                                               component_args=_slider(0, 74, 1)),
         "randn_source": OptionInfo("GPU", "Random number generator source", choices=["GPU", "CPU", "NV"],
                                    infotext="RNG"),
+        "hires_fix_refiner_pass": OptionInfo("second pass", "Hires fix: which pass to enable refiner for",
+                                             choices=["first pass", "second pass", "both passes"],
+                                             infotext="Hires refiner"),
     }))
     table.update(options_section(("sdxl", "Stable Diffusion XL"), {
         "sdxl_crop_top": OptionInfo(0, "crop top coordinate"),
@@ -313,6 +316,14 @@ def default_option_table() -> dict[str, OptionInfo]:
         "s_tmin": OptionInfo(0.0, "sigma tmin", component_args=_slider(0.0, 10.0, 0.01), infotext="Sigma tmin"),
         "s_tmax": OptionInfo(0.0, "sigma tmax", component_args=_slider(0.0, 999.0, 0.01), infotext="Sigma tmax"),
         "s_noise": OptionInfo(1.0, "sigma noise", component_args=_slider(0.0, 1.1, 0.001), infotext="Sigma noise"),
+        "s_min_uncond": OptionInfo(0.0, "Negative Guidance minimum sigma", component_args=_slider(0.0, 15.0, 0.01),
+                                   infotext="NGMS"),
+        "s_min_uncond_all": OptionInfo(False, "Negative Guidance minimum sigma all steps", infotext="NGMS all steps"),
+        "skip_early_cond": OptionInfo(0.0, "Ignore negative prompt during early sampling",
+                                      component_args=_slider(0.0, 1.0, 0.01), infotext="Skip Early CFG"),
+        "refiner_switch_by_sample_steps": OptionInfo(
+            False, "Switch to refiner by sampling steps instead of model timesteps. Old behavior for refiner.",
+            infotext="Refiner switch by sampling steps"),
         "eta_noise_seed_delta": OptionInfo(0, "Eta noise seed delta", infotext="ENSD"),
     }))
     table.update(options_section(("infotext", "Infotext"), {

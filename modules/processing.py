@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from modules import hooks, images, job_infotext, masking, upscaling
+from modules import refiner as refiners
 from modules.engines.base import DenoiserHook
 from modules.hooks import PostprocessBatchListArgs, PostprocessImageArgs, PostSampleArgs
 from modules.job_infotext import hires_infotext_params, hires_target_size
@@ -89,6 +91,8 @@ class Context:
     hash_cache: str | None = None
     hooks: list[Any] = field(default_factory=list)   # objects with optional hook methods (scripts)
     on_image_saved: Callable[[str], None] | None = None
+    # the model manager (refiner(name) / release_refiner()): a job's refiner is loaded beside its model
+    models: Any = None
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -116,6 +120,8 @@ def validate(job: Job) -> None:
         raise JobError(f"resize_mode must be 0..3, got {job.resize_mode}")
     if job.inpainting_fill not in range(len(MASKED_CONTENT)):
         raise JobError(f"inpainting_fill must be 0..3, got {job.inpainting_fill}")
+    if job.refiner_switch_at is not None and not 0 <= job.refiner_switch_at <= 1:
+        raise JobError(f"refiner_switch_at must be between 0 and 1, got {job.refiner_switch_at}")
     if job.hr_upscaler and job.enable_hr and job.hr_upscaler not in LATENT_UPSCALE_MODES \
             and job.hr_upscaler not in IMAGE_UPSCALERS and not upscaling.is_known(job.hr_upscaler):
         valid = ", ".join([*LATENT_UPSCALE_MODES, *upscaling.upscaler_names()])
@@ -152,19 +158,9 @@ def sampler_for_job(job: Job, ctx: Context, seeds: list[int], sampler_name: str 
         s_noise=job.s_noise if job.s_noise is not None else opts.s_noise, seeds=seeds)
 
 
-def _rng_source(ctx: Context) -> str:
-    source = ctx.opts.randn_source
-    return "CPU" if source == "GPU" and not ctx.model.policy.is_cuda else source
-
-
 def _image_rng(job: Job, ctx: Context, shape: tuple[int, ...], seeds: list[int], subseeds: list[int]
                ) -> rng_mod.ImageRNG:
-    f = ctx.model.vae_scale_factor
-    return rng_mod.ImageRNG(
-        shape, seeds, subseeds=subseeds, subseed_strength=job.subseed_strength,
-        seed_resize_from_h=job.seed_resize_from_h // f if job.seed_resize_from_h > 0 else 0,
-        seed_resize_from_w=job.seed_resize_from_w // f if job.seed_resize_from_w > 0 else 0,
-        source=_rng_source(ctx), device=ctx.model.policy.device, ensd=int(ctx.opts.eta_noise_seed_delta or 0))
+    return rng_mod.for_job(job, ctx.opts, ctx.model, shape, seeds, subseeds)
 
 
 def create_infotext(p: Job, all_prompts: Any = None, all_seeds: Any = None, all_subseeds: Any = None,
@@ -294,6 +290,10 @@ def _process(job: Job, ctx: Context) -> Processed:
         if not isinstance(hook, DenoiserHook):
             raise JobError(f"p.denoiser_hooks: {type(hook).__name__} has no before_denoiser(call) method")
     sampling = Sampling(model, ctx, job.denoiser_hooks)
+    try:
+        refiner = refiners.load(job, ctx)
+    except refiners.RefinerError as e:
+        raise JobError(str(e)) from e
     outputs: list[Image.Image] = []
     infotexts: list[str] = []
     saved: list[str] = []
@@ -312,16 +312,19 @@ def _process(job: Job, ctx: Context) -> Processed:
         _script_hook(job, "before_process_batch", batch_number=batch_no, prompts=prompts, seeds=seeds,
                      subseeds=subseeds)
         sampler = sampler_for_job(job, ctx, seeds)
-        if sampler.eta is not None and sampler.eta != samplers.A1111_ETA_DDIM and "eta" in sampler.step_kwargs:
+        if sampler.eta is not None and sampler.eta != samplers.A1111_ETA_DDIM and "eta" in sampler.step_kwargs \
+                and sampler.info.default_eta is None:
             job.extra_generation_params["Eta DDIM"] = sampler.eta  # A1111 records a non-default eta
+        elif sampler.info.default_eta is not None and sampler.eta != sampler.info.default_eta:
+            job.extra_generation_params["Eta"] = sampler.eta  # TCD's gamma, when not its default
         prompts = sampling.activate_networks(job, prompts)
         job.prompts = list(prompts)
         _script_hook(job, "process_batch", batch_number=batch_no, prompts=prompts, seeds=seeds, subseeds=subseeds)
         guidance = sampling.guidance(prompts, negatives, job.steps)
         if job.is_img2img:
-            result = _img2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, lo, batch_no)
+            result = _img2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, lo, batch_no, refiner)
         else:
-            result = _txt2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, batch_no)
+            result = _txt2img_batch(job, ctx, sampling, sampler, guidance, seeds, subseeds, batch_no, refiner)
         params = sampling.encoder.infotext_params()
         if not opts.textual_inversion_add_hashes_to_infotext:
             params.pop("TI hashes", None)
@@ -420,33 +423,30 @@ def _decode_to_images(sampling: Sampling, latents: torch.Tensor) -> list[Image.I
     return [tensor_to_pil(sample) for sample in decoded]
 
 
-def _inpaint_model_conditioning(sampling: Sampling, batch: int, height: int, width: int,
-                                pixels: torch.Tensor | None = None, mask: torch.Tensor | None = None
-                                ) -> torch.Tensor | None:
-    """What the engine's denoiser takes from the source image (9-channel inpainting: [mask, masked-image latents]);
-    None for models that take nothing (pixels None: txt2img, everything is to be generated)."""
-    return sampling.engine.image_conditioning(batch, height, width, pixels, mask)
-
-
 def _txt2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers.Sampler,
-                   guidance: PromptGuidance, seeds: list[int], subseeds: list[int], batch_no: int
-                   ) -> list[Image.Image] | None:
+                   guidance: PromptGuidance, seeds: list[int], subseeds: list[int], batch_no: int,
+                   refiner: refiners.Refiner | None = None) -> list[Image.Image] | None:
     model = ctx.model
     f = model.vae_scale_factor
     shape = (model.latent_channels, job.height // f, job.width // f)
     image_rng = _image_rng(job, ctx, shape, seeds, subseeds)
     noise = image_rng.first()  # float32 as A1111's: rounded to half, a seed would give another image
-    image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width)
+    image_cond = sampling.engine.image_conditioning(len(seeds), job.height, job.width)
+    handover = refiners.handover(job, ctx, sampling, refiner, job.prompts, job.negative_prompts,
+                                  functools.partial(sampler_for_job, job, seeds=seeds))
     _script_hook(job, "process_before_every_sampling", x=noise, noise=noise, c=guidance, uc=None)
     latents = sampling.denoise(job, sampler, noise, noise, guidance, job.steps, image_rng, batch_no,
-                               job.n_iter, image_conditioning=image_cond)
+                               job.n_iter, image_conditioning=image_cond, handover=handover)
+    finished_by = refiners.record(job, ctx, sampling, refiner, handover)
     if latents is None:
         return None
     if not job.enable_hr:
-        return _decode_to_images(sampling, _post_sample(job, latents))
+        return _decode_to_images(finished_by, _post_sample(job, latents))
+    if finished_by is not sampling and finished_by.engine.latent_format != sampling.engine.latent_format:
+        latents = sampling.vae_encode(finished_by.vae_decode(latents))  # the hires pass runs on the base again
     job.is_hr_pass = True
     try:
-        return _hires_pass(job, ctx, sampling, latents, seeds, subseeds, batch_no)
+        return _hires_pass(job, ctx, sampling, latents, seeds, subseeds, batch_no, refiner)
     finally:
         job.is_hr_pass = False
 
@@ -472,7 +472,8 @@ def _save_inpaint_masks(job: Job, ctx: Context, image: Image.Image, offset: int,
 
 
 def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tensor, seeds: list[int],
-                subseeds: list[int], batch_no: int) -> list[Image.Image] | None:
+                subseeds: list[int], batch_no: int, refiner: refiners.Refiner | None = None
+                ) -> list[Image.Image] | None:
     model = ctx.model
     f = model.vae_scale_factor
     target_w, target_h = hires_target_size(job)
@@ -507,11 +508,15 @@ def _hires_pass(job: Job, ctx: Context, sampling: Sampling, latents: torch.Tenso
     steps = job.hr_second_pass_steps or job.steps
     guidance = sampling.guidance(hr_prompts, hr_negatives, job.steps, hires_steps=steps)
     hr_job = dataclasses.replace(job, width=target_w, height=target_h)  # fields only: scripts add attributes
-    image_cond = _inpaint_model_conditioning(sampling, len(seeds), target_h, target_w)
+    image_cond = sampling.engine.image_conditioning(len(seeds), target_h, target_w)
+    handover = refiners.handover(job, ctx, sampling, refiner, hr_prompts, hr_negatives,
+                                  functools.partial(sampler_for_job, job, seeds=seeds), hires_steps=steps)
     _script_hook(job, "process_before_every_sampling", x=hr_latents, noise=noise, c=guidance, uc=None)
     result = sampling.denoise(hr_job, hr_sampler, hr_latents, noise, guidance, steps, image_rng, batch_no,
-                              job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond)
-    return None if result is None else _decode_to_images(sampling, _post_sample(job, result))
+                              job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond,
+                              handover=handover)
+    finished_by = refiners.record(job, ctx, sampling, refiner, handover)
+    return None if result is None else _decode_to_images(finished_by, _post_sample(job, result))
 
 
 def _post_sample(job: Job, latents: torch.Tensor) -> torch.Tensor:
@@ -525,7 +530,7 @@ def _post_sample(job: Job, latents: torch.Tensor) -> torch.Tensor:
 
 def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers.Sampler,
                    guidance: PromptGuidance, seeds: list[int], subseeds: list[int], first_index: int,
-                   batch_no: int) -> list[Image.Image] | None:
+                   batch_no: int, refiner: refiners.Refiner | None = None) -> list[Image.Image] | None:
     model = ctx.model
     f = model.vae_scale_factor
     device, dtype = model.policy.device, model.policy.dtype
@@ -571,19 +576,24 @@ def _img2img_batch(job: Job, ctx: Context, sampling: Sampling, sampler: samplers
             pixel_mask = torch.cat([torch.from_numpy(np.asarray(s.latent_mask, dtype=np.float32) / 255)[None, None]
                                     for s in setups]).round()
             masked_pixels = pixels.cpu() * (1 - pixel_mask)
-            image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width, masked_pixels,
+            image_cond = sampling.engine.image_conditioning(len(seeds), job.height, job.width, masked_pixels,
                                                      mask)
     elif sampling.engine.takes_image_conditioning:
-        image_cond = _inpaint_model_conditioning(sampling, len(seeds), job.height, job.width, pixels.cpu(),
+        image_cond = sampling.engine.image_conditioning(len(seeds), job.height, job.width, pixels.cpu(),
                                                  torch.ones(len(seeds), 1, *shape[1:]))
+    handover = refiners.handover(job, ctx, sampling, refiner, job.prompts, job.negative_prompts,
+                                  functools.partial(sampler_for_job, job, seeds=seeds))
     _script_hook(job, "process_before_every_sampling", x=init_latents, noise=noise, c=guidance, uc=None)
     latents = sampling.denoise(job, sampler, init_latents, noise, guidance, job.steps, image_rng, batch_no,
                                job.n_iter, strength=job.denoising_strength, image_conditioning=image_cond,
-                               mask=None if sampling.engine.takes_image_conditioning else mask)
+                               mask=None if sampling.engine.takes_image_conditioning else mask, handover=handover)
+    finished_by = refiners.record(job, ctx, sampling, refiner, handover)
     if latents is None:
         return None
     if mask is not None and not sampling.engine.takes_image_conditioning:
+        if finished_by.engine.latent_format != sampling.engine.latent_format:
+            init_latents = finished_by.vae_encode(sampling.vae_decode(init_latents))
         latents = init_latents * (1 - mask) + latents * mask
-    generated = _decode_to_images(sampling, _post_sample(job, latents))
+    generated = _decode_to_images(finished_by, _post_sample(job, latents))
     job.run.masks_for_overlay = [setup.mask_for_overlay if setup else None for setup in setups]
     return [_composite(image, original, setup) for image, original, setup in zip(generated, originals, setups)]

@@ -232,16 +232,17 @@ def default_extension_dirs() -> list[str]:
 
 
 def list_script_files(extension_dirs: Sequence[str] | None = None) -> list[ScriptFile]:
-    """`scripts/*.py` of the repo, then of each extension folder, alphabetically within a folder."""
+    """`scripts/*.py` of the repo, then of each extension folder, alphabetically within a folder; then A1111's
+    built-in processing scripts (`modules/processing_scripts`: the Refiner), as A1111 lists them."""
     folders = [REPO_ROOT, *(default_extension_dirs() if extension_dirs is None else extension_dirs)]
     files = []
-    for folder in folders:
-        scripts_dir = os.path.join(folder, "scripts")
+    for folder, scripts_dir in [*((f, os.path.join(f, "scripts")) for f in folders),
+                                (REPO_ROOT, os.path.join(REPO_ROOT, "modules", "processing_scripts"))]:
         if not os.path.isdir(scripts_dir):
             continue
         for name in sorted(os.listdir(scripts_dir)):
             path = os.path.join(scripts_dir, name)
-            if name.endswith(".py") and os.path.isfile(path):
+            if name.endswith(".py") and not name.startswith("__") and os.path.isfile(path):
                 files.append(ScriptFile(folder, name, path))
     return files
 

@@ -47,6 +47,9 @@ class LCMSampler(KDiffusionSampler):
 
 samplers_data_lcm = [
     sd_samplers_common.SamplerData("LCM", lambda model: LCMSampler("sample_lcm", model), list(_info("LCM").aliases),
-                                   {})
+                                   {}),
+    # TCD is not A1111's; it has a table entry like LCM's so that extensions listing samplers see it too
+    sd_samplers_common.SamplerData("TCD", lambda model: LCMSampler("sample_tcd", model), list(_info("TCD").aliases),
+                                   {}),
 ]
 sd_samplers_common.sampler_table.update({data.name: data for data in (*samplers_data_timesteps, *samplers_data_lcm)})

@@ -157,7 +157,8 @@ def context() -> Context:
     model = models.get()
     embeddings.refresh(model)  # cheap unless files or the model changed
     return Context(model=model, opts=opts, state=state, data_dir=cmd_opts.data_dir, styles=prompt_styles,
-                   embeddings=embeddings, loras=loras, hypernetworks=hypernetworks, hash_cache=cache_path)
+                   embeddings=embeddings, loras=loras, hypernetworks=hypernetworks, hash_cache=cache_path,
+                   models=models)
 
 
 def _forget_counting_encoder() -> None:

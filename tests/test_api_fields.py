@@ -10,9 +10,8 @@ SMALL = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 1}
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("refiner_checkpoint", "sd_xl_refiner_1.0.safetensors"), ("refiner_switch_at", 0.8), ("restore_faces", True),
-    ("tiling", True), ("hr_checkpoint_name", "other.safetensors"), ("disable_extra_networks", True),
-    ("s_min_uncond", 0.5), ("firstpass_image", "aGVsbG8="),
+    ("restore_faces", True), ("tiling", True), ("hr_checkpoint_name", "other.safetensors"),
+    ("disable_extra_networks", True), ("firstpass_image", "aGVsbG8="),
 ])
 def test_a_field_this_program_cannot_honour_is_a_422_naming_it(app, field, value):
     from modules.api import ApiError, generate
@@ -34,6 +33,27 @@ def test_the_off_values_clients_send_by_default_still_generate(app):
                              refiner_checkpoint=None, refiner_switch_at=None, disable_extra_networks=False,
                              s_min_uncond=0.0)
     assert len(generate(request, img2img=False)["images"]) == 1
+
+
+def test_refiner_and_ngms_fields_are_honoured_and_an_unknown_refiner_is_a_400_naming_it(app, tiny_checkpoints):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from modules.api import ApiError, generate
+    from modules.api.models import Txt2ImgRequest
+
+    folder = Path(app.cmd_opts.data_dir) / "models" / "Stable-diffusion"
+    shutil.copy(tiny_checkpoints["sd1"], folder / "tiny-refiner.safetensors")
+    with pytest.raises(ApiError) as caught:
+        generate(Txt2ImgRequest(**SMALL, refiner_checkpoint="no-such-refiner", refiner_switch_at=0.5), img2img=False)
+    assert caught.value.status_code == 400
+    assert caught.value.detail.startswith("refiner_checkpoint: ") and "no-such-refiner" in caught.value.detail
+    request = Txt2ImgRequest(**{**SMALL, "steps": 4}, refiner_checkpoint="tiny-refiner", refiner_switch_at=0.5,
+                             s_min_uncond=100.0)
+    info = json.loads(generate(request, img2img=False)["info"])
+    assert "Refiner: tiny-refiner [" in info["infotexts"][0] and "Refiner switch at: 0.5" in info["infotexts"][0]
+    assert "NGMS: 100.0" in info["infotexts"][0]
 
 
 def test_an_async_job_refused_after_its_id_was_taken_does_not_stay_queued(app):

@@ -121,7 +121,7 @@ def schedule_of(name: str, schedule: str | None) -> torch.Tensor:
 def test_sampler_names_in_a1111_order():
     assert sampler_names() == [
         "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "Euler a", "Euler", "LMS",
-        "Heun", "DPM2", "DPM2 a", "DDIM", "PLMS", "UniPC", "LCM",
+        "Heun", "DPM2", "DPM2 a", "DDIM", "PLMS", "UniPC", "LCM", "TCD",  # TCD: Forge's, after A1111's
     ]
 
 
@@ -180,7 +180,7 @@ def test_unknown_sampler_lists_the_valid_names():
         resolve("DPM fast")
     assert str(error.value) == (
         "Unknown sampler 'DPM fast'. Valid samplers: DPM++ 2M, DPM++ SDE, DPM++ 2M SDE, DPM++ 2M SDE Heun, "
-        "DPM++ 3M SDE, Euler a, Euler, LMS, Heun, DPM2, DPM2 a, DDIM, PLMS, UniPC, LCM"
+        "DPM++ 3M SDE, Euler a, Euler, LMS, Heun, DPM2, DPM2 a, DDIM, PLMS, UniPC, LCM, TCD"
     )
     with pytest.raises(ValueError, match=r"^Unknown sampler 'Euler Turbo'\. Valid samplers: DPM\+\+ 2M, "):
         resolve("Euler Turbo")

@@ -105,8 +105,6 @@ def _refuse_restricted(values: dict[str, Any], prefix: str = "") -> None:
 # Fields A1111 clients may send that this program cannot honour yet: a value that asks for the feature is a 422 naming
 # the field (never silently dropped); the "off" values clients send by default pass. field -> (is off, why)
 _UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "refiner_checkpoint": (lambda v: v in (None, "", "None"), "the SDXL refiner is not available yet"),
-    "refiner_switch_at": (lambda v: v is None or v in (0, 1), "the SDXL refiner is not available yet"),
     "restore_faces": (lambda v: not v, "face restoration is not available"),
     "tiling": (lambda v: not v, "tiling is not available"),
     "hr_checkpoint_name": (lambda v: v in (None, "", "Use same checkpoint"),
@@ -114,7 +112,6 @@ _UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "firstpass_image": (lambda v: not v, "a given first-pass image is not available"),
     "latent_mask": (lambda v: not v, "a separate latent mask is not available"),
     "disable_extra_networks": (lambda v: not v, "disabling extra networks is not available"),
-    "s_min_uncond": (lambda v: not v, "skipping the negative prompt at low sigmas is not available"),
 }
 
 

@@ -109,6 +109,9 @@ class Engine(ABC):
     prompt encoder's notes for the infotext and small caches of constant tensors."""
 
     family: str
+    # which latent space the family's VAE makes ("sd": SD 1.x/2.x, "sdxl": SDXL and its refiner, ...): latents pass
+    # between two models of one space as they are; between spaces only through pixels
+    latent_format: str = "sd"
     # the text encoder with A1111's chunking/emphasis/TI; processing reads its notes (embeddings used) and counts
     encoder: PromptEncoder
     # what else, besides the texts, decides an encoding (cache key for encodings shared across jobs)

@@ -162,6 +162,8 @@ class SDXLEngine(StableDiffusionEngine):
     """SDXL base: CLIP-L + OpenCLIP bigG, and micro-conditioning on the pooled bigG embedding plus
     (original size, crop, target size) ids."""
 
+    latent_format = "sdxl"
+
     def __init__(self, model: SDModel, opts: Any, embeddings: EmbeddingDatabase | None = None) -> None:
         super().__init__(model, opts, embeddings)
         # made once per size: a tensor built from a list is a host-to-device copy at every step otherwise

@@ -38,6 +38,11 @@ class CheckpointInfo:
         return f"{self.name} [{self.shorthash}]" if self.shorthash else self.name
 
     @property
+    def short_title(self) -> str:
+        """A1111's short title (the refiner's infotext value): the file stem and the short hash."""
+        return f"{self.name_for_extra} [{self.shorthash}]" if self.shorthash else self.name_for_extra
+
+    @property
     def name_for_extra(self) -> str:
         """A1111's name of the checkpoint for extra-network cards: the file stem."""
         return os.path.splitext(os.path.basename(self.filename))[0]

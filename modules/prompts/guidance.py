@@ -105,6 +105,32 @@ class PromptGuidance:
         return torch.cat([x[index], x])
 
     @staticmethod
+    def cond_rows(x: torch.Tensor, conditioning: StepConditioning) -> tuple[torch.Tensor, StepConditioning]:
+        """Only the prompt parts' rows of latents and conditioning, for a denoiser call without the negative
+        prompt (CFG scale 1, A1111's skip_early_cond and s_min_uncond)."""
+        n_parts = len(conditioning.owners)
+        rows = conditioning.embeds[:n_parts]
+        pooled = None if conditioning.pooled is None else conditioning.pooled[:n_parts]
+        cond_only = StepConditioning(rows, pooled, conditioning.owners, conditioning.weights,
+                                     conditioning.owner_index)
+        if conditioning.one_part_per_image and n_parts == len(x):
+            return x, cond_only
+        index = conditioning.owner_index
+        if index is None or index.device != x.device:
+            index = torch.tensor(conditioning.owners, dtype=torch.long, device=x.device)
+        return x[index], cond_only
+
+    @staticmethod
+    def with_fake_uncond(out: torch.Tensor, conditioning: StepConditioning) -> torch.Tensor:
+        """A cond-only prediction with each image's first part standing in for its unconditional row (what A1111
+        does when it skips the negative prompt): CFG then gives that part's prediction."""
+        owners = conditioning.owners
+        if conditioning.one_part_per_image:
+            return torch.cat([out, out])
+        first = [owners.index(image) for image in range(max(owners) + 1)]
+        return torch.cat([out, out[first]])
+
+    @staticmethod
     def combine(out: torch.Tensor, conditioning: StepConditioning, cfg_scale: float) -> torch.Tensor:
         n_parts = len(conditioning.owners)
         cond, uncond = out[:n_parts], out[n_parts:]

@@ -19,7 +19,7 @@ from modules.prompts.encoder import Conditioning, EncodingNotes
 from modules.prompts.guidance import PromptGuidance
 from modules.sampling import rng as rng_mod
 from modules.sampling import samplers
-from modules.sampling.loop import SamplingLoop
+from modules.sampling.loop import Handover, NegativeSkip, SamplingLoop
 
 PERSISTENT_COND_CACHE_SIZE = 32  # prompt encodings kept on the model across jobs
 
@@ -100,12 +100,25 @@ class Sampling:
                 guidance: PromptGuidance, steps: int,
                 image_rng: rng_mod.ImageRNG, job_no: int, job_count: int,
                 strength: float | None = None, image_conditioning: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The job's sampling loop (modules/sampling/loop.py) for one batch; None when interrupted or skipped."""
+                mask: torch.Tensor | None = None, handover: Handover | None = None) -> torch.Tensor | None:
+        """The job's sampling loop (modules/sampling/loop.py) for one batch; None when interrupted or skipped.
+        `handover`: the last steps run on the refiner."""
         extra_noise = float(self.ctx.opts.img2img_extra_noise) if strength is not None else 0.0
         if extra_noise > 0:
             job.extra_generation_params["Extra noise"] = extra_noise  # A1111 records it for img2img and hires
-        return self.loop.run(sampler, latents, noise, guidance, steps, image_rng, cfg_scale=job.cfg_scale,
-                             image_size=(job.width, job.height), strength=strength,
-                             image_conditioning=image_conditioning, mask=mask, job_no=job_no, job_count=job_count,
-                             desc=job.mode, extra_noise=extra_noise, job=job)
+        opts = self.ctx.opts
+        skip = NegativeSkip(early=float(opts.skip_early_cond or 0),
+                            min_sigma=float(job.s_min_uncond if job.s_min_uncond is not None else opts.s_min_uncond),
+                            min_sigma_all=bool(opts.s_min_uncond_all))
+        result = self.loop.run(sampler, latents, noise, guidance, steps, image_rng, cfg_scale=job.cfg_scale,
+                               image_size=(job.width, job.height), strength=strength,
+                               image_conditioning=image_conditioning, mask=mask, job_no=job_no, job_count=job_count,
+                               desc=job.mode, extra_noise=extra_noise, job=job, handover=handover,
+                               negative_skip=skip)
+        if skip.used_early:  # A1111 writes these when they skipped a step
+            job.extra_generation_params["Skip Early CFG"] = skip.early
+        if skip.used_min_sigma:
+            job.extra_generation_params["NGMS"] = skip.min_sigma
+            if skip.min_sigma_all:
+                job.extra_generation_params["NGMS all steps"] = True
+        return result

@@ -10,6 +10,7 @@ draws one tensor per image from each generator in turn, as A1111's `ImageRNG.nex
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import torch
 
@@ -188,3 +189,17 @@ class ImageRNG:
         if not self._first_drawn:
             return self.first()
         return torch.stack([self._draw(generator) for generator in self.generators]).to(self.device)
+
+
+def for_job(job: Any, opts: Any, model: Any, shape: tuple[int, ...], seeds: list[int], subseeds: list[int]
+            ) -> ImageRNG:
+    """A batch's noise as A1111 makes it for job `job` (its variation seed and seed resize), the settings'
+    RNG source (GPU means the CPU generator on a machine without CUDA) and eta noise seed delta."""
+    f = model.vae_scale_factor
+    source = opts.randn_source
+    return ImageRNG(
+        shape, seeds, subseeds=subseeds, subseed_strength=job.subseed_strength,
+        seed_resize_from_h=job.seed_resize_from_h // f if job.seed_resize_from_h > 0 else 0,
+        seed_resize_from_w=job.seed_resize_from_w // f if job.seed_resize_from_w > 0 else 0,
+        source="CPU" if source == "GPU" and not model.policy.is_cuda else source, device=model.policy.device,
+        ensd=int(opts.eta_noise_seed_delta or 0))

@@ -30,6 +30,7 @@ from diffusers import (
     LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    TCDScheduler,
     UniPCMultistepScheduler,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -116,6 +117,8 @@ class SamplerInfo:
     default_schedule: str  # what "Automatic" means for this sampler ("automatic": the scheduler's own)
     schedules: tuple[str, ...]  # schedule-type names this sampler accepts, "automatic" always first
     options: dict[str, str] = field(compare=False)  # as /sdapi/v1/samplers lists them
+    # the eta its step takes when the job gives none: None means A1111's eta_ddim setting (DDIM); TCD has its own
+    default_eta: float | None = None
 
 
 def _accepted_arguments(scheduler_class: type) -> set[str]:
@@ -135,6 +138,7 @@ def _sampler(
     default_schedule: str,
     options: dict[str, str] | None = None,
     schedules: tuple[str, ...] | None = None,
+    default_eta: float | None = None,
 ) -> SamplerInfo:
     return SamplerInfo(
         name=name,
@@ -144,6 +148,7 @@ def _sampler(
         default_schedule=default_schedule,
         schedules=schedules if schedules is not None else _expressible_schedules(scheduler_class),
         options=options or {},
+        default_eta=default_eta,
     )
 
 
@@ -202,6 +207,9 @@ SAMPLERS: list[SamplerInfo] = [
     # LCMScheduler picks its timesteps from its 50-step distillation schedule and ignores timestep_spacing, so it
     # offers no schedule type; it also refuses more than 50 steps (original_inference_steps).
     _sampler("LCM", ("k_lcm",), LCMScheduler, {}, "automatic", schedules=("automatic",)),
+    # Trajectory Consistency Distillation (Forge and ComfyUI offer it for TCD LoRAs): like LCM it picks its own
+    # timesteps from the distillation schedule; its step's eta ("gamma", stochasticity) defaults to 0.3.
+    _sampler("TCD", ("tcd",), TCDScheduler, {}, "automatic", schedules=("automatic",), default_eta=0.3),
 ]
 
 _SCHEDULES_BY_NAME = {s.name: s for s in SCHEDULE_TYPES}
@@ -372,9 +380,10 @@ def _step_arguments(scheduler_class: type) -> set[str]:
 
 
 def takes_eta(sampler_name: str, schedule: str | None = None) -> bool:
-    """Whether the sampler's step has an adjustable eta (DDIM: A1111's `eta_ddim` setting applies)."""
+    """Whether A1111's `eta_ddim` setting applies: the sampler's step has an adjustable eta and no default of its
+    own (DDIM)."""
     info, _ = resolve(sampler_name, schedule)
-    return "eta" in _step_arguments(info.scheduler_class)
+    return "eta" in _step_arguments(info.scheduler_class) and info.default_eta is None
 
 
 def create_sampler(
@@ -407,7 +416,8 @@ def create_sampler(
     step_kwargs: dict[str, Any] = {}
     effective_eta: float | None = None
     if "eta" in step_arguments:
-        effective_eta = A1111_ETA_DDIM if eta is None else float(eta)
+        default = A1111_ETA_DDIM if info.default_eta is None else info.default_eta
+        effective_eta = default if eta is None else float(eta)
         step_kwargs["eta"] = effective_eta
     elif "uses_ensd" in info.options or "brownian_noise" in info.options:
         effective_eta = A1111_ETA_ANCESTRAL

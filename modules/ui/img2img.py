@@ -13,6 +13,7 @@ from modules import scripts, shared
 from modules.infotext import as_ui_number
 from modules.processing import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES, Job
 from modules.sampling import samplers
+from modules.ui import presets as presets_ui
 from modules.ui.common import model_default_size, run_safely, session_of, stream_job
 from modules.ui.components import create
 from modules.ui.output_panel import create_output_panel
@@ -199,6 +200,7 @@ def create_tab(default_size: tuple[int, int] | None = None) -> dict[str, Any]:
                     scheduler = create(gr.Dropdown, label="Schedule type", choices=samplers.schedule_type_labels(),
                                                     value="Automatic", elem_id="img2img_scheduler")
                 steps = create(gr.Slider, 1, 150, value=20, step=1, label="Sampling steps", elem_id="img2img_steps")
+                preset_hint, preset_apply = presets_ui.create_row("img2img")
                 with create(gr.Row):
                     width = create(gr.Slider, 64, 2048, value=default_size[0], step=8, label="Width",
                                               elem_id="img2img_width")
@@ -234,6 +236,7 @@ def create_tab(default_size: tuple[int, int] | None = None) -> dict[str, Any]:
                                     (negative, negative_tokens, negative_token_counter)):
             box.change(count, inputs=[box, steps], outputs=[counter], queue=False, show_progress="hidden",
                        api_visibility="undocumented")
+        presets_ui.wire(preset_hint, preset_apply, prompt, steps, cfg, sampler, scheduler)
         interrupt.click(interrupt_own_job, inputs=[], outputs=[], **hidden)
         skip.click(skip_own_job, inputs=[], outputs=[], **hidden)
     return {"mode": mode, "mode_tabs": mode_tabs, "init_img": init_img, "inpaint": inpaint, "prompt": prompt,

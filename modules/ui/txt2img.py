@@ -12,6 +12,7 @@ from modules.processing import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, Job
 from modules.sampling import samplers
 from modules.styles import PromptStyle
 from modules.ui import paste
+from modules.ui import presets as presets_ui
 from modules.ui.common import run_safely, session_of, stream_job
 from modules.ui.components import create
 from modules.ui.output_panel import create_output_panel
@@ -180,6 +181,7 @@ def create_tab(default_size: tuple[int, int] = (512, 512),
                     scheduler = create(gr.Dropdown, label="Schedule type", choices=samplers.schedule_type_labels(),
                                                     value="Automatic", elem_id="txt2img_scheduler")
                 steps = create(gr.Slider, 1, 150, value=20, step=1, label="Sampling steps", elem_id="txt2img_steps")
+                preset_hint, preset_apply = presets_ui.create_row("txt2img")
                 with create(gr.Row):
                     width = create(gr.Slider, 64, 2048, value=default_size[0], step=8, label="Width",
                                               elem_id="txt2img_width")
@@ -264,6 +266,7 @@ def create_tab(default_size: tuple[int, int] = (512, 512),
         for box, counter, count in ((prompt, prompt_tokens, token_counter),
                                     (negative, negative_tokens, negative_token_counter)):
             box.change(count, inputs=[box, steps, styles], outputs=[counter], queue=False, show_progress="hidden")
+        presets_ui.wire(preset_hint, preset_apply, prompt, steps, cfg, sampler, scheduler)
         save_style_button.click(save_style, inputs=[style_name, prompt, negative], outputs=[styles])
         interrupt.click(interrupt_own_job, inputs=[], outputs=[], queue=False)
         skip.click(skip_own_job, inputs=[], outputs=[], queue=False)

@@ -1,0 +1,82 @@
+"""The few-step model card under the sampling settings: "this model wants 4 steps, CFG 1, Euler SGM Uniform" with a
+one-click Apply (modules/models/presets.py reads it from the files). It follows the prompt's LoRAs (an LCM or
+Hyper-SD LoRA decides) and the loaded checkpoint."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import gradio as gr
+
+from modules import shared
+from modules.models import presets
+from modules.models.safe_load import CheckpointLoadError, read_safetensors_metadata
+from modules.prompts import parser
+from modules.ui.components import create
+
+
+@functools.lru_cache(maxsize=64)
+def _metadata(path: str, mtime: float) -> dict[str, str]:
+    if not path.lower().endswith(".safetensors"):
+        return {}
+    try:
+        return read_safetensors_metadata(path)
+    except (CheckpointLoadError, OSError):
+        return {}
+
+
+def _file_metadata(path: str) -> dict[str, str]:
+    try:
+        return _metadata(path, os.path.getmtime(path))
+    except OSError:
+        return {}
+
+
+def preset_for(prompt: str) -> presets.SamplingPreset | None:
+    """The preset of the prompt's first few-step LoRA, else of the loaded checkpoint."""
+    candidates: list[tuple[str, dict[str, str]]] = []
+    _, networks = parser.parse_prompt(prompt or "")
+    for params in [*networks.get("lora", []), *networks.get("lyco", [])]:
+        entry = shared.loras.find(params.items[0]) if params.items and shared.loras is not None else None
+        if entry is not None:
+            candidates.append((entry.name, entry.metadata))
+    model = shared.models.current if shared.models is not None else None
+    if model is not None:
+        candidates.append((model.checkpoint.name, _file_metadata(model.checkpoint.filename)))
+    return presets.first_preset(candidates)
+
+
+def hint(prompt: str) -> tuple[Any, Any]:
+    """The hint text and the Apply button, both hidden for an ordinary model."""
+    preset = preset_for(prompt)
+    if preset is None:
+        return gr.Markdown(value="", visible=False), gr.Button(visible=False)
+    return gr.Markdown(value=f"ⓘ {preset.hint()}", visible=True), gr.Button(visible=True)
+
+
+def apply(prompt: str, steps: float, cfg_scale: float, sampler_name: str, scheduler: str) -> tuple[Any, ...]:
+    """The preset's steps, CFG, sampler and schedule (the current values when there is none)."""
+    preset = preset_for(prompt)
+    if preset is None:
+        return steps, cfg_scale, sampler_name, scheduler
+    return preset.steps, preset.cfg_scale, preset.sampler_name, preset.scheduler
+
+
+def create_row(tab: str) -> tuple[gr.Markdown, gr.Button]:
+    """The hint and its button (hidden until a few-step model or LoRA is in use)."""
+    with create(gr.Row, elem_id=f"{tab}_preset_row"):
+        text = create(gr.Markdown, "", visible=False, elem_id=f"{tab}_preset_hint")
+        button = create(gr.Button, "Apply", visible=False, elem_id=f"{tab}_preset_apply", scale=0, min_width=80)
+    return text, button
+
+
+def wire(text: gr.Markdown, button: gr.Button, prompt: gr.Textbox, steps: gr.Slider, cfg: gr.Slider,
+         sampler: gr.Dropdown, scheduler: gr.Dropdown) -> None:
+    """Refresh the hint as the prompt changes (and when it gets the focus: the model may have changed)."""
+    for event in (prompt.change, prompt.focus):
+        event(hint, inputs=[prompt], outputs=[text, button], queue=False, show_progress="hidden",
+              api_visibility="undocumented")
+    button.click(apply, inputs=[prompt, steps, cfg, sampler, scheduler], outputs=[steps, cfg, sampler, scheduler],
+                 queue=False, show_progress="hidden", api_visibility="undocumented")
