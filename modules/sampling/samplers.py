@@ -121,8 +121,9 @@ class SamplerInfo:
     default_eta: float | None = None
 
 
-def _accepted_arguments(scheduler_class: type) -> set[str]:
-    return set(inspect.signature(scheduler_class.__init__).parameters) - {"self"}
+@functools.lru_cache(maxsize=64)
+def _accepted_arguments(scheduler_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(scheduler_class.__init__).parameters) - {"self"}
 
 
 def _expressible_schedules(scheduler_class: type) -> tuple[str, ...]:
@@ -375,8 +376,9 @@ def _build_scheduler(scheduler_class: type, config: dict[str, Any]) -> Scheduler
     return copy.deepcopy(_cached_scheduler(scheduler_class, config_json))
 
 
-def _step_arguments(scheduler_class: type) -> set[str]:
-    return set(inspect.signature(scheduler_class.step).parameters)
+@functools.lru_cache(maxsize=64)
+def _step_arguments(scheduler_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(scheduler_class.step).parameters)
 
 
 def takes_eta(sampler_name: str, schedule: str | None = None) -> bool:
