@@ -196,3 +196,23 @@ def test_the_refiner_script_sets_the_job_fields_only_when_enabled(xl_app):
     job = Job(**SMALL, steps=4, refiner_checkpoint="tiny-sdxl-refiner", refiner_switch_at=0.5)
     runner.attach(job, args)
     assert "Refiner: tiny-sdxl-refiner" in xl_app.run_job(job).infotexts[0]
+
+
+def test_pasting_an_infotext_fills_the_refiner_accordion_in_both_tabs(xl_app):
+    import gradio as gr
+
+    from modules import scripts
+    from modules.ui import paste
+
+    scripts.load_scripts()
+    refiner_title = xl_app.models.refiner("tiny-sdxl-refiner").checkpoint.title
+    text = ("a red circle\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64, "
+            f"Refiner: tiny-sdxl-refiner [{refiner_title.split('[')[1]}, Refiner switch at: 0.6")
+    for runner in (scripts.scripts_txt2img, scripts.scripts_img2img):
+        refiner_script = next(s for s in runner.alwayson_scripts if s.title() == "Refiner")
+        with gr.Blocks():
+            refiner_script.ui(runner is scripts.scripts_img2img)
+        values = paste.script_values(refiner_script.infotext_fields, paste.parse_pasted(text))
+        assert values == [True, refiner_title, 0.6]
+        plain = paste.script_values(refiner_script.infotext_fields, paste.parse_pasted("a cat\nSteps: 4"))
+        assert plain[0] is False and plain[1] is None  # no refiner in the infotext: the accordion closes

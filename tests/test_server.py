@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.servers import free_port, running_webui, server_process
+from tests.servers import running_webui, server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,35 +180,20 @@ def test_api_only_server_with_ckpt_flag(tmp_path, tiny_checkpoints):
     """--nowebui serves only the API (A1111: port 7861 by default); --ckpt adds and loads a file from anywhere."""
     import httpx
 
-    port = free_port()
     outside = tmp_path / "elsewhere" / "my-sd2.safetensors"
     outside.parent.mkdir()
     outside.write_bytes(tiny_checkpoints["sd2"].read_bytes())
     data_dir = tmp_path / "data"
-    process = subprocess.Popen([sys.executable, "webui.py", "--nowebui", "--port", str(port), "--data-dir",
-                                str(data_dir), "--ckpt", str(outside)], cwd=ROOT,
-                               env={**os.environ, "COMMANDLINE_ARGS": ""}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        models = None
-        while time.time() < deadline and process.poll() is None:
-            try:
-                models = httpx.get(f"http://127.0.0.1:{port}/sdapi/v1/sd-models", timeout=2).json()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        assert models is not None, process.stdout.read() if process.poll() is not None else "no answer"
+    data_dir.mkdir()
+    with running_webui(data_dir, "--nowebui", "--ckpt", str(outside)) as (url, _):
+        models = httpx.get(f"{url}/sdapi/v1/sd-models", timeout=30).json()
         titles = [m["title"] for m in models]
         assert any(t.startswith("my-sd2.safetensors [") for t in titles)
-        response = httpx.post(f"http://127.0.0.1:{port}/sdapi/v1/txt2img", timeout=60,
+        response = httpx.post(f"{url}/sdapi/v1/txt2img", timeout=60,
                               json={"prompt": "x", "steps": 2, "width": 64, "height": 64, "seed": 5})
         assert response.status_code == 200
         info = response.json()["info"]
         assert '"sd_model_name": "my-sd2"' in info and '"seed": 5' in info
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 404  # no UI
-        assert httpx.post(f"http://127.0.0.1:{port}/sdapi/v1/txt2img", timeout=30,
+        assert httpx.get(f"{url}/", timeout=5).status_code == 404  # no UI
+        assert httpx.post(f"{url}/sdapi/v1/txt2img", timeout=30,
                           json={"prompt": "x", "sampler_name": "Bogus"}).status_code == 400
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
