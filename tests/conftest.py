@@ -12,6 +12,7 @@ wins); every other test is given one below, from its file and the fixtures it us
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 
@@ -100,13 +101,19 @@ KNOWN_SECONDS: dict[str, float] = {
 SLOW_SECONDS = 10.0
 
 
-def _tier_of(item: pytest.Item) -> str:
-    try:
-        import inspect
+@functools.lru_cache(maxsize=None)
+def _source_of(function: object) -> str:
+    """A test function's source (parametrized tests share one function: read once, not per case)."""
+    import inspect
 
-        source = inspect.getsource(item.function)
-    except (AttributeError, OSError, TypeError):
-        source = ""
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def _tier_of(item: pytest.Item) -> str:
+    source = _source_of(getattr(item, "function", None))
     if (BROWSER_FIXTURES & set(item.fixturenames) or item.path.name == "test_browser.py"
             or any(word in source for word in BROWSER_WORDS)):
         return "browser"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "extensions-builtin" / "sd-webui-controlnet"))
 
 DEMO = ROOT / "assets" / "demo" / "demo-canny-controlnet.safetensors"
 PROMPT = "a red circle on the left"
-SEEDS = 50
+SEEDS = 36
 STEPS = 20
 
 

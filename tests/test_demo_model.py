@@ -86,7 +86,7 @@ def test_cfg_scale_strengthens_adherence(app):
 
 def test_negative_prompt_naming_the_colour_lowers_its_share(app):
     rng = random.Random(3)
-    captions = [shapes.caption(shapes.random_spec(rng, colour="red")) for _ in range(24)]
+    captions = [shapes.caption(shapes.random_spec(rng, colour="red")) for _ in range(16)]
 
     def red_share(negative: str) -> float:
         processed = app.run_job(Job(prompt=captions, negative_prompt=negative, seed=1, batch_size=len(captions),

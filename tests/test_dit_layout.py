@@ -37,3 +37,43 @@ def test_unmapped_weights_are_an_error():
     state = {**model.state_dict(), "extra.weight": torch.zeros(1)}
     with pytest.raises(ValueError, match="extra.weight"):
         sd3_to_original(state)
+
+
+@pytest.mark.parametrize("guidance", [False, True], ids=["schnell", "dev"])
+def test_flux_original_layout_round_trips_and_loads(guidance):
+    from diffusers import FluxTransformer2DModel
+
+    from modules.models.dit_layout import flux_to_diffusers, flux_to_original
+
+    def tiny() -> FluxTransformer2DModel:
+        return FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=2, num_single_layers=2,
+                                      attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                      pooled_projection_dim=16, guidance_embeds=guidance, axes_dims_rope=(2, 2, 4))
+
+    torch.manual_seed(0)
+    model = tiny()
+    state = model.state_dict()
+    original = flux_to_original(state)
+    assert SD3_PREFIX + "double_blocks.1.img_attn.qkv.weight" in original
+    assert SD3_PREFIX + "single_blocks.1.linear1.weight" in original
+    assert (SD3_PREFIX + "guidance_in.in_layer.weight" in original) == guidance
+    back = flux_to_diffusers(original)
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+    # BFL's own files have no prefix: read the same
+    bare = {k.removeprefix(SD3_PREFIX): v for k, v in original.items()}
+    fresh = tiny()
+    fresh.load_state_dict(flux_to_diffusers(bare), strict=True)
+    assert all(torch.equal(fresh.state_dict()[k], state[k]) for k in state)
+
+
+def test_transformer_checkpoints_are_named_in_the_load_error():
+    from modules.models import detection
+
+    sd3 = sd3_to_original(SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=16, num_layers=1,
+                                                attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                                caption_projection_dim=16, pooled_projection_dim=32,
+                                                out_channels=16, pos_embed_max_size=16).state_dict())
+    with pytest.raises(detection.UnknownModelError, match="Stable Diffusion 3 / 3.5 checkpoint"):
+        detection.detect_family(sd3)
+    with pytest.raises(detection.UnknownModelError, match="FLUX.1 transformer"):
+        detection.detect_family({"double_blocks.0.img_attn.qkv.weight": torch.zeros(1)})

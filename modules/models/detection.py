@@ -59,6 +59,12 @@ def detect_family(state_dict: dict[str, torch.Tensor]) -> Detection:
     keys = list(state_dict.keys())
     conv_in = state_dict.get(UNET_PREFIX + "input_blocks.0.0.weight")
     if conv_in is None:
+        # the transformer families (issue 17): named, so that the message says what the file is
+        if any(k.startswith((UNET_PREFIX + "joint_blocks.", "joint_blocks.")) for k in keys):
+            raise UnknownModelError("this is a Stable Diffusion 3 / 3.5 checkpoint (MMDiT transformer), which this "
+                                    "version cannot load yet")
+        if any(k.startswith((UNET_PREFIX + "double_blocks.", "double_blocks.")) for k in keys):
+            raise UnknownModelError("this is a FLUX.1 transformer, which this version cannot load yet")
         if any(".lora_down." in k or k.startswith("lora_") for k in keys):
             raise UnknownModelError("this is a LoRA, not a checkpoint: put it in models/Lora")
         if _has_prefix(keys, "encoder.") and _has_prefix(keys, "decoder."):
