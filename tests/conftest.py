@@ -101,7 +101,7 @@ KNOWN_SECONDS: dict[str, float] = {
 SLOW_SECONDS = 10.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _source_of(function: object) -> str:
     """A test function's source (parametrized tests share one function: read once, not per case)."""
     import inspect
