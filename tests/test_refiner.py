@@ -216,3 +216,18 @@ def test_pasting_an_infotext_fills_the_refiner_accordion_in_both_tabs(xl_app):
         assert values == [True, refiner_title, 0.6]
         plain = paste.script_values(refiner_script.infotext_fields, paste.parse_pasted("a cat\nSteps: 4"))
         assert plain[0] is False and plain[1] is None  # no refiner in the infotext: the accordion closes
+
+
+def test_inpainting_with_a_refiner_of_another_latent_space_keeps_the_unmasked_part(xl_app):
+    import numpy as np
+    from PIL import Image
+
+    xl_app.opts.set("refiner_switch_by_sample_steps", True)
+    source = Image.new("RGB", (64, 64), (200, 30, 30))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 0, 64, 64))  # repaint the right half only
+    processed, counter = _run(xl_app, steps=8, denoising_strength=1.0, init_images=[source], image_mask=mask,
+                              mask_blur=0, refiner_checkpoint="tiny-sd1", refiner_switch_at=0.5)
+    assert counter.calls["tiny-sd1"] == 4 and "Refiner: tiny-sd1" in processed.infotexts[0]
+    pixels = np.asarray(processed.images[0].convert("RGB"), dtype=np.int16)
+    assert np.abs(pixels[:, :24] - np.array([200, 30, 30])).max() <= 3  # the kept half is the original's

@@ -300,6 +300,8 @@ class SamplingLoop:
         view = KDiffusionView.at(scheduler, t)
         x = view.x(latents)
         clean = handover.convert(view.denoised(x, guidance.combine(out.float(), step_cond, run.cfg_scale))).float()
+        if run.mask is not None:  # inpainting's blend keeps the original's latents: those too in the new space
+            run.init_latents = handover.convert(run.init_latents).float()
         fresh = handover.fresh_sampler
         fresh.scheduler.set_timesteps(run.steps, device=latents.device)
         if hasattr(fresh.scheduler, "set_begin_index"):
