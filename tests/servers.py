@@ -40,8 +40,11 @@ class ServerProcess:
         """The exit status once it has ended (a forked server killed by a signal: -1), else None."""
         if self.popen is not None:
             return self.popen.poll()
-        if self._process.is_running() and self._process.status() != psutil.STATUS_ZOMBIE:
-            return None
+        try:
+            if self._process.is_running() and self._process.status() != psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.NoSuchProcess:  # ended between the two questions
+            pass
         exit_file = Path(str(self.log_path) + ".exit")
         return int(exit_file.read_text()) if exit_file.is_file() else -1
 
