@@ -166,6 +166,7 @@ def test_model_card_follows_the_loaded_checkpoint_and_the_prompts_loras(tmp_path
     folder = tmp_path / "models" / "Stable-diffusion"
     folder.mkdir(parents=True)
     (folder / "tiny_lightning_4step.safetensors").write_bytes(tiny_checkpoints["sd1"].read_bytes())
+    (folder / "plain.safetensors").write_bytes(tiny_checkpoints["sd1"].read_bytes())
     lora_folder = tmp_path / "models" / "Lora"
     lora_folder.mkdir(parents=True)
     from safetensors.torch import save_file
@@ -173,11 +174,15 @@ def test_model_card_follows_the_loaded_checkpoint_and_the_prompts_loras(tmp_path
               metadata={"ss_output_name": "my_style", "modelspec.usage_hint": "LCM LoRA, 5 steps, cfg 1.2"})
     shared.initialize(cmd_args.parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"], environ={}))
     try:
-        shared.models.get()
+        shared.models.select("tiny_lightning_4step.safetensors")
         assert presets_ui.preset_for("a cat").label == "SDXL-Lightning 4-step"
         text, button = presets_ui.hint("a cat")
         assert "wants 4 steps, CFG 1, Euler SGM Uniform" in text.value and button.visible
         assert presets_ui.apply("a cat", 20, 7, "DPM++ 2M", "Automatic") == (4, 1.0, "Euler", "SGM Uniform")
+        # the checkpoint chosen in the dropdown decides before it has loaded
+        assert presets_ui.preset_for("a cat", "plain.safetensors") is None
+        assert presets_ui.hint("a cat", "plain.safetensors")[1].visible is False
+        assert presets_ui.preset_for("a cat", "tiny_lightning_4step.safetensors").steps == 4
         lora = presets_ui.preset_for("a cat <lora:my_style:1>")
         assert (lora.label, lora.steps, lora.cfg_scale) == ("LCM", 5, 1.2)
     finally:

@@ -18,6 +18,7 @@ from modules.ui import (
     settings,
     txt2img,
 )
+from modules.ui import presets as presets_ui
 from modules.ui.a1111_names import *  # noqa: F403 (A1111's `modules.ui` names that extensions import)
 from modules.ui.components import create
 
@@ -63,6 +64,7 @@ def create_ui() -> gr.Blocks:
             extensions.create_tab()
         for fields in (txt2img_fields, img2img_fields):
             send_to.connect(fields["output_panel"], img2img_fields, extras_fields["image"], tabs)
+        presets_ui.wire_checkpoint(checkpoint)  # the model card follows the checkpoint chosen at the top
         # a closed or reloaded tab ends its Gradio session: its jobs would only keep the queue busy for nobody
         demo.unload(common.cancel_session_jobs)
     return demo

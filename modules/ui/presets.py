@@ -34,23 +34,26 @@ def _file_metadata(path: str) -> dict[str, str]:
         return {}
 
 
-def preset_for(prompt: str) -> presets.SamplingPreset | None:
-    """The preset of the prompt's first few-step LoRA, else of the loaded checkpoint."""
+def preset_for(prompt: str, checkpoint: str | None = None) -> presets.SamplingPreset | None:
+    """The preset of the prompt's first few-step LoRA, else of `checkpoint` (a title from the checkpoint dropdown)
+    or, without one, of the loaded checkpoint."""
     candidates: list[tuple[str, dict[str, str]]] = []
     _, networks = parser.parse_prompt(prompt or "")
     for params in [*networks.get("lora", []), *networks.get("lyco", [])]:
         entry = shared.loras.find(params.items[0]) if params.items and shared.loras is not None else None
         if entry is not None:
             candidates.append((entry.name, entry.metadata))
-    model = shared.models.current if shared.models is not None else None
-    if model is not None:
-        candidates.append((model.checkpoint.name, _file_metadata(model.checkpoint.filename)))
+    info = shared.models.registry.find(checkpoint) if checkpoint and shared.models is not None else None
+    if info is None and shared.models is not None and shared.models.current is not None:
+        info = shared.models.current.checkpoint
+    if info is not None:
+        candidates.append((info.name, _file_metadata(info.filename)))
     return presets.first_preset(candidates)
 
 
-def hint(prompt: str) -> tuple[Any, Any]:
+def hint(prompt: str, checkpoint: str | None = None) -> tuple[Any, Any]:
     """The hint text and the Apply button, both hidden for an ordinary model."""
-    preset = preset_for(prompt)
+    preset = preset_for(prompt, checkpoint)
     if preset is None:
         return gr.Markdown(value="", visible=False), gr.Button(visible=False)
     return gr.Markdown(value=f"ⓘ {preset.hint()}", visible=True), gr.Button(visible=True)
@@ -64,6 +67,10 @@ def apply(prompt: str, steps: float, cfg_scale: float, sampler_name: str, schedu
     return preset.steps, preset.cfg_scale, preset.sampler_name, preset.scheduler
 
 
+# each tab's (prompt, hint, button) of the UI built last, for the checkpoint dropdown's refresh
+_ROWS: dict[str, tuple[Any, Any, Any]] = {}
+
+
 def create_row(tab: str) -> tuple[gr.Markdown, gr.Button]:
     """The hint and its button (hidden until a few-step model or LoRA is in use)."""
     with create(gr.Row, elem_id=f"{tab}_preset_row"):
@@ -75,8 +82,16 @@ def create_row(tab: str) -> tuple[gr.Markdown, gr.Button]:
 def wire(text: gr.Markdown, button: gr.Button, prompt: gr.Textbox, steps: gr.Slider, cfg: gr.Slider,
          sampler: gr.Dropdown, scheduler: gr.Dropdown) -> None:
     """Refresh the hint as the prompt changes (and when it gets the focus: the model may have changed)."""
+    _ROWS[str(text.elem_id).removesuffix("_preset_hint")] = (prompt, text, button)
     for event in (prompt.change, prompt.focus):
         event(hint, inputs=[prompt], outputs=[text, button], queue=False, show_progress="hidden",
               api_visibility="undocumented")
     button.click(apply, inputs=[prompt, steps, cfg, sampler, scheduler], outputs=[steps, cfg, sampler, scheduler],
                  queue=False, show_progress="hidden", api_visibility="undocumented")
+
+
+def wire_checkpoint(checkpoint: gr.Dropdown) -> None:
+    """The quick settings' checkpoint dropdown refreshes every tab's hint for the checkpoint just chosen."""
+    for prompt, text, button in _ROWS.values():
+        checkpoint.change(hint, inputs=[prompt, checkpoint], outputs=[text, button], queue=False,
+                          show_progress="hidden", api_visibility="undocumented")
