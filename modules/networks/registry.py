@@ -73,13 +73,14 @@ class NetworkRegistry:
         self._scanned = True
         return entries
 
-    def find(self, name: str) -> NetworkEntry | None:
-        """The file a prompt tag names (file stem or alias); None if there is none, even after a rescan."""
+    def find(self, name: str, rescan: bool = True) -> NetworkEntry | None:
+        """The file a prompt tag names (file stem or alias); None if there is none, even after a rescan (with
+        `rescan` False: none among the files already listed)."""
         name = name.strip()
         if not self._scanned:
             self.refresh()
         entry = self._by_name.get(name)
-        if entry is None or not os.path.isfile(entry.path):
+        if rescan and (entry is None or not os.path.isfile(entry.path)):
             self.refresh()
             entry = self._by_name.get(name)
         return entry

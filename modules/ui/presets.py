@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any
 
 import gradio as gr
@@ -34,13 +35,31 @@ def _file_metadata(path: str) -> dict[str, str]:
         return {}
 
 
+# tag name -> when a miss last rescanned the LoRA folder: the hint runs at every keystroke, and a rescan reads every
+# file's metadata
+_RESCANNED: dict[str, float] = {}
+RESCAN_EVERY = 10.0  # seconds
+
+
+def _lora(name: str) -> Any:
+    """The LoRA a tag names; a name not listed rescans the folder at most every RESCAN_EVERY seconds."""
+    entry = shared.loras.find(name, rescan=False)
+    now = time.monotonic()
+    if entry is None and now - _RESCANNED.get(name, -RESCAN_EVERY) >= RESCAN_EVERY:
+        if len(_RESCANNED) > 256:
+            _RESCANNED.clear()
+        _RESCANNED[name] = now
+        entry = shared.loras.find(name)
+    return entry
+
+
 def preset_for(prompt: str, checkpoint: str | None = None) -> presets.SamplingPreset | None:
     """The preset of the prompt's first few-step LoRA, else of `checkpoint` (a title from the checkpoint dropdown)
     or, without one, of the loaded checkpoint."""
     candidates: list[tuple[str, dict[str, str]]] = []
     _, networks = parser.parse_prompt(prompt or "")
     for params in [*networks.get("lora", []), *networks.get("lyco", [])]:
-        entry = shared.loras.find(params.items[0]) if params.items and shared.loras is not None else None
+        entry = _lora(params.items[0]) if params.items and shared.loras is not None else None
         if entry is not None:
             candidates.append((entry.name, entry.metadata))
     info = shared.models.registry.find(checkpoint) if checkpoint and shared.models is not None else None
